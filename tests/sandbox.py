@@ -1,0 +1,25 @@
+"""The level-2 sandbox: run a real command in private mount/UTS/IPC/PID namespaces.
+
+`/etc /home /root /var /usr /mnt /srv /opt /tmp` are overlays whose upper layers live on a
+private tmpfs, so the command (and the `setup` shell code run before it) may change them
+freely: the host never sees it, and everything is gone when the command exits.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from typing import Mapping, Optional, Sequence
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SCRIPT = os.path.join(HERE, "sandbox.sh")
+UNSHARE = ["unshare", "--mount", "--uts", "--ipc", "--pid", "--fork", "--propagation", "private",
+           "--mount-proc"]
+
+
+def sandbox_run(argv: Sequence[str], setup: str = "", *, timeout: float = 120,
+                env: Optional[Mapping[str, str]] = None) -> "subprocess.CompletedProcess[str]":
+    """Run `argv` in a fresh sandbox after the shell code `setup`; output is captured."""
+    return subprocess.run([*UNSHARE, "bash", SCRIPT, setup or ":", *argv], capture_output=True,
+                          text=True, timeout=timeout, check=False,
+                          env=None if env is None else dict(env))

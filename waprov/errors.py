@@ -1,0 +1,35 @@
+"""The error family: every failure waprov reports is a WaprovError with a clear message.
+
+`exit_code` is what the command line returns for it: 2 for usage and configuration
+errors, 1 when the requested operation failed. Messages never contain secrets: System
+redacts them before an error is built.
+"""
+
+from __future__ import annotations
+
+
+class WaprovError(Exception):
+    """A failure with a message fit for an administrator (no traceback needed)."""
+
+    exit_code = 1
+
+
+class UsageError(WaprovError):
+    """The command line is wrong."""
+
+    exit_code = 2
+
+
+class ConfigError(WaprovError):
+    """A configuration file is unusable; the message names the file and the reason."""
+
+    exit_code = 2
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__("{0}: {1}".format(path, reason))
+        self.path = path
+        self.reason = reason
+
+
+class HostError(WaprovError):
+    """A change to the host (a command, a file) failed."""
