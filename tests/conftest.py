@@ -19,9 +19,8 @@ def waprov_argv(*args: str) -> List[str]:
     return [sys.executable, LAUNCHER, *args]
 
 
-def run_waprov(args: Sequence[str], **kw: object) -> "subprocess.CompletedProcess[str]":
-    return subprocess.run(waprov_argv(*args), capture_output=True, text=True, check=False,
-                          timeout=60, **kw)  # type: ignore[call-overload, no-any-return]
+def run_waprov(args: Sequence[str], **kw: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(waprov_argv(*args), capture_output=True, text=True, check=False, timeout=60, **kw)  # type: ignore[call-overload, no-any-return]
 
 
 @pytest.fixture(autouse=True)

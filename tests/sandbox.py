@@ -13,13 +13,28 @@ from typing import Mapping, Optional, Sequence
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCRIPT = os.path.join(HERE, "sandbox.sh")
-UNSHARE = ["unshare", "--mount", "--uts", "--ipc", "--pid", "--fork", "--propagation", "private",
-           "--mount-proc"]
+UNSHARE = [
+    "unshare",
+    "--mount",
+    "--uts",
+    "--ipc",
+    "--pid",
+    "--fork",
+    "--propagation",
+    "private",
+    "--mount-proc",
+]
 
 
-def sandbox_run(argv: Sequence[str], setup: str = "", *, timeout: float = 120,
-                env: Optional[Mapping[str, str]] = None) -> "subprocess.CompletedProcess[str]":
+def sandbox_run(
+    argv: Sequence[str], setup: str = "", *, timeout: float = 120, env: Optional[Mapping[str, str]] = None
+) -> subprocess.CompletedProcess[str]:
     """Run `argv` in a fresh sandbox after the shell code `setup`; output is captured."""
-    return subprocess.run([*UNSHARE, "bash", SCRIPT, setup or ":", *argv], capture_output=True,
-                          text=True, timeout=timeout, check=False,
-                          env=None if env is None else dict(env))
+    return subprocess.run(
+        [*UNSHARE, "bash", SCRIPT, setup or ":", *argv],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env=None if env is None else dict(env),
+    )

@@ -9,8 +9,6 @@ import tempfile
 from pathlib import Path
 from typing import List
 
-import pytest
-
 from tests.conftest import ROOT, run_waprov, waprov_argv
 from tests.sandbox import sandbox_run
 
@@ -45,12 +43,16 @@ def test_a_directory(tmp_path: Path) -> None:
 def test_a_file_that_cannot_be_read() -> None:
     # root reads anything: run as nobody, for whom a mode-000 file in a 0755 dir is unreadable.
     with tempfile.TemporaryDirectory(dir="/tmp") as d:
-        os.chmod(d, 0o755)
+        os.chmod(d, 0o755)  # noqa: S103 (nobody must reach the file)
         conf = Path(d) / "locked.conf"
         conf.write_text("Lib.Dir=/x\n")
         conf.chmod(0o000)
-        p = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                            *waprov_argv(*show(str(conf)))], capture_output=True, text=True, check=False)
+        p = subprocess.run(
+            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *waprov_argv(*show(str(conf)))],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
     assert p.returncode == 2
     assert_one_clear_error(p.stderr, str(conf), "cannot be read: Permission denied")
 
@@ -99,8 +101,9 @@ SHARE = "mkdir -p /usr/share/waprov && echo Lib.Dir=/from/share > /usr/share/wap
 
 
 def test_etc_waagent_conf_is_read_first() -> None:
-    p = sandbox_run(waprov_argv("-show-configuration"),
-                    "echo Lib.Dir=/from/etc > /etc/waagent.conf; " + SHARE)
+    p = sandbox_run(
+        waprov_argv("-show-configuration"), "echo Lib.Dir=/from/etc > /etc/waagent.conf; " + SHARE
+    )
     assert p.returncode == 0, p.stderr
     assert "Lib.Dir = /from/etc" in p.stdout.splitlines()
     assert p.stderr == ""
@@ -113,27 +116,32 @@ def test_the_shipped_file_is_read_when_etc_has_none() -> None:
 
 
 def test_the_repository_waagent_conf_is_what_gets_shipped() -> None:
-    setup = "rm -f /etc/waagent.conf; mkdir -p /usr/share/waprov; cp {0} /usr/share/waprov/".format(
-        os.path.join(ROOT, "waagent.conf"))
+    setup = "rm -f /etc/waagent.conf; mkdir -p /usr/share/waprov; cp {} /usr/share/waprov/".format(
+        os.path.join(ROOT, "waagent.conf")
+    )
     p = sandbox_run(waprov_argv("-show-configuration"), setup)
     assert p.returncode == 0, p.stderr
     lines = p.stdout.splitlines()
-    for line in ("ResourceDisk.Format = True", "ResourceDisk.Filesystem = ext4",
-                 "Provisioning.RegenerateSshHostKeyPair = True", "Provisioning.Agent = disabled"):
+    for line in (
+        "ResourceDisk.Format = True",
+        "ResourceDisk.Filesystem = ext4",
+        "Provisioning.RegenerateSshHostKeyPair = True",
+        "Provisioning.Agent = disabled",
+    ):
         assert line in lines
 
 
 def test_built_in_defaults_with_a_warning_when_there_is_no_file() -> None:
-    p = sandbox_run(waprov_argv("-show-configuration"),
-                    "rm -f /etc/waagent.conf; rm -rf /usr/share/waprov")
+    p = sandbox_run(waprov_argv("-show-configuration"), "rm -f /etc/waagent.conf; rm -rf /usr/share/waprov")
     assert p.returncode == 0, p.stderr
     assert "Lib.Dir = /var/lib/waagent" in p.stdout.splitlines()
     assert re.fullmatch(TS + " WARNING no configuration file found .*using built-in defaults\n", p.stderr)
 
 
 def test_a_broken_etc_file_is_an_error_not_a_fallback() -> None:
-    p = sandbox_run(waprov_argv("-show-configuration"), "rm -f /etc/waagent.conf; mkdir /etc/waagent.conf; "
-                    + SHARE)
+    p = sandbox_run(
+        waprov_argv("-show-configuration"), "rm -f /etc/waagent.conf; mkdir /etc/waagent.conf; " + SHARE
+    )
     assert p.returncode == 2
     assert_one_clear_error(p.stderr, "/etc/waagent.conf", "is a directory")
 

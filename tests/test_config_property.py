@@ -16,8 +16,31 @@ TRICKY = "#=\"' \t\r\x0b\x0c\x1c\x85\u00a0\u2028yYnN019-+_.xNoe/"
 keys = st.one_of(st.sampled_from(KEYS), st.text(alphabet=TRICKY + "AB", max_size=6))
 pads = st.text(alphabet=" \t\"'", max_size=3)
 values = st.one_of(
-    st.sampled_from(["y", "Y", "n", "N", "yes", "true", "1", "", "None", "none", "42", "-3", "+7",
-                     "1_000", "0x10", "4.5", "/var/lib/x", "'q'", "a # b", "a=b", "\u0663"]),
+    st.sampled_from(
+        [
+            "y",
+            "Y",
+            "n",
+            "N",
+            "yes",
+            "true",
+            "1",
+            "",
+            "None",
+            "none",
+            "42",
+            "-3",
+            "+7",
+            "1_000",
+            "0x10",
+            "4.5",
+            "/var/lib/x",
+            "'q'",
+            "a # b",
+            "a=b",
+            "\u0663",
+        ]
+    ),
     st.text(alphabet=TRICKY + "abc", max_size=12),
 )
 
@@ -30,7 +53,7 @@ def conf_line(draw: st.DrawFn) -> str:
     lead = draw(st.sampled_from(["", "", "", "#", "  #", " "]))
     line = lead + draw(keys) + draw(pads) + "=" + draw(pads) + draw(values) + draw(pads)
     if draw(st.booleans()):
-        line += draw(st.sampled_from(["#", " # c", "#c=d", "\r", "\"\r", " \r"]))
+        line += draw(st.sampled_from(["#", " # c", "#c=d", "\r", '"\r', " \r"]))
     return line
 
 

@@ -18,22 +18,26 @@ def read(tmp_path: Path, text: str, newline: str = "\n") -> Config:
 
 
 def test_hash_cuts_the_value_anywhere_even_inside_quotes(tmp_path: Path) -> None:
-    cfg = read(tmp_path, 'ResourceDisk.MountPoint=/mnt/x # comment\nLogs.Verbose=y#c\nHttpProxy.Host="a # b"\n')
+    cfg = read(
+        tmp_path, 'ResourceDisk.MountPoint=/mnt/x # comment\nLogs.Verbose=y#c\nHttpProxy.Host="a # b"\n'
+    )
     assert cfg.resource_disk_mount_point == "/mnt/x"
     assert cfg.logs_verbose is True
     assert cfg.http_proxy_host == "a"
 
 
 def test_double_quotes_and_spaces_are_stripped_single_quotes_kept(tmp_path: Path) -> None:
-    cfg = read(tmp_path, "OS.SshDir=\" spaced \"\nLib.Dir=\"quoted value\"\nOS.HomeDir='single'\n")
+    cfg = read(tmp_path, 'OS.SshDir=" spaced "\nLib.Dir="quoted value"\nOS.HomeDir=\'single\'\n')
     assert cfg.ssh_dir == "spaced"
     assert cfg.lib_dir == "quoted value"
     assert cfg.home_dir == "'single'"
 
 
 def test_none_means_the_default(tmp_path: Path) -> None:
-    cfg = read(tmp_path, "OS.OpensslPath=None\nHttpProxy.Host=None\nResourceDisk.SwapSizeMB=None\n"
-                         "Logs.Console=None\n")
+    cfg = read(
+        tmp_path,
+        "OS.OpensslPath=None\nHttpProxy.Host=None\nResourceDisk.SwapSizeMB=None\nLogs.Console=None\n",
+    )
     assert cfg.openssl_path == "/usr/bin/openssl"
     assert cfg.http_proxy_host is None
     assert cfg.resource_disk_swap_size_mb == 0
@@ -41,7 +45,10 @@ def test_none_means_the_default(tmp_path: Path) -> None:
 
 
 def test_empty_value_is_the_empty_string_for_string_keys_only(tmp_path: Path) -> None:
-    cfg = read(tmp_path, "Lib.Dir=\nResourceDisk.MountOptions=\nLogs.Console=\nProvisioning.PasswordCryptSaltLength=\n")
+    cfg = read(
+        tmp_path,
+        "Lib.Dir=\nResourceDisk.MountOptions=\nLogs.Console=\nProvisioning.PasswordCryptSaltLength=\n",
+    )
     assert cfg.lib_dir == ""
     assert cfg.resource_disk_mount_options == ""
     assert cfg.logs_console is True
@@ -54,24 +61,47 @@ def test_the_last_duplicate_wins(tmp_path: Path) -> None:
     assert cfg.ssh_dir == "/b"
 
 
-@pytest.mark.parametrize(("raw", "expected_off", "expected_on"), [
-    ("y", True, True), ("Y", True, True), ("n", False, False), ("N", False, False),
-    ("yes", False, True), ("true", False, True), ("1", False, True), ("no", False, True),
-    ("", False, True), ("'y'", False, True),
-])
+@pytest.mark.parametrize(
+    ("raw", "expected_off", "expected_on"),
+    [
+        ("y", True, True),
+        ("Y", True, True),
+        ("n", False, False),
+        ("N", False, False),
+        ("yes", False, True),
+        ("true", False, True),
+        ("1", False, True),
+        ("no", False, True),
+        ("", False, True),
+        ("'y'", False, True),
+    ],
+)
 def test_switches_take_only_y_and_n(tmp_path: Path, raw: str, expected_off: bool, expected_on: bool) -> None:
     # ResourceDisk.Format defaults to off, Logs.Console to on: anything but y/n gives each its default.
-    cfg = read(tmp_path, "ResourceDisk.Format={0}\nLogs.Console={0}\n".format(raw))
+    cfg = read(tmp_path, f"ResourceDisk.Format={raw}\nLogs.Console={raw}\n")
     assert cfg.resource_disk_format is expected_off
     assert cfg.logs_console is expected_on
 
 
-@pytest.mark.parametrize(("raw", "expected"), [
-    ("2048", 2048), (" 64 ", 64), ("+7", 7), ("-5", -5), ("1_000", 1000), ("007", 7),
-    ("0x10", 0), ("4.5", 0), ("12abc", 0), ("", 0), ("None", 0), ("'9'", 0),
-])
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("2048", 2048),
+        (" 64 ", 64),
+        ("+7", 7),
+        ("-5", -5),
+        ("1_000", 1000),
+        ("007", 7),
+        ("0x10", 0),
+        ("4.5", 0),
+        ("12abc", 0),
+        ("", 0),
+        ("None", 0),
+        ("'9'", 0),
+    ],
+)
 def test_ints_use_int_and_fall_back_to_the_default(tmp_path: Path, raw: str, expected: int) -> None:
-    assert read(tmp_path, "ResourceDisk.SwapSizeMB={0}\n".format(raw)).resource_disk_swap_size_mb == expected
+    assert read(tmp_path, f"ResourceDisk.SwapSizeMB={raw}\n").resource_disk_swap_size_mb == expected
 
 
 def test_bad_port_gives_no_port(tmp_path: Path) -> None:
@@ -117,7 +147,8 @@ def test_defaults_that_follow_another_key(tmp_path: Path) -> None:
 
 
 def test_a_byte_order_mark_hides_the_first_key_and_is_warned_about(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     logging.getLogger("waprov").propagate = True
     with caplog.at_level(logging.WARNING, logger="waprov"):
         cfg = read(tmp_path, "\ufeffLogs.Verbose=y\nOS.SshDir=/x\n")

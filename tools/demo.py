@@ -35,22 +35,33 @@ def show(title: str, args: list[str], keys: tuple[str, ...] = ()) -> None:
         lines = [line for line in lines if line.split(" = ")[0] in keys]
     for line in lines + p.stderr.splitlines():
         print("  " + line)
-    print("  (exit code {0})".format(p.returncode))
+    print(f"  (exit code {p.returncode})")
 
 
 def main() -> None:
     print("waprov demo: read-only commands; nothing on this host is changed.")
     show("", ["-version"])
-    show("the shipped default configuration", ["-show-configuration",
-                                               "-configuration-path:" + os.path.join(ROOT, "waagent.conf")])
+    show(
+        "the shipped default configuration",
+        ["-show-configuration", "-configuration-path:" + os.path.join(ROOT, "waagent.conf")],
+    )
     with tempfile.TemporaryDirectory() as tmp:
         tricky = os.path.join(tmp, "tricky.conf")
         with open(tricky, "w", encoding="utf-8") as f:
             f.write(TRICKY)
         print("\n" + tricky + ":\n  " + TRICKY.replace("\n", "\n  ").replace("\r", "\\r"))
-        show("selected keys", ["-show-configuration", "-configuration-path:" + tricky],
-             ("OS.SshDir", "Provisioning.SshHostKeyPairType", "ResourceDisk.Format",
-              "ResourceDisk.SwapSizeMB", "Lib.Dir", "Logs.Verbose"))
+        show(
+            "selected keys",
+            ["-show-configuration", "-configuration-path:" + tricky],
+            (
+                "OS.SshDir",
+                "Provisioning.SshHostKeyPairType",
+                "ResourceDisk.Format",
+                "ResourceDisk.SwapSizeMB",
+                "Lib.Dir",
+                "Logs.Verbose",
+            ),
+        )
         show("a bad file: one line, exit 2", ["-show-configuration", "-configuration-path:" + tmp])
     show("an unknown argument", ["-provisionX"])
 

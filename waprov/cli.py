@@ -45,7 +45,7 @@ class Args:
 
 
 # (pattern, what it sets), checked in this order for every argument.
-_RULES: Tuple[Tuple[str, Callable[[Args, "re.Match[str]"], Args]], ...] = (
+_RULES: Tuple[Tuple[str, Callable[[Args, re.Match[str]], Args]], ...] = (
     (_P + r"configuration-path:(.*)$", lambda a, m: replace(a, conf_path=m.group(1))),
     (_P + r"version", lambda a, m: replace(a, command="version")),
     (_P + r"verbose", lambda a, m: replace(a, verbose=True)),
@@ -68,7 +68,7 @@ def parse_args(args: Sequence[str]) -> Args:
                 parsed = apply(parsed, m)
                 break
         else:
-            raise UsageError("unknown argument: {0}".format(arg))
+            raise UsageError(f"unknown argument: {arg}")
     if parsed.conf_path == "":
         raise UsageError("-configuration-path: needs a path after the colon")
     if not parsed.command:
@@ -80,8 +80,8 @@ def cmd_version(args: Args) -> int:
     from waprov.distro import Distro
 
     d = Distro.detect()
-    print("{0}-{1} running on {2} {3}".format(PROG, __version__, d.id, d.version).rstrip())
-    print("Python: {0}".format(platform.python_version()))
+    print(f"{PROG}-{__version__} running on {d.id} {d.version}".rstrip())
+    print(f"Python: {platform.python_version()}")
     return 0
 
 
@@ -134,7 +134,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         args = parse_args(argv[1:])
     except UsageError as e:
-        print("{0}: {1}\n{2}".format(PROG, e, USAGE), file=sys.stderr)
+        print(f"{PROG}: {e}\n{USAGE}", file=sys.stderr)
         return e.exit_code
     try:
         return _run(args)

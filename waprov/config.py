@@ -30,7 +30,7 @@ log = logging.getLogger("waprov")
 def _key(name: str, default: _T, doc: str, *, default_from: str = "", kind: str = "") -> _T:
     """One row of the key table, stored in the dataclass field's metadata."""
     meta = {"key": name, "help": doc, "default_from": default_from, "kind": kind}
-    return field(default=default, metadata=meta)  # type: ignore[no-any-return]
+    return field(default=default, metadata=meta)
 
 
 @dataclass(frozen=True)
@@ -39,56 +39,72 @@ class Config:
 
     # --- Provisioning ---------------------------------------------------------------------
     provisioning_agent: str = _key(
-        "Provisioning.Agent", "auto",
-        "auto|waagent|cloud-init|disabled: which agent provisions (read by the GA; waprov ignores it)")
+        "Provisioning.Agent",
+        "auto",
+        "auto|waagent|cloud-init|disabled: which agent provisions (read by the GA; waprov ignores it)",
+    )
     allow_reset_sys_user: bool = _key(
-        "Provisioning.AllowResetSysUser", False, "allow setting a password on a UID below UID_MIN")
+        "Provisioning.AllowResetSysUser", False, "allow setting a password on a UID below UID_MIN"
+    )
     regenerate_ssh_host_key_pair: bool = _key(
-        "Provisioning.RegenerateSshHostKeyPair", False, "delete and regenerate the SSH host keys")
+        "Provisioning.RegenerateSshHostKeyPair", False, "delete and regenerate the SSH host keys"
+    )
     ssh_host_key_pair_type: str = _key(
-        "Provisioning.SshHostKeyPairType", "rsa", "rsa|dsa|ecdsa|ed25519|auto: host key type")
+        "Provisioning.SshHostKeyPairType", "rsa", "rsa|dsa|ecdsa|ed25519|auto: host key type"
+    )
     delete_root_password: bool = _key(
-        "Provisioning.DeleteRootPassword", False, "lock root in /etc/shadow (root:*LOCK*:...)")
+        "Provisioning.DeleteRootPassword", False, "lock root in /etc/shadow (root:*LOCK*:...)"
+    )
     decode_custom_data: bool = _key(
-        "Provisioning.DecodeCustomData", False, "base64-decode CustomData before saving it")
+        "Provisioning.DecodeCustomData", False, "base64-decode CustomData before saving it"
+    )
     execute_custom_data: bool = _key(
-        "Provisioning.ExecuteCustomData", False, "run CustomData as a script (implies decode)")
+        "Provisioning.ExecuteCustomData", False, "run CustomData as a script (implies decode)"
+    )
     password_crypt_id: str = _key(
-        "Provisioning.PasswordCryptId", "6", "crypt method id: 1 MD5, 2a Blowfish, 5 SHA-256, 6 SHA-512")
+        "Provisioning.PasswordCryptId", "6", "crypt method id: 1 MD5, 2a Blowfish, 5 SHA-256, 6 SHA-512"
+    )
     password_crypt_salt_length: int = _key(
-        "Provisioning.PasswordCryptSaltLength", 10, "length of the random salt of the hash")
+        "Provisioning.PasswordCryptSaltLength", 10, "length of the random salt of the hash"
+    )
     monitor_host_name: bool = _key(
-        "Provisioning.MonitorHostName", False, "(GA) re-publish the hostname when it changes")
+        "Provisioning.MonitorHostName", False, "(GA) re-publish the hostname when it changes"
+    )
     monitor_host_name_period: int = _key(
-        "Provisioning.MonitorHostNamePeriod", 30, "(GA) seconds between hostname checks")
+        "Provisioning.MonitorHostNamePeriod", 30, "(GA) seconds between hostname checks"
+    )
 
     # --- Resource disk ----------------------------------------------------------------------
-    resource_disk_format: bool = _key(
-        "ResourceDisk.Format", False, "format and mount the resource disk")
+    resource_disk_format: bool = _key("ResourceDisk.Format", False, "format and mount the resource disk")
     resource_disk_filesystem: str = _key(
-        "ResourceDisk.Filesystem", "ext3", "filesystem made with mkfs.<value>")
+        "ResourceDisk.Filesystem", "ext3", "filesystem made with mkfs.<value>"
+    )
     resource_disk_mount_point: str = _key(
-        "ResourceDisk.MountPoint", "/mnt/resource", "where the resource disk is mounted")
+        "ResourceDisk.MountPoint", "/mnt/resource", "where the resource disk is mounted"
+    )
     resource_disk_mount_options: Optional[str] = _key(
-        "ResourceDisk.MountOptions", None, "options for mount -o (None: none)")
+        "ResourceDisk.MountOptions", None, "options for mount -o (None: none)"
+    )
     resource_disk_enable_swap: bool = _key(
-        "ResourceDisk.EnableSwap", False, "create and enable <mount point>/swapfile")
-    resource_disk_swap_size_mb: int = _key(
-        "ResourceDisk.SwapSizeMB", 0, "swapfile size in MiB")
+        "ResourceDisk.EnableSwap", False, "create and enable <mount point>/swapfile"
+    )
+    resource_disk_swap_size_mb: int = _key("ResourceDisk.SwapSizeMB", 0, "swapfile size in MiB")
     resource_disk_enable_swap_encryption: bool = _key(
-        "ResourceDisk.EnableSwapEncryption", False, "(GA) encrypted swap, FreeBSD only")
+        "ResourceDisk.EnableSwapEncryption", False, "(GA) encrypted swap, FreeBSD only"
+    )
 
     # --- OS and paths -----------------------------------------------------------------------
     lib_dir: str = _key("Lib.Dir", "/var/lib/waagent", "state shared with the GA")
-    dvd_mount_point: str = _key(
-        "DVD.MountPoint", "/mnt/cdrom/secure", "mount point of the provisioning DVD")
+    dvd_mount_point: str = _key("DVD.MountPoint", "/mnt/cdrom/secure", "mount point of the provisioning DVD")
     pid_file: str = _key("Pid.File", "/var/run/waagent.pid", "(GA) daemon pid file")
     extension_log_dir: str = _key("Extension.LogDir", "/var/log/azure", "(GA) extension logs")
     ssh_dir: str = _key("OS.SshDir", "/etc/ssh", "sshd_config and host keys")
     ssh_client_alive_interval: str = _key(
-        "OS.SshClientAliveInterval", "180",
+        "OS.SshClientAliveInterval",
+        "180",
         "sshd ClientAliveInterval, written verbatim (WALinuxAgent reads it as a string)",
-        kind="str-int")
+        kind="str-int",
+    )
     home_dir: str = _key("OS.HomeDir", "/home", "replaces $HOME in SSH key paths")
     password_path: str = _key("OS.PasswordPath", "/etc/shadow", "shadow file for DeleteRootPassword")
     sudoers_dir: str = _key("OS.SudoersDir", "/etc/sudoers.d", "directory of the sudoers drop-in")
@@ -96,21 +112,25 @@ class Config:
     enable_fips: bool = _key("OS.EnableFIPS", False, "set OPENSSL_FIPS=1 for openssl")
     allow_http: bool = _key("OS.AllowHTTP", False, "(GA) HTTP fallback when Python lacks SSL")
     root_device_scsi_timeout: Optional[str] = _key(
-        "OS.RootDeviceScsiTimeout", None, "(GA) SCSI timeout of the root device")
+        "OS.RootDeviceScsiTimeout", None, "(GA) SCSI timeout of the root device"
+    )
     root_device_scsi_timeout_period: int = _key(
-        "OS.RootDeviceScsiTimeoutPeriod", 30, "(GA) seconds between SCSI timeout checks")
+        "OS.RootDeviceScsiTimeoutPeriod", 30, "(GA) seconds between SCSI timeout checks"
+    )
     enable_firewall: bool = _key("OS.EnableFirewall", False, "(GA) wireserver firewall rules")
-    enable_firewall_period: int = _key(
-        "OS.EnableFirewallPeriod", 300, "(GA) seconds between firewall checks")
+    enable_firewall_period: int = _key("OS.EnableFirewallPeriod", 300, "(GA) seconds between firewall checks")
     enable_rdma: bool = _key("OS.EnableRDMA", False, "(GA) RDMA driver setup")
     update_rdma_driver: bool = _key("OS.UpdateRdmaDriver", False, "(GA) RDMA driver update")
     check_rdma_driver: bool = _key("OS.CheckRdmaDriver", False, "(GA) RDMA driver check")
     remove_persistent_net_rules_period: int = _key(
-        "OS.RemovePersistentNetRulesPeriod", 30, "(GA) seconds between udev rule cleanups")
+        "OS.RemovePersistentNetRulesPeriod", 30, "(GA) seconds between udev rule cleanups"
+    )
     monitor_dhcp_client_restart_period: int = _key(
-        "OS.MonitorDhcpClientRestartPeriod", 30, "(GA) seconds between DHCP client checks")
+        "OS.MonitorDhcpClientRestartPeriod", 30, "(GA) seconds between DHCP client checks"
+    )
     endpoint_discovery: str = _key(
-        "Protocol.EndpointDiscovery", "dhcp", "dhcp, or anything else for 168.63.129.16 directly")
+        "Protocol.EndpointDiscovery", "dhcp", "dhcp, or anything else for 168.63.129.16 directly"
+    )
 
     # --- HTTP proxy (never used for the wireserver or IMDS) ---------------------------------
     http_proxy_host: Optional[str] = _key("HttpProxy.Host", None, "proxy host for outside URLs")
@@ -125,19 +145,29 @@ class Config:
     # --- Guest agent only -------------------------------------------------------------------
     extensions_enabled: bool = _key("Extensions.Enabled", True, "(GA) extension handling")
     extensions_goal_state_period: int = _key(
-        "Extensions.GoalStatePeriod", 6, "(GA) seconds between goal state polls")
+        "Extensions.GoalStatePeriod", 6, "(GA) seconds between goal state polls"
+    )
     extensions_initial_goal_state_period: int = _key(
-        "Extensions.InitialGoalStatePeriod", 6, "(GA) first poll period; default GoalStatePeriod",
-        default_from="Extensions.GoalStatePeriod")
+        "Extensions.InitialGoalStatePeriod",
+        6,
+        "(GA) first poll period; default GoalStatePeriod",
+        default_from="Extensions.GoalStatePeriod",
+    )
     extensions_wait_for_cloud_init: bool = _key(
-        "Extensions.WaitForCloudInit", False, "(GA) wait for cloud-init before extensions")
+        "Extensions.WaitForCloudInit", False, "(GA) wait for cloud-init before extensions"
+    )
     extensions_wait_for_cloud_init_timeout: int = _key(
-        "Extensions.WaitForCloudInitTimeout", 3600,
-        "(GA) seconds to wait for cloud-init (the GA reads it as a switch: always 3600)")
+        "Extensions.WaitForCloudInitTimeout",
+        3600,
+        "(GA) seconds to wait for cloud-init (the GA reads it as a switch: always 3600)",
+    )
     autoupdate_enabled: bool = _key("AutoUpdate.Enabled", True, "(GA) run updated GA versions")
     autoupdate_update_to_latest_version: bool = _key(
-        "AutoUpdate.UpdateToLatestVersion", True, "(GA) download GA updates; default AutoUpdate.Enabled",
-        default_from="AutoUpdate.Enabled")
+        "AutoUpdate.UpdateToLatestVersion",
+        True,
+        "(GA) download GA updates; default AutoUpdate.Enabled",
+        default_from="AutoUpdate.Enabled",
+    )
     autoupdate_ga_family: str = _key("AutoUpdate.GAFamily", "Prod", "(GA) update channel")
     autoupdate_frequency: int = _key("Autoupdate.Frequency", 3600, "(GA) seconds between update checks")
     detect_scvmm_env: bool = _key("DetectScvmmEnv", False, "(GA) SCVMM detection")
@@ -159,7 +189,7 @@ class KeySpec:
     default_from: str
 
 
-def _kind_of(f: "dataclasses.Field[Any]") -> str:
+def _kind_of(f: dataclasses.Field[Any]) -> str:
     if f.metadata.get("kind"):
         return str(f.metadata["kind"])
     ann = str(f.type)
@@ -176,8 +206,16 @@ def key_table() -> List[KeySpec]:
     for f in dataclasses.fields(Config):
         if "key" not in f.metadata:
             continue
-        rows.append(KeySpec(f.metadata["key"], f.name, _kind_of(f), f.default,  # type: ignore[arg-type]
-                            f.metadata["help"], f.metadata["default_from"]))
+        rows.append(
+            KeySpec(
+                f.metadata["key"],
+                f.name,
+                _kind_of(f),
+                f.default,  # type: ignore[arg-type]
+                f.metadata["help"],
+                f.metadata["default_from"],
+            )
+        )
     return rows
 
 
@@ -187,6 +225,7 @@ def key_table() -> List[KeySpec]:
 # duplicate keys and lines without `=`; none of that is what WALinuxAgent (and so the GA
 # reading the same file) does. configobj is kept for the in-place editor (`waprov -enable`).
 # --------------------------------------------------------------------------------------------
+
 
 def iter_entries(text: str) -> Iterator[Tuple[str, Optional[str]]]:
     """Yield (key, value) per used line, in file order; `None` means "use the default"."""
@@ -233,12 +272,13 @@ def config_from_values(values: Mapping[str, Optional[str]], source: str = "") ->
 def show_lines(cfg: Config) -> List[str]:
     """`<key> = <value>` for every key, sorted, printed the way WALinuxAgent prints them."""
     rows = [(s.key, getattr(cfg, s.attr)) for s in key_table()]
-    return ["{0} = {1}".format(k, v) for k, v in sorted(rows)]
+    return [f"{k} = {v}" for k, v in sorted(rows)]
 
 
 # --------------------------------------------------------------------------------------------
 # Choosing and reading the file
 # --------------------------------------------------------------------------------------------
+
 
 def read_conf_text(path: str) -> str:
     """Read a conf file, turning every way it can be unusable into one clear ConfigError."""
@@ -247,36 +287,39 @@ def read_conf_text(path: str) -> str:
     except FileNotFoundError:
         raise ConfigError(path, "no such file") from None
     except OSError as e:
-        raise ConfigError(path, "cannot be read: {0}".format(e.strerror)) from None
+        raise ConfigError(path, f"cannot be read: {e.strerror}") from None
     if stat.S_ISDIR(st.st_mode):
         raise ConfigError(path, "is a directory, not a configuration file")
     if not stat.S_ISREG(st.st_mode):
         raise ConfigError(path, "is not a regular file")
     if st.st_size > MAX_CONF_BYTES:
-        raise ConfigError(path, "is too large ({0} bytes; the limit is 1 MiB)".format(st.st_size))
+        raise ConfigError(path, f"is too large ({st.st_size} bytes; the limit is 1 MiB)")
     try:
         with open(path, "rb") as f:
             data = f.read(MAX_CONF_BYTES + 1)
     except OSError as e:
-        raise ConfigError(path, "cannot be read: {0}".format(e.strerror)) from None
+        raise ConfigError(path, f"cannot be read: {e.strerror}") from None
     if len(data) > MAX_CONF_BYTES:
         raise ConfigError(path, "is too large (more than 1 MiB)")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         line = data[: e.start].count(b"\n") + 1
-        raise ConfigError(path, "is not UTF-8 text (invalid byte 0x{0:02x} on line {1})".format(
-            data[e.start], line)) from None
+        raise ConfigError(
+            path, f"is not UTF-8 text (invalid byte 0x{data[e.start]:02x} on line {line})"
+        ) from None
     if not text:
         raise ConfigError(path, "is empty (WALinuxAgent refuses an empty configuration too)")
     if text.startswith("\ufeff"):
-        log.warning("%s starts with a byte order mark: WALinuxAgent reads its first key as an "
-                    "unknown key, and so does waprov", path)
+        log.warning(
+            "%s starts with a byte order mark: WALinuxAgent reads its first key as an "
+            "unknown key, and so does waprov",
+            path,
+        )
     return text
 
 
-def load_config(path: Optional[str] = None,
-                candidates: Sequence[str] = (ETC_CONF, SHIPPED_CONF)) -> Config:
+def load_config(path: Optional[str] = None, candidates: Sequence[str] = (ETC_CONF, SHIPPED_CONF)) -> Config:
     """The named file (must exist), else the first existing candidate, else the defaults."""
     if path is not None:
         return config_from_values(parse_values(read_conf_text(path)), source=path)
@@ -285,6 +328,5 @@ def load_config(path: Optional[str] = None,
             return config_from_values(parse_values(read_conf_text(cand)), source=cand)
         if os.path.islink(cand):
             log.warning("%s is a broken symbolic link; ignoring it", cand)
-    log.warning("no configuration file found (looked for %s); using built-in defaults",
-                ", ".join(candidates))
+    log.warning("no configuration file found (looked for %s); using built-in defaults", ", ".join(candidates))
     return Config()

@@ -35,15 +35,18 @@ class Distro:
     id_like: Tuple[str, ...] = ()
 
     @classmethod
-    def detect(cls, paths: Sequence[str] = OS_RELEASE) -> "Distro":
+    def detect(cls, paths: Sequence[str] = OS_RELEASE) -> Distro:
         for path in paths:
             try:
                 with open(path, encoding="utf-8", errors="replace") as f:
                     fields = parse_os_release(f.read())
             except OSError:
                 continue
-            return cls(fields.get("ID", "linux") or "linux", fields.get("VERSION_ID", ""),
-                       tuple(fields.get("ID_LIKE", "").split()))
+            return cls(
+                fields.get("ID", "linux") or "linux",
+                fields.get("VERSION_ID", ""),
+                tuple(fields.get("ID_LIKE", "").split()),
+            )
         return cls("unknown", "")
 
     def is_like(self, name: str) -> bool:

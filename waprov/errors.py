@@ -26,7 +26,7 @@ class ConfigError(WaprovError):
     exit_code = 2
 
     def __init__(self, path: str, reason: str) -> None:
-        super().__init__("{0}: {1}".format(path, reason))
+        super().__init__(f"{path}: {reason}")
         self.path = path
         self.reason = reason
 

@@ -17,8 +17,13 @@ from typing import Iterable, List, Optional, Set
 LOG_FILE = "/var/log/waprov.log"
 REDACTED = "<redacted>"
 LOGGER = "waprov"
-_LEVEL_NAMES = {logging.DEBUG: "VERBOSE", logging.INFO: "INFO", logging.WARNING: "WARNING",
-                logging.ERROR: "ERROR", logging.CRITICAL: "ERROR"}
+_LEVEL_NAMES = {
+    logging.DEBUG: "VERBOSE",
+    logging.INFO: "INFO",
+    logging.WARNING: "WARNING",
+    logging.ERROR: "ERROR",
+    logging.CRITICAL: "ERROR",
+}
 
 
 class Redactor:
@@ -54,19 +59,19 @@ class _Formatter(logging.Formatter):
 
     def formatTime(self, record: logging.LogRecord, datefmt: Optional[str] = None) -> str:
         t = time.gmtime(record.created)
-        return time.strftime("%Y-%m-%dT%H:%M:%S", t) + ".{0:06d}Z".format(int(record.created % 1 * 1e6))
+        return time.strftime("%Y-%m-%dT%H:%M:%S", t) + f".{int(record.created % 1 * 1e6):06d}Z"
 
     def format(self, record: logging.LogRecord) -> str:
-        text = "{0} {1} {2}".format(self.formatTime(record),
-                                    _LEVEL_NAMES.get(record.levelno, record.levelname),
-                                    record.getMessage())
+        level = _LEVEL_NAMES.get(record.levelno, record.levelname)
+        text = f"{self.formatTime(record)} {level} {record.getMessage()}"
         if record.exc_info and record.levelno <= logging.DEBUG:
             text += "\n" + self.formatException(record.exc_info)
         return self.redactor.redact(text)
 
 
-def setup_logging(verbose: bool = False, log_file: Optional[str] = None,
-                  redactor: Optional[Redactor] = None) -> Redactor:
+def setup_logging(
+    verbose: bool = False, log_file: Optional[str] = None, redactor: Optional[Redactor] = None
+) -> Redactor:
     """(Re)configure the waprov logger; `log_file=None` logs to stderr only."""
     redactor = redactor or Redactor()
     logger = logging.getLogger(LOGGER)
@@ -81,14 +86,14 @@ def setup_logging(verbose: bool = False, log_file: Optional[str] = None,
     logger.addHandler(stream)
     if log_file:
         try:
-            fd = os.open(log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
-                         | os.O_CLOEXEC, 0o600)
+            fd = os.open(
+                log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
+            )
             fh = logging.StreamHandler(os.fdopen(fd, "a", encoding="utf-8", errors="backslashreplace"))
             fh.setFormatter(fmt)
             logger.addHandler(fh)
         except OSError as e:
-            logger.warning("cannot open the log file %s (%s); logging to stderr only",
-                           log_file, e.strerror)
+            logger.warning("cannot open the log file %s (%s); logging to stderr only", log_file, e.strerror)
     return redactor
 
 

@@ -38,7 +38,8 @@ class Action:
     detail: str = ""
 
     def __str__(self) -> str:
-        return "{0:<6} {1}{2}".format(self.kind, self.target, "  (" + self.detail + ")" if self.detail else "")
+        detail = f"  ({self.detail})" if self.detail else ""
+        return f"{self.kind:<6} {self.target}{detail}"
 
 
 @dataclass(frozen=True)
@@ -54,9 +55,9 @@ class Result:
 def _mode_owner(mode: Optional[int], owner: Optional[Owner]) -> str:
     parts = []
     if mode is not None:
-        parts.append("mode {0:04o}".format(mode))
+        parts.append(f"mode {mode:04o}")
     if owner is not None:
-        parts.append("owner {0}:{1}".format(*owner))
+        parts.append("owner {}:{}".format(*owner))
     return ", ".join(parts)
 
 
@@ -67,20 +68,29 @@ def _tail(text: str, lines: int = 5) -> str:
 class System:
     """See the module docstring. Not thread-safe; one per run."""
 
-    def __init__(self, *, dry_run: bool = False, root: str = "/",
-                 redactor: Optional[Redactor] = None, env: Optional[Dict[str, str]] = None) -> None:
+    def __init__(
+        self,
+        *,
+        dry_run: bool = False,
+        root: str = "/",
+        redactor: Optional[Redactor] = None,
+        env: Optional[Dict[str, str]] = None,
+    ) -> None:
         self.dry_run = dry_run
         self.root = root
         self.redactor = redactor or Redactor()
         self.env = env
         self.actions: List[Action] = []
+        # dry-run only: what the skipped changes would have left ("file", "dir", "absent"),
+        # so that later decisions in the same run see them and the plan equals a real run.
+        self._planned: Dict[str, str] = {}
 
     # ---- paths and the plan -------------------------------------------------------------
 
     def path(self, path: str) -> str:
         """The real path of an absolute host path (with the root prefix applied)."""
         if not os.path.isabs(path):
-            raise HostError("not an absolute path: {0}".format(path))
+            raise HostError(f"not an absolute path: {path}")
         if self.root in ("", "/"):
             return path
         return os.path.join(self.root, path.lstrip("/"))
@@ -88,6 +98,29 @@ class System:
     def plan(self) -> str:
         """The recorded actions, one per line (the dry-run output)."""
         return "\n".join(str(a) for a in self.actions)
+
+    def _kind(self, path: str) -> str:
+        """ "file", "dir", "link", "other" or "absent", as this run has left `path` so far."""
+        if self.dry_run:
+            cur = path
+            while True:
+                state = self._planned.get(cur)
+                if state == "absent" or (state is not None and cur == path):
+                    return state
+                if cur == os.path.dirname(cur):
+                    break
+                cur = os.path.dirname(cur)
+        try:
+            st = os.lstat(self.path(path))
+        except FileNotFoundError:
+            return "absent"
+        except OSError as e:
+            raise HostError(f"cannot inspect {path}: {e.strerror}") from None
+        if stat.S_ISLNK(st.st_mode):
+            return "link"
+        if stat.S_ISDIR(st.st_mode):
+            return "dir"
+        return "file" if stat.S_ISREG(st.st_mode) else "other"
 
     def _record(self, kind: str, target: str, detail: str = "") -> None:
         action = Action(kind, self.redactor.redact(target), self.redactor.redact(detail))
@@ -99,39 +132,61 @@ class System:
     def _show(self, argv: Sequence[str]) -> str:
         return " ".join(shlex.quote(a) for a in self.redactor.redact_argv(argv))
 
-    def _exec(self, argv: Sequence[str], input: Union[str, bytes, None], timeout: float,
-              check: bool) -> Result:
+    def _exec(
+        self, argv: Sequence[str], input: Union[str, bytes, None], timeout: float, check: bool
+    ) -> Result:
         if isinstance(argv, (str, bytes)) or not argv or not all(isinstance(a, str) for a in argv):
             raise TypeError("System commands are non-empty lists of str, never a shell string")
         data = input.encode("utf-8") if isinstance(input, str) else input
         shown = self._show(argv)
         try:
-            proc = subprocess.run(list(argv), input=data, capture_output=True, timeout=timeout,
-                                  env=self.env, stdin=None if data is not None else subprocess.DEVNULL)
+            proc = subprocess.run(
+                list(argv),
+                input=data,
+                capture_output=True,
+                timeout=timeout,
+                env=self.env,
+                stdin=None if data is not None else subprocess.DEVNULL,
+            )
         except FileNotFoundError:
-            raise HostError("command not found: {0}".format(self.redactor.redact(argv[0]))) from None
+            raise HostError(f"command not found: {self.redactor.redact(argv[0])}") from None
         except PermissionError:
-            raise HostError("command not executable: {0}".format(self.redactor.redact(argv[0]))) from None
+            raise HostError(f"command not executable: {self.redactor.redact(argv[0])}") from None
         except subprocess.TimeoutExpired:
-            raise HostError("{0} timed out after {1:g}s".format(shown, timeout)) from None
-        res = Result(tuple(argv), proc.returncode,
-                     proc.stdout.decode("utf-8", "replace"), proc.stderr.decode("utf-8", "replace"))
+            raise HostError(f"{shown} timed out after {timeout:g}s") from None
+        res = Result(
+            tuple(argv),
+            proc.returncode,
+            proc.stdout.decode("utf-8", "replace"),
+            proc.stderr.decode("utf-8", "replace"),
+        )
         if res.stdout.strip() or res.stderr.strip():
-            log.debug("%s -> rc=%d out=%s err=%s", shown, res.rc,
-                      self.redactor.redact(_tail(res.stdout)), self.redactor.redact(_tail(res.stderr)))
+            log.debug(
+                "%s -> rc=%d out=%s err=%s",
+                shown,
+                res.rc,
+                self.redactor.redact(_tail(res.stdout)),
+                self.redactor.redact(_tail(res.stderr)),
+            )
         if check and res.rc != 0:
             out = _tail(res.stderr) or _tail(res.stdout) or "no output"
-            raise HostError("{0} failed with exit code {1}: {2}".format(
-                shown, res.rc, self.redactor.redact(out)))
+            raise HostError(f"{shown} failed with exit code {res.rc}: {self.redactor.redact(out)}")
         return res
 
-    def run(self, argv: Sequence[str], *, input: Union[str, bytes, None] = None,
-            secret: Sequence[str] = (), timeout: float = DEFAULT_TIMEOUT, check: bool = True) -> Result:
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        input: Union[str, bytes, None] = None,
+        secret: Sequence[str] = (),
+        timeout: float = DEFAULT_TIMEOUT,
+        check: bool = True,
+    ) -> Result:
         """Run a command that changes the host. `secret` strings are redacted everywhere
         (log, plan, errors) from then on; `input` (stdin) is never shown."""
         for s in secret:
             self.redactor.add(s)
-        detail = "stdin: {0} bytes, not shown".format(len(input)) if input is not None else ""
+        detail = f"stdin: {len(input)} bytes, not shown" if input is not None else ""
         self._record("run", self._show(argv), detail)
         if self.dry_run:
             return Result(tuple(argv), 0, "", "")
@@ -144,33 +199,32 @@ class System:
 
     # ---- files --------------------------------------------------------------------------
 
-    def write(self, path: str, data: Union[str, bytes], mode: int = 0o644,
-              owner: Optional[Owner] = None) -> None:
+    def write(
+        self, path: str, data: Union[str, bytes], mode: int = 0o644, owner: Optional[Owner] = None
+    ) -> None:
         """Atomically replace `path` with `data`; the content is never logged."""
         raw = data.encode("utf-8") if isinstance(data, str) else data
-        self._record("write", path, "{0} bytes, {1}".format(len(raw), _mode_owner(mode, owner)))
+        kind = self._kind(path)
+        if kind == "link":
+            raise HostError(f"refusing to write {path}: it is a symbolic link")
+        if kind not in ("file", "absent"):
+            raise HostError(f"refusing to write {path}: it exists and is not a regular file")
+        self._record("write", path, f"{len(raw)} bytes, {_mode_owner(mode, owner)}")
         if self.dry_run:
+            self._planned[path] = "file"
             return
         real = self.path(path)
-        try:
-            st: Optional[os.stat_result] = os.lstat(real)
-        except FileNotFoundError:
-            st = None
-        except OSError as e:
-            raise HostError("cannot write {0}: {1}".format(path, e.strerror)) from None
-        if st is not None and stat.S_ISLNK(st.st_mode):
-            raise HostError("refusing to write {0}: it is a symbolic link".format(path))
-        if st is not None and not stat.S_ISREG(st.st_mode):
-            raise HostError("refusing to write {0}: it exists and is not a regular file".format(path))
         parent = os.path.dirname(real)
-        tmp = os.path.join(parent, ".{0}.waprov-tmp".format(os.path.basename(real)))
+        tmp = os.path.join(parent, f".{os.path.basename(real)}.waprov-tmp")
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        except FileExistsError:  # left by a crash: it is ours, replace it
-            os.unlink(tmp)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            try:
+                fd = os.open(tmp, flags, 0o600)
+            except FileExistsError:  # left by a crash: it is ours, replace it
+                os.unlink(tmp)
+                fd = os.open(tmp, flags, 0o600)
         except OSError as e:
-            raise HostError("cannot write {0}: {1}".format(path, e.strerror)) from None
+            raise HostError(f"cannot write {path}: {e.strerror}") from None
         try:
             try:
                 if owner is not None:
@@ -178,7 +232,7 @@ class System:
                 os.fchmod(fd, mode)  # after chown, which may clear set-id bits
                 view = memoryview(raw)
                 while view:
-                    view = view[os.write(fd, view):]
+                    view = view[os.write(fd, view) :]
                 os.fsync(fd)
             finally:
                 os.close(fd)
@@ -188,7 +242,7 @@ class System:
                 os.unlink(tmp)
             except OSError:
                 pass
-            raise HostError("cannot write {0}: {1}".format(path, e.strerror)) from None
+            raise HostError(f"cannot write {path}: {e.strerror}") from None
         self._fsync_dir(parent)
 
     @staticmethod
@@ -207,69 +261,71 @@ class System:
     def remove(self, path: str, *, recursive: bool = False) -> bool:
         """Remove a file or symlink (a directory only with `recursive`); absent is fine.
         Returns whether something was there."""
+        kind = self._kind(path)
+        if kind == "absent":
+            return False
+        if kind == "dir" and not recursive:
+            raise HostError(f"refusing to remove {path}: it is a directory")
+        self._record("remove", path, "directory tree" if kind == "dir" else "")
+        if self.dry_run:
+            self._planned = {p: k for p, k in self._planned.items() if not p.startswith(path + "/")}
+            self._planned[path] = "absent"
+            return True
         real = self.path(path)
         try:
-            st = os.lstat(real)
-        except FileNotFoundError:
-            return False
-        except OSError as e:
-            raise HostError("cannot remove {0}: {1}".format(path, e.strerror)) from None
-        is_dir = stat.S_ISDIR(st.st_mode)
-        if is_dir and not recursive:
-            raise HostError("refusing to remove {0}: it is a directory".format(path))
-        self._record("remove", path, "directory tree" if is_dir else "")
-        if self.dry_run:
-            return True
-        try:
-            if is_dir:
+            if kind == "dir":
                 shutil.rmtree(real)
             else:
                 os.unlink(real)
         except FileNotFoundError:
             pass
         except OSError as e:
-            raise HostError("cannot remove {0}: {1}".format(path, e.strerror)) from None
+            raise HostError(f"cannot remove {path}: {e.strerror}") from None
         return True
 
     def makedirs(self, path: str, mode: int = 0o755, owner: Optional[Owner] = None) -> None:
         """Ensure `path` is a directory with `mode` (and `owner`); missing parents are
         created with the same mode and owner. Changes are recorded only when made."""
-        real = self.path(path)
         missing = []
-        cur_real, cur = real, path
-        while not os.path.lexists(cur_real):
-            missing.append((cur, cur_real))
-            cur_real, cur = os.path.dirname(cur_real), os.path.dirname(cur)
-        for logical, target in reversed(missing):
+        cur = path
+        while self._kind(cur) == "absent":
+            missing.append(cur)
+            cur = os.path.dirname(cur)
+        for logical in reversed(missing):
             self._record("mkdir", logical, _mode_owner(mode, owner))
-            if not self.dry_run:
-                try:
-                    os.mkdir(target, mode)
-                except FileExistsError:
-                    pass
-                except OSError as e:
-                    raise HostError("cannot create {0}: {1}".format(logical, e.strerror)) from None
-                self._set_mode_owner(logical, target, mode, owner)
+            if self.dry_run:
+                self._planned[logical] = "dir"
+                continue
+            try:
+                os.mkdir(self.path(logical), mode)
+            except FileExistsError:
+                pass
+            except OSError as e:
+                raise HostError(f"cannot create {logical}: {e.strerror}") from None
+            self._set_mode_owner(logical, mode, owner)
         if missing:
             return
-        try:
-            st = os.lstat(real)
-        except OSError as e:
-            raise HostError("cannot inspect {0}: {1}".format(path, e.strerror)) from None
-        if not stat.S_ISDIR(st.st_mode):
-            raise HostError("{0} exists and is not a directory{1}".format(
-                path, " (it is a symbolic link)" if stat.S_ISLNK(st.st_mode) else ""))
+        kind = self._kind(path)
+        if kind != "dir":
+            raise HostError(
+                "{} exists and is not a directory{}".format(
+                    path, " (it is a symbolic link)" if kind == "link" else ""
+                )
+            )
+        if path in self._planned:  # created earlier in this dry run, with its mode
+            return
+        st = os.lstat(self.path(path))
         if stat.S_IMODE(st.st_mode) != mode:
-            self._record("chmod", path, "mode {0:04o}".format(mode))
+            self._record("chmod", path, f"mode {mode:04o}")
             if not self.dry_run:
-                self._set_mode_owner(path, real, mode, None)
+                self._set_mode_owner(path, mode, None)
         if owner is not None and (st.st_uid, st.st_gid) != owner:
-            self._record("chown", path, "owner {0}:{1}".format(*owner))
+            self._record("chown", path, "owner {}:{}".format(*owner))
             if not self.dry_run:
-                self._set_mode_owner(path, real, None, owner)
+                self._set_mode_owner(path, None, owner)
 
-    @staticmethod
-    def _set_mode_owner(logical: str, real: str, mode: Optional[int], owner: Optional[Owner]) -> None:
+    def _set_mode_owner(self, path: str, mode: Optional[int], owner: Optional[Owner]) -> None:
+        real = self.path(path)
         try:
             if owner is not None:
                 os.chown(real, owner[0], owner[1], follow_symlinks=False)
@@ -277,5 +333,5 @@ class System:
                 os.chmod(real, mode)  # explicit: mkdir's mode is masked by the umask
         except OSError as e:
             if e.errno == errno.ENOENT:
-                raise HostError("{0} vanished while being set up".format(logical)) from None
-            raise HostError("cannot set mode/owner of {0}: {1}".format(logical, e.strerror)) from None
+                raise HostError(f"{path} vanished while being set up") from None
+            raise HostError(f"cannot set mode/owner of {path}: {e.strerror}") from None
