@@ -8,18 +8,16 @@ error. Modules beyond the standard library are imported only by the commands usi
 
 from __future__ import annotations
 
-import logging
-import platform
-import re
 import sys
-from dataclasses import dataclass, replace
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from waprov import __version__
 from waprov.errors import UsageError, WaprovError
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # the boot path imports no more than it needs (see `make bench`)
+    from typing import Callable, Dict, List, Optional, Sequence
+
 PROG = "waprov"
-_P = r"^[-/]*"
 
 USAGE = """\
 usage: waprov [-verbose] [-configuration-path:<path>] -help|-version|-show-configuration
@@ -34,26 +32,43 @@ usage: waprov [-verbose] [-configuration-path:<path>] -help|-version|-show-confi
 Arguments may be written -x, --x or /x. Exit codes: 0 success, 1 the operation failed,
 2 usage or configuration error."""
 
+# Words in the order WALinuxAgent checks them; each is a command or a flag. An argument
+# matches a word when, after any leading '-' and '/', it starts with the word.
+_FLAGS = ("verbose", "force", "dry-run")
+_ORDER = ("version", "verbose", "force", "dry-run", "show-configuration", "help", "usage", "?")
+_CONF = "configuration-path:"
 
-@dataclass(frozen=True)
+
 class Args:
-    command: str = ""
-    conf_path: Optional[str] = None
-    verbose: bool = False
-    force: bool = False
-    dry_run: bool = False
+    """The parsed command line."""
 
+    __slots__ = ("command", "conf_path", "dry_run", "force", "verbose")
 
-# (pattern, what it sets), checked in this order for every argument.
-_RULES: Tuple[Tuple[str, Callable[[Args, re.Match[str]], Args]], ...] = (
-    (_P + r"configuration-path:(.*)$", lambda a, m: replace(a, conf_path=m.group(1))),
-    (_P + r"version", lambda a, m: replace(a, command="version")),
-    (_P + r"verbose", lambda a, m: replace(a, verbose=True)),
-    (_P + r"force", lambda a, m: replace(a, force=True)),
-    (_P + r"dry-run", lambda a, m: replace(a, dry_run=True)),
-    (_P + r"show-configuration", lambda a, m: replace(a, command="show-configuration")),
-    (_P + r"(help|usage|\?)", lambda a, m: replace(a, command="help")),
-)
+    def __init__(
+        self,
+        command: str = "",
+        conf_path: Optional[str] = None,
+        verbose: bool = False,
+        force: bool = False,
+        dry_run: bool = False,
+    ) -> None:
+        self.command = command
+        self.conf_path = conf_path
+        self.verbose = verbose
+        self.force = force
+        self.dry_run = dry_run
+
+    def _fields(self) -> tuple[object, ...]:
+        return (self.command, self.conf_path, self.verbose, self.force, self.dry_run)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Args) and self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        return f"Args{self._fields()!r}"
 
 
 def parse_args(args: Sequence[str]) -> Args:
@@ -62,13 +77,17 @@ def parse_args(args: Sequence[str]) -> Args:
     for arg in args:
         if arg == "":
             continue
-        for pattern, apply in _RULES:
-            m = re.match(pattern, arg, re.DOTALL)
-            if m:
-                parsed = apply(parsed, m)
-                break
-        else:
+        word = arg.lstrip("-/")
+        if word.startswith(_CONF):
+            parsed.conf_path = word[len(_CONF) :]
+            continue
+        match = next((w for w in _ORDER if word.startswith(w)), None)
+        if match is None:
             raise UsageError(f"unknown argument: {arg}")
+        if match in _FLAGS:
+            setattr(parsed, match.replace("-", "_"), True)
+        else:
+            parsed.command = "help" if match in ("usage", "?") else match
     if parsed.conf_path == "":
         raise UsageError("-configuration-path: needs a path after the colon")
     if not parsed.command:
@@ -77,11 +96,11 @@ def parse_args(args: Sequence[str]) -> Args:
 
 
 def cmd_version(args: Args) -> int:
-    from waprov.distro import Distro
+    from waprov.osrelease import read_os_release
 
-    d = Distro.detect()
-    print(f"{PROG}-{__version__} running on {d.id} {d.version}".rstrip())
-    print(f"Python: {platform.python_version()}")
+    rel = read_os_release()
+    print(f"{PROG}-{__version__} running on {rel.get('ID', 'unknown')} {rel.get('VERSION_ID', '')}".rstrip())
+    print("Python: {}.{}.{}".format(*sys.version_info[:3]))
     return 0
 
 
@@ -91,6 +110,8 @@ def cmd_help(args: Args) -> int:
 
 
 def cmd_show_configuration(args: Args) -> int:
+    import logging
+
     from waprov.config import load_config, show_lines
     from waprov.log import set_verbose
 
@@ -111,6 +132,8 @@ COMMANDS: Dict[str, Callable[[Args], int]] = {
 def _run(args: Args) -> int:
     if args.command in ("version", "help"):  # fast paths: no logging, no config
         return COMMANDS[args.command](args)
+    import logging
+
     from waprov.log import setup_logging
 
     setup_logging(args.verbose)

@@ -1,31 +1,16 @@
 """The distribution, read once from os-release; distro differences are data, not classes.
 
-`Distro.detect()` parses `/etc/os-release` (else `/usr/lib/os-release`) with the
-os-release(5) quoting rules. Later steps key their per-distro choices on `id`/`id_like`.
+`Distro.detect()` reads `/etc/os-release` (else `/usr/lib/os-release`). Later steps key
+their per-distro choices (sshd restart, hostname command, Flatcar drop-ins) on
+`id`/`id_like` through `is_like()`.
 """
 
 from __future__ import annotations
 
-import shlex
 from dataclasses import dataclass
-from typing import Dict, Sequence, Tuple
+from typing import Sequence, Tuple
 
-OS_RELEASE = ("/etc/os-release", "/usr/lib/os-release")
-
-
-def parse_os_release(text: str) -> Dict[str, str]:
-    out: Dict[str, str] = {}
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, _, value = line.partition("=")
-        try:
-            words = shlex.split(value)
-        except ValueError:
-            continue
-        out[key.strip()] = words[0] if words else ""
-    return out
+from waprov.osrelease import OS_RELEASE, read_os_release
 
 
 @dataclass(frozen=True)
@@ -36,18 +21,14 @@ class Distro:
 
     @classmethod
     def detect(cls, paths: Sequence[str] = OS_RELEASE) -> Distro:
-        for path in paths:
-            try:
-                with open(path, encoding="utf-8", errors="replace") as f:
-                    fields = parse_os_release(f.read())
-            except OSError:
-                continue
-            return cls(
-                fields.get("ID", "linux") or "linux",
-                fields.get("VERSION_ID", ""),
-                tuple(fields.get("ID_LIKE", "").split()),
-            )
-        return cls("unknown", "")
+        fields = read_os_release(paths)
+        if not fields:
+            return cls("unknown", "")
+        return cls(
+            fields.get("ID") or "linux",
+            fields.get("VERSION_ID", ""),
+            tuple(fields.get("ID_LIKE", "").split()),
+        )
 
     def is_like(self, name: str) -> bool:
         return self.id == name or name in self.id_like
