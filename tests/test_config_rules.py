@@ -162,3 +162,11 @@ def test_config_is_frozen(tmp_path: Path) -> None:
     with pytest.raises(AttributeError):
         cfg.lib_dir = "/y"  # type: ignore[misc]
     assert cfg.source == os.path.join(str(tmp_path), "waagent.conf")
+
+
+def test_unknown_keys_are_named_in_verbose_logs(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    logging.getLogger("waprov").propagate = True
+    with caplog.at_level(logging.DEBUG, logger="waprov"):
+        read(tmp_path, "Home.Dir=/elsewhere\nOS.HomeDir=/home\n")
+    assert "key 'Home.Dir' is not one waprov knows; ignored" in caplog.text
+    assert "OS.HomeDir" not in caplog.text

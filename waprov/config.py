@@ -319,13 +319,22 @@ def read_conf_text(path: str) -> str:
     return text
 
 
+def _from_file(path: str) -> Config:
+    values = parse_values(read_conf_text(path))
+    known = {s.key for s in key_table()}
+    for key in values:
+        if key not in known:  # kept and ignored, as WALinuxAgent does; a hint for typos
+            log.debug("%s: key %r is not one waprov knows; ignored", path, key)
+    return config_from_values(values, source=path)
+
+
 def load_config(path: Optional[str] = None, candidates: Sequence[str] = (ETC_CONF, SHIPPED_CONF)) -> Config:
     """The named file (must exist), else the first existing candidate, else the defaults."""
     if path is not None:
-        return config_from_values(parse_values(read_conf_text(path)), source=path)
+        return _from_file(path)
     for cand in candidates:
         if os.path.exists(cand):
-            return config_from_values(parse_values(read_conf_text(cand)), source=cand)
+            return _from_file(cand)
         if os.path.islink(cand):
             log.warning("%s is a broken symbolic link; ignoring it", cand)
     log.warning("no configuration file found (looked for %s); using built-in defaults", ", ".join(candidates))
