@@ -33,3 +33,11 @@ class ConfigError(WaprovError):
 
 class HostError(WaprovError):
     """A change to the host (a command, a file) failed."""
+
+
+class ProtocolError(WaprovError):
+    """What Azure gave us (ovf-env.xml, IMDS, the wireserver) is unusable or unreachable.
+
+    The message is WALinuxAgent's wording where one exists (for example
+    `Failed to validate OVF: HostName not found`), so reports read the same.
+    """
