@@ -182,6 +182,10 @@ def test_commands_are_argv_lists_never_a_shell_string() -> None:
         System().run("echo hi")
     with pytest.raises(TypeError):
         System().query([])
+    dry = System(dry_run=True)
+    with pytest.raises(TypeError):
+        dry.run("rm -rf /tmp/x")
+    assert dry.actions == []
 
 
 def test_run_returns_output_and_raises_on_failure() -> None:

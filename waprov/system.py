@@ -17,7 +17,7 @@ import shlex
 import shutil
 import stat
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from waprov.errors import HostError
@@ -46,7 +46,7 @@ class Action:
 class Result:
     """What a command returned; stdout and stderr are decoded text (not redacted)."""
 
-    argv: Tuple[str, ...]
+    argv: Tuple[str, ...] = field(repr=False)  # may hold a secret (a hash)
     rc: int
     stdout: str
     stderr: str
@@ -130,13 +130,13 @@ class System:
     # ---- commands -----------------------------------------------------------------------
 
     def _show(self, argv: Sequence[str]) -> str:
+        if isinstance(argv, (str, bytes)) or not argv or not all(isinstance(a, str) for a in argv):
+            raise TypeError("System commands are non-empty lists of str, never a shell string")
         return " ".join(shlex.quote(a) for a in self.redactor.redact_argv(argv))
 
     def _exec(
         self, argv: Sequence[str], input: Union[str, bytes, None], timeout: float, check: bool
     ) -> Result:
-        if isinstance(argv, (str, bytes)) or not argv or not all(isinstance(a, str) for a in argv):
-            raise TypeError("System commands are non-empty lists of str, never a shell string")
         data = input.encode("utf-8") if isinstance(input, str) else input
         shown = self._show(argv)
         try:
