@@ -1,11 +1,10 @@
-"""os-release parsing (quoting rules of os-release(5)) and the Distro built from it."""
+"""os-release parsing (quoting rules of os-release(5))."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from waprov.distro import Distro
-from waprov.osrelease import parse_os_release
+from waprov.osrelease import parse_os_release, read_os_release
 
 SAMPLE = r"""# comment
 NAME="Flatcar Container Linux by Kinvolk"
@@ -27,9 +26,8 @@ def test_quotes_escapes_and_bad_lines() -> None:
     assert "BROKEN" not in f
 
 
-def test_distro_from_the_first_readable_file(tmp_path: Path) -> None:
+def test_the_first_readable_file_is_used(tmp_path: Path) -> None:
     (tmp_path / "os-release").write_text(SAMPLE)
-    d = Distro.detect([str(tmp_path / "missing"), str(tmp_path / "os-release")])
-    assert d == Distro("flatcar", "3815.2.0", ("coreos", "rhel"))
-    assert d.is_like("rhel") and d.is_like("flatcar") and not d.is_like("debian")
-    assert Distro.detect([str(tmp_path / "missing")]) == Distro("unknown", "")
+    f = read_os_release([str(tmp_path / "missing"), str(tmp_path / "os-release")])
+    assert (f["ID"], f["VERSION_ID"]) == ("flatcar", "3815.2.0")
+    assert read_os_release([str(tmp_path / "missing")]) == {}
