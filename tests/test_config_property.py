@@ -8,9 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.ruleref import reference_int, reference_str, reference_switch, reference_values
-from waprov.config import config_from_values, key_table, parse_values
+from waprov.config import KEY_TABLE, config_from_values, parse_values
 
-KEYS = [s.key for s in key_table()]
+KEYS = [s.key for s in KEY_TABLE]
 TRICKY = "#=\"' \t\r\x0b\x0c\x1c\x85\u00a0\u2028yYnN019-+_.xNoe/"
 
 keys = st.one_of(st.sampled_from(KEYS), st.text(alphabet=TRICKY + "AB", max_size=6))
@@ -71,11 +71,11 @@ def test_raw_values_equal_the_reference(text: str) -> None:
 def test_typed_values_equal_the_reference(text: str) -> None:
     raw = reference_values(text)
     cfg = config_from_values(parse_values(text))
-    for spec in key_table():
+    for spec in KEY_TABLE:
         got = getattr(cfg, spec.attr)
         default = spec.default
         if spec.default_from:  # WALinuxAgent's default for these is another key's value
-            other = next(s for s in key_table() if s.key == spec.default_from)
+            other = next(s for s in KEY_TABLE if s.key == spec.default_from)
             default = getattr(cfg, other.attr)
         if spec.kind == "switch":
             assert isinstance(default, bool)

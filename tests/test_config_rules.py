@@ -5,10 +5,22 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
 from waprov.config import Config, load_config, parse_values
+
+
+@pytest.fixture
+def waprov_log(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    """caplog for the waprov logger, which does not propagate once setup_logging() ran."""
+    logger = logging.getLogger("waprov")
+    old = logger.propagate
+    logger.propagate = True
+    with caplog.at_level(logging.DEBUG, logger="waprov"):
+        yield caplog
+    logger.propagate = old
 
 
 def read(tmp_path: Path, text: str, newline: str = "\n") -> Config:
@@ -147,14 +159,12 @@ def test_defaults_that_follow_another_key(tmp_path: Path) -> None:
 
 
 def test_a_byte_order_mark_hides_the_first_key_and_is_warned_about(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, waprov_log: pytest.LogCaptureFixture
 ) -> None:
-    logging.getLogger("waprov").propagate = True
-    with caplog.at_level(logging.WARNING, logger="waprov"):
-        cfg = read(tmp_path, "\ufeffLogs.Verbose=y\nOS.SshDir=/x\n")
+    cfg = read(tmp_path, "\ufeffLogs.Verbose=y\nOS.SshDir=/x\n")
     assert cfg.logs_verbose is False
     assert cfg.ssh_dir == "/x"
-    assert "byte order mark" in caplog.text
+    assert "byte order mark" in waprov_log.text
 
 
 def test_config_is_frozen(tmp_path: Path) -> None:
@@ -164,9 +174,7 @@ def test_config_is_frozen(tmp_path: Path) -> None:
     assert cfg.source == os.path.join(str(tmp_path), "waagent.conf")
 
 
-def test_unknown_keys_are_named_in_verbose_logs(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    logging.getLogger("waprov").propagate = True
-    with caplog.at_level(logging.DEBUG, logger="waprov"):
-        read(tmp_path, "Home.Dir=/elsewhere\nOS.HomeDir=/home\n")
-    assert "key 'Home.Dir' is not one waprov knows; ignored" in caplog.text
-    assert "OS.HomeDir" not in caplog.text
+def test_unknown_keys_are_named_in_verbose_logs(tmp_path: Path, waprov_log: pytest.LogCaptureFixture) -> None:
+    read(tmp_path, "Home.Dir=/elsewhere\nOS.HomeDir=/home\n")
+    assert "key 'Home.Dir' is not one waprov knows; ignored" in waprov_log.text
+    assert "OS.HomeDir" not in waprov_log.text

@@ -6,13 +6,17 @@ import logging
 import re
 from pathlib import Path
 
+import pytest
+
 from waprov.log import Redactor, setup_logging
 
 LINE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z (VERBOSE|INFO|WARNING|ERROR) .*")
 PASSWORD = "Tr0ub4dor&3-horse"
 
 
-def test_line_format_and_levels_in_the_file_and_on_stderr(tmp_path: Path, capsys: object) -> None:
+def test_line_format_and_levels_in_the_file_and_on_stderr(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     log_file = tmp_path / "waprov.log"
     setup_logging(verbose=False, log_file=str(log_file))
     log = logging.getLogger("waprov")
@@ -33,7 +37,7 @@ def test_line_format_and_levels_in_the_file_and_on_stderr(tmp_path: Path, capsys
         "ERROR broken",
         "VERBOSE shown",
     ]
-    err = capsys.readouterr().err  # type: ignore[attr-defined]
+    err = capsys.readouterr().err
     assert err.splitlines()[0].endswith(" INFO hello world")
     assert (log_file.stat().st_mode & 0o777) == 0o600
 
@@ -71,12 +75,14 @@ def test_redactor_replaces_longest_secrets_first() -> None:
     assert r.redact("nothing") == "nothing"
 
 
-def test_an_unwritable_log_file_falls_back_to_stderr(tmp_path: Path, capsys: object) -> None:
+def test_an_unwritable_log_file_falls_back_to_stderr(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     setup_logging(log_file=str(tmp_path / "missing-dir" / "waprov.log"))
     try:
         logging.getLogger("waprov").info("still logged")
     finally:
         setup_logging()
-    err = capsys.readouterr().err  # type: ignore[attr-defined]
+    err = capsys.readouterr().err
     assert "cannot open the log file" in err
     assert "still logged" in err

@@ -64,9 +64,6 @@ class Args:
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Args) and self._fields() == other._fields()
 
-    def __hash__(self) -> int:
-        return hash(self._fields())
-
     def __repr__(self) -> str:
         return f"Args{self._fields()!r}"
 

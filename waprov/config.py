@@ -16,20 +16,21 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, TypeVar, Union
 
 from waprov.errors import ConfigError
+from waprov.textdata import MIB, decode_text
 
 _T = TypeVar("_T")
 
 ETC_CONF = "/etc/waagent.conf"
 SHIPPED_CONF = "/usr/share/waprov/waagent.conf"
-MAX_CONF_BYTES = 1024 * 1024
+MAX_CONF_BYTES = MIB
 
 Value = Union[bool, int, str, None]
 log = logging.getLogger("waprov")
 
 
-def _key(name: str, default: _T, doc: str, *, default_from: str = "", kind: str = "") -> _T:
+def _key(name: str, default: _T, doc: str, *, default_from: str = "") -> _T:
     """One row of the key table, stored in the dataclass field's metadata."""
-    meta = {"key": name, "help": doc, "default_from": default_from, "kind": kind}
+    meta = {"key": name, "help": doc, "default_from": default_from}
     return field(default=default, metadata=meta)
 
 
@@ -103,7 +104,6 @@ class Config:
         "OS.SshClientAliveInterval",
         "180",
         "sshd ClientAliveInterval, written verbatim (WALinuxAgent reads it as a string)",
-        kind="str-int",
     )
     home_dir: str = _key("OS.HomeDir", "/home", "replaces $HOME in SSH key paths")
     password_path: str = _key("OS.PasswordPath", "/etc/shadow", "shadow file for DeleteRootPassword")
@@ -183,15 +183,13 @@ class KeySpec:
 
     key: str
     attr: str
-    kind: str  # "switch", "int", "str" or "str-int"
+    kind: str  # "switch", "int" or "str", from the field's annotation
     default: Value
     help: str
     default_from: str
 
 
 def _kind_of(f: dataclasses.Field[Any]) -> str:
-    if f.metadata.get("kind"):
-        return str(f.metadata["kind"])
     ann = str(f.type)
     if ann == "bool":
         return "switch"
@@ -200,8 +198,7 @@ def _kind_of(f: dataclasses.Field[Any]) -> str:
     return "str"
 
 
-def key_table() -> List[KeySpec]:
-    """The key table in declaration order."""
+def _key_table() -> Tuple[KeySpec, ...]:
     rows = []
     for f in dataclasses.fields(Config):
         if "key" not in f.metadata:
@@ -216,7 +213,11 @@ def key_table() -> List[KeySpec]:
                 f.metadata["default_from"],
             )
         )
-    return rows
+    return tuple(rows)
+
+
+KEY_TABLE = _key_table()  # in declaration order; a default_from key follows its source
+KNOWN_KEYS = frozenset(s.key for s in KEY_TABLE)
 
 
 # --------------------------------------------------------------------------------------------
@@ -263,7 +264,7 @@ def config_from_values(values: Mapping[str, Optional[str]], source: str = "") ->
     """Build the typed Config from a raw mapping (see `parse_values`)."""
     typed: Dict[str, Value] = {}
     by_key: Dict[str, Value] = {}
-    for spec in key_table():  # default_from keys come after the keys they refer to
+    for spec in KEY_TABLE:
         default = by_key[spec.default_from] if spec.default_from else spec.default
         by_key[spec.key] = typed[spec.attr] = _typed(spec, values.get(spec.key), default)
     return Config(source=source, **typed)  # type: ignore[arg-type]
@@ -271,7 +272,7 @@ def config_from_values(values: Mapping[str, Optional[str]], source: str = "") ->
 
 def show_lines(cfg: Config) -> List[str]:
     """`<key> = <value>` for every key, sorted, printed the way WALinuxAgent prints them."""
-    rows = [(s.key, getattr(cfg, s.attr)) for s in key_table()]
+    rows = [(s.key, getattr(cfg, s.attr)) for s in KEY_TABLE]
     return [f"{k} = {v}" for k, v in sorted(rows)]
 
 
@@ -292,22 +293,13 @@ def read_conf_text(path: str) -> str:
         raise ConfigError(path, "is a directory, not a configuration file")
     if not stat.S_ISREG(st.st_mode):
         raise ConfigError(path, "is not a regular file")
-    if st.st_size > MAX_CONF_BYTES:
-        raise ConfigError(path, f"is too large ({st.st_size} bytes; the limit is 1 MiB)")
     try:
         with open(path, "rb") as f:
-            data = f.read(MAX_CONF_BYTES + 1)
+            text = decode_text(f.read(MAX_CONF_BYTES + 1), MAX_CONF_BYTES)
     except OSError as e:
         raise ConfigError(path, f"cannot be read: {e.strerror}") from None
-    if len(data) > MAX_CONF_BYTES:
-        raise ConfigError(path, "is too large (more than 1 MiB)")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        raise ConfigError(
-            path, f"is not UTF-8 text (invalid byte 0x{data[e.start]:02x} on line {line})"
-        ) from None
+    except ValueError as e:
+        raise ConfigError(path, str(e)) from None
     if not text:
         raise ConfigError(path, "is empty (WALinuxAgent refuses an empty configuration too)")
     if text.startswith("\ufeff"):
@@ -321,9 +313,8 @@ def read_conf_text(path: str) -> str:
 
 def _from_file(path: str) -> Config:
     values = parse_values(read_conf_text(path))
-    known = {s.key for s in key_table()}
     for key in values:
-        if key not in known:  # kept and ignored, as WALinuxAgent does; a hint for typos
+        if key not in KNOWN_KEYS:  # kept and ignored, as WALinuxAgent does; a hint for typos
             log.debug("%s: key %r is not one waprov knows; ignored", path, key)
     return config_from_values(values, source=path)
 

@@ -22,11 +22,12 @@ from defusedxml.minidom import parseString
 
 from waprov.errors import ProtocolError
 from waprov.model import KeyPair, PublicKey, Secret
+from waprov.textdata import MIB, decode_text
 
 OVF_NS = "http://schemas.dmtf.org/ovf/environment/1"
 WA_NS = "http://schemas.microsoft.com/windowsazure"
 OVF_VERSION = "1.0"
-MAX_OVF_BYTES = 1024 * 1024
+MAX_OVF_BYTES = MIB
 log = logging.getLogger("waprov")
 _V = TypeVar("_V")
 
@@ -57,17 +58,12 @@ class OvfEnv:
 def decode_ovf(data: bytes) -> str:
     """Bytes to text: WALinuxAgent's BOM rule (three leading bytes each > 128 are
     dropped), then UTF-8; more than 1 MiB or invalid UTF-8 is a ProtocolError."""
-    if len(data) > MAX_OVF_BYTES:
-        raise ProtocolError(f"ovf-env.xml is too large ({len(data)} bytes; the limit is 1 MiB)")
     if len(data) >= 3 and all(b > 128 for b in data[:3]):
         data = data[3:]
     try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        raise ProtocolError(
-            f"ovf-env.xml is not UTF-8 text (invalid byte 0x{data[e.start]:02x} on line {line})"
-        ) from None
+        return decode_text(data, MAX_OVF_BYTES)
+    except ValueError as e:
+        raise ProtocolError(f"ovf-env.xml {e}") from None
 
 
 def _find(node: Node, tag: str, ns: str) -> Optional[Element]:
