@@ -12,11 +12,7 @@ MIB = 1024 * 1024
 
 def decode_text(data: bytes, limit: int = MIB) -> str:
     if len(data) > limit:
-        raise ValueError(
-            f"is too large (more than {limit // MIB} MiB)"
-            if limit % MIB == 0
-            else f"is too large (more than {limit} bytes)"
-        )
+        raise ValueError(f"is too large (more than {limit} bytes)")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
