@@ -42,6 +42,7 @@ class OvfEnv:
     password: Optional[Secret] = field(default=None, repr=False)
     custom_data: Optional[str] = field(default=None, repr=False)
     disable_ssh_password_auth: bool = False
+    ssh_password_auth_stated: bool = False  # the element has text (else IMDS may say)
     public_keys: Tuple[PublicKey, ...] = ()
     key_pairs: Tuple[KeyPair, ...] = ()
     provision_guest_agent: str = ""
@@ -135,6 +136,7 @@ def parse_ovf(data: bytes) -> OvfEnv:
         password=None if password is None else Secret(password),
         custom_data=_findtext(conf, "CustomData"),
         disable_ssh_password_auth=auth is not None and auth.lower() == "true",
+        ssh_password_auth_stated=auth is not None,
         public_keys=pubkeys,
         key_pairs=keypairs,
         provision_guest_agent=guest_agent,

@@ -18,12 +18,14 @@ import shutil
 import stat
 import subprocess
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from waprov.errors import HostError
 from waprov.log import Redactor
 
 Owner = Tuple[int, int]
+# (argv, stdin, timeout) -> (rc, stdout, stderr): the edge a scripted fake replaces in tests
+Runner = Callable[[List[str], Optional[bytes], float], Tuple[int, bytes, bytes]]
 log = logging.getLogger("waprov")
 
 DEFAULT_TIMEOUT = 300.0
@@ -44,12 +46,14 @@ class Action:
 
 @dataclass(frozen=True)
 class Result:
-    """What a command returned; stdout and stderr are decoded text (not redacted)."""
+    """What a command returned; stdout and stderr are decoded text (not redacted),
+    `raw` the undecoded stdout (binary output such as a PFX)."""
 
     argv: Tuple[str, ...] = field(repr=False)  # may hold a secret (a hash)
     rc: int
-    stdout: str
+    stdout: str = field(repr=False)
     stderr: str
+    raw: bytes = field(default=b"", repr=False)
 
 
 def _mode_owner(mode: Optional[int], owner: Optional[Owner]) -> str:
@@ -75,8 +79,10 @@ class System:
         root: str = "/",
         redactor: Optional[Redactor] = None,
         env: Optional[Dict[str, str]] = None,
+        runner: Optional[Runner] = None,
     ) -> None:
         self.dry_run = dry_run
+        self.runner = runner or _subprocess_runner(env)
         self.root = root
         self.redactor = redactor or Redactor()
         self.env = env
@@ -135,32 +141,27 @@ class System:
         return " ".join(shlex.quote(a) for a in self.redactor.redact_argv(argv))
 
     def _exec(
-        self, argv: Sequence[str], input: Union[str, bytes, None], timeout: float, check: bool
+        self,
+        argv: Sequence[str],
+        input: Union[str, bytes, None],
+        timeout: float,
+        check: bool,
+        secret_output: bool = False,
     ) -> Result:
         data = input.encode("utf-8") if isinstance(input, str) else input
         shown = self._show(argv)
         try:
-            proc = subprocess.run(
-                list(argv),
-                input=data,
-                capture_output=True,
-                timeout=timeout,
-                env=self.env,
-                stdin=None if data is not None else subprocess.DEVNULL,
-            )
+            rc, out, err = self.runner(list(argv), data, timeout)
         except FileNotFoundError:
             raise HostError(f"command not found: {self.redactor.redact(argv[0])}") from None
         except PermissionError:
             raise HostError(f"command not executable: {self.redactor.redact(argv[0])}") from None
         except subprocess.TimeoutExpired:
             raise HostError(f"{shown} timed out after {timeout:g}s") from None
-        res = Result(
-            tuple(argv),
-            proc.returncode,
-            proc.stdout.decode("utf-8", "replace"),
-            proc.stderr.decode("utf-8", "replace"),
-        )
-        if res.stdout.strip() or res.stderr.strip():
+        res = Result(tuple(argv), rc, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"), out)
+        if secret_output:
+            log.debug("%s -> rc=%d (output not shown)", shown, res.rc)
+        elif res.stdout.strip() or res.stderr.strip():
             log.debug(
                 "%s -> rc=%d out=%s err=%s",
                 shown,
@@ -169,8 +170,8 @@ class System:
                 self.redactor.redact(_tail(res.stderr)),
             )
         if check and res.rc != 0:
-            out = _tail(res.stderr) or _tail(res.stdout) or "no output"
-            raise HostError(f"{shown} failed with exit code {res.rc}: {self.redactor.redact(out)}")
+            said = _tail(res.stderr) or ("" if secret_output else _tail(res.stdout)) or "no output"
+            raise HostError(f"{shown} failed with exit code {res.rc}: {self.redactor.redact(said)}")
         return res
 
     def run(
@@ -181,21 +182,32 @@ class System:
         secret: Sequence[str] = (),
         timeout: float = DEFAULT_TIMEOUT,
         check: bool = True,
+        secret_output: bool = False,
     ) -> Result:
         """Run a command that changes the host. `secret` strings are redacted everywhere
-        (log, plan, errors) from then on; `input` (stdin) is never shown."""
+        (log, plan, errors) from then on; `input` (stdin) is never shown, nor stdout
+        with `secret_output`."""
         for s in secret:
             self.redactor.add(s)
         detail = f"stdin: {len(input)} bytes, not shown" if input is not None else ""
         self._record("run", self._show(argv), detail)
         if self.dry_run:
             return Result(tuple(argv), 0, "", "")
-        return self._exec(argv, input, timeout, check)
+        return self._exec(argv, input, timeout, check, secret_output)
 
-    def query(self, argv: Sequence[str], *, timeout: float = 60.0, check: bool = False) -> Result:
-        """Run a read-only probe; runs in dry-run too and is not part of the plan."""
+    def query(
+        self,
+        argv: Sequence[str],
+        *,
+        input: Union[str, bytes, None] = None,
+        timeout: float = 60.0,
+        check: bool = False,
+        secret_output: bool = False,
+    ) -> Result:
+        """Run a read-only probe; runs in dry-run too and is not part of the plan.
+        `input` is never shown, nor stdout with `secret_output`."""
         log.debug("query: %s", self._show(argv))
-        return self._exec(argv, None, timeout, check)
+        return self._exec(argv, input, timeout, check, secret_output)
 
     # ---- files --------------------------------------------------------------------------
 
@@ -335,3 +347,18 @@ class System:
             if e.errno == errno.ENOENT:
                 raise HostError(f"{path} vanished while being set up") from None
             raise HostError(f"cannot set mode/owner of {path}: {e.strerror}") from None
+
+
+def _subprocess_runner(env: Optional[Dict[str, str]]) -> Runner:
+    def run(argv: List[str], data: Optional[bytes], timeout: float) -> Tuple[int, bytes, bytes]:
+        proc = subprocess.run(
+            argv,
+            input=data,
+            capture_output=True,
+            timeout=timeout,
+            env=env,
+            stdin=None if data is not None else subprocess.DEVNULL,
+        )
+        return proc.returncode, proc.stdout, proc.stderr
+
+    return run

@@ -1,0 +1,48 @@
+"""Time for retries: every wait and deadline goes through one `Clock`.
+
+`Clock(scale)` multiplies each delay, timeout and deadline by `scale` (the
+`WAPROV_RETRY_SCALE` override, so fault tests run in milliseconds) and records the
+unscaled delays it slept, in order, so tests and the run report can show them.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, List, Tuple
+
+
+class Clock:
+    """Scaled sleeps and deadlines; `slept` lists (what, unscaled seconds)."""
+
+    def __init__(
+        self,
+        scale: float = 1.0,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not scale > 0:
+            raise ValueError("the retry scale must be a positive number")
+        self.scale = scale
+        self._sleep = sleep
+        self._monotonic = monotonic
+        self.slept: List[Tuple[str, float]] = []
+
+    def now(self) -> float:
+        return self._monotonic()
+
+    def seconds(self, seconds: float) -> float:
+        """A duration from a policy, scaled."""
+        return seconds * self.scale
+
+    def deadline(self, seconds: float) -> float:
+        """The monotonic time `seconds` (scaled) from now."""
+        return self._monotonic() + seconds * self.scale
+
+    def remaining(self, deadline: float) -> float:
+        return deadline - self._monotonic()
+
+    def sleep(self, seconds: float, what: str = "") -> None:
+        """Wait `seconds` (unscaled as the policy states it; the scale applies here)."""
+        self.slept.append((what, seconds))
+        self._sleep(seconds * self.scale)
