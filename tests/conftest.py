@@ -5,9 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from typing import List, Sequence
+from typing import Iterator, List, Sequence
 
 import pytest
+
+from tests.fakefabric import FakeFabric
+from waprov.http import HttpClient
+from waprov.timing import Clock
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(ROOT, "tests", "data")
@@ -27,3 +31,41 @@ def run_waprov(args: Sequence[str], **kw: object) -> subprocess.CompletedProcess
 def _need_root() -> None:
     if os.geteuid() != 0:
         pytest.fail("waprov's tests run as root (they use namespaces, chown and loop devices)")
+
+
+@pytest.fixture
+def fabric(tmp_path: "os.PathLike[str]") -> Iterator[FakeFabric]:
+    """A started fake fabric (wireserver + IMDS on 127.0.0.1)."""
+    with FakeFabric(os.path.join(str(tmp_path), "fabric")) as f:
+        yield f
+
+
+SCALE = 0.001  # WAPROV_RETRY_SCALE in fault tests: a 30 s back-off takes 30 ms
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock(SCALE)
+
+
+@pytest.fixture
+def client(clock: Clock) -> HttpClient:
+    return HttpClient(clock)
+
+
+class VirtualTime:
+    """Monotonic time that only sleeps move: deadline arithmetic without real waiting."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def virtual_clock() -> Clock:
+    vt = VirtualTime()
+    return Clock(1.0, sleep=vt.sleep, monotonic=vt.monotonic)

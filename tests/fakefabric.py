@@ -12,13 +12,17 @@ agent sends, holding a PFX with a test certificate and key made at start.
 
 from __future__ import annotations
 
+import atexit
 import base64
+import functools
 import json
 import os
+import shutil
 import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -97,6 +101,19 @@ def make_cert(directory: str, name: str, cn: str) -> Tuple[str, str]:
     return cert, key
 
 
+@functools.lru_cache(maxsize=None)
+def _tenant_material() -> Tuple[str, str, str, str]:
+    """The tenant certificate, its key, their PFX, and a certificate of someone else:
+    made once per process (RSA key generation is the slow part of starting)."""
+    directory = tempfile.mkdtemp(prefix="waprov-fabric-")
+    atexit.register(shutil.rmtree, directory, True)
+    cert, key = make_cert(directory, "tenant", "waprov-test-tenant")
+    pfx = os.path.join(directory, "tenant.pfx")
+    _openssl("pkcs12", "-export", "-passout", "pass:", "-in", cert, "-inkey", key, "-out", pfx)
+    other, _ = make_cert(directory, "other", "not-the-agent")
+    return cert, key, pfx, other
+
+
 class FakeFabric:
     def __init__(
         self,
@@ -136,11 +153,7 @@ class FakeFabric:
     def start(self) -> FakeFabric:
         os.makedirs(self.workdir, exist_ok=True)
         if self.with_certificates:
-            self.tenant_cert, self.tenant_key = make_cert(self.workdir, "tenant", "waprov-test-tenant")
-            self.pfx = os.path.join(self.workdir, "tenant.pfx")
-            pkcs12 = ["pkcs12", "-export", "-passout", "pass:", "-in", self.tenant_cert]
-            _openssl(*pkcs12, "-inkey", self.tenant_key, "-out", self.pfx)
-            self.other_cert, _ = make_cert(self.workdir, "other", "not-the-agent")
+            self.tenant_cert, self.tenant_key, self.pfx, self.other_cert = _tenant_material()
         ws = self._serve("wireserver")
         imds = self._serve("imds")
         self.wireserver = f"127.0.0.1:{ws.server_address[1]}"
@@ -176,7 +189,7 @@ class FakeFabric:
         server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         server.daemon_threads = True
         server.block_on_close = False
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
         self._servers.append(server)
         return server
 
@@ -210,6 +223,12 @@ class FakeFabric:
         return ""
 
     def _handle(self, server: str, h: BaseHTTPRequestHandler) -> None:
+        try:
+            self._answer(server, h)
+        except (BrokenPipeError, ConnectionResetError):  # the client gave up (a timeout test)
+            h.close_connection = True
+
+    def _answer(self, server: str, h: BaseHTTPRequestHandler) -> None:
         length = int(h.headers.get("Content-Length") or 0)
         body = h.rfile.read(length) if length else b""
         route = self._route(server, h.command, h.path)

@@ -89,9 +89,9 @@ def endpoint_from_networkd_lease(text: str) -> Optional[str]:
     return _quad(bytes.fromhex(m.group(1))) if m else None
 
 
-def _read(system: System, path: str) -> str:
+def _read(real_path: str) -> str:
     try:
-        with open(system.path(path), encoding="utf-8", errors="replace") as f:
+        with open(real_path, encoding="utf-8", errors="replace") as f:
             return f.read(1024 * 1024)
     except OSError:
         return ""
@@ -111,20 +111,20 @@ def discover_endpoint(system: System, config: Config, overrides: Overrides) -> T
     if overrides.wireserver:
         return overrides.wireserver, "WAPROV_WIRESERVER"
     if config.endpoint_discovery == "dhcp":
-        if endpoint_from_route(_read(system, "/proc/net/route")):
+        if endpoint_from_route(_read(system.path("/proc/net/route"))):
             return DEFAULT_ENDPOINT, "route in /proc/net/route"
         now = time.time()
         for pattern in DHCLIENT_LEASES:
             for path in sorted(glob.glob(system.path(pattern))):
-                ep = endpoint_from_dhclient_leases(_read(system, path), now)
+                ep = endpoint_from_dhclient_leases(_read(path), now)
                 if ep:
                     return ep, f"dhclient lease {path}"
         for path in sorted(glob.glob(system.path(NETWORKD_LEASES))):
-            ep = endpoint_from_networkd_lease(_read(system, path))
+            ep = endpoint_from_networkd_lease(_read(path))
             if ep:
                 return ep, f"systemd-networkd lease {path}"
     saved = os.path.join(config.lib_dir, "WireServerEndpoint")
-    text = _read(system, saved)
+    text = _read(system.path(saved))
     if text.strip():
         ep = _valid_endpoint(text)
         if ep:
