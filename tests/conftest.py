@@ -34,7 +34,7 @@ def _need_root() -> None:
 
 
 @pytest.fixture
-def fabric(tmp_path: "os.PathLike[str]") -> Iterator[FakeFabric]:
+def fabric(tmp_path: os.PathLike[str]) -> Iterator[FakeFabric]:
     """A started fake fabric (wireserver + IMDS on 127.0.0.1)."""
     with FakeFabric(os.path.join(str(tmp_path), "fabric")) as f:
         yield f

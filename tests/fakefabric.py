@@ -101,7 +101,7 @@ def make_cert(directory: str, name: str, cn: str) -> Tuple[str, str]:
     return cert, key
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _tenant_material() -> Tuple[str, str, str, str]:
     """The tenant certificate, its key, their PFX, and a certificate of someone else:
     made once per process (RSA key generation is the slow part of starting)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Iterator, List
+from typing import ClassVar, Iterator, List
 
 import pytest
 
@@ -117,7 +117,7 @@ def test_common_headers(fabric: FakeFabric, client: HttpClient) -> None:
 
 
 class _Recorder(BaseHTTPRequestHandler):
-    seen: List[str] = []
+    seen: ClassVar[List[str]] = []
 
     def do_GET(self) -> None:
         self.seen.append(self.path)
@@ -175,7 +175,7 @@ class socket_closed_port:
 
         s = socket.socket()
         s.bind(("127.0.0.1", 0))
-        self.port: int = s.getsockname()[1]
+        self.port = int(s.getsockname()[1])
         s.close()
         return self.port
 

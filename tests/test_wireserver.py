@@ -55,8 +55,9 @@ def put(root: str, path: str, text: str) -> None:
         f.write(text)
 
 
-def discover(root: str, **conf: str) -> tuple[str, str]:
-    return discover_endpoint(System(root=root), dataclasses.replace(Config(), **conf), Overrides())
+def discover(root: str, discovery: str = "dhcp") -> tuple[str, str]:
+    conf = dataclasses.replace(Config(), endpoint_discovery=discovery)
+    return discover_endpoint(System(root=root), conf, Overrides())
 
 
 def lease(option: str, expire: str) -> str:
@@ -107,7 +108,7 @@ def test_endpoint_discovery_other_than_dhcp_uses_the_file_or_default(tmp_path: s
     root = str(tmp_path)
     put(root, "/proc/net/route", ROUTE_AZURE)
     put(root, "/var/lib/dhcp/dhclient.eth0.leases", lease("a:0:1:6", "never"))
-    assert discover(root, endpoint_discovery="static") == ("168.63.129.16", "default")
+    assert discover(root, "static") == ("168.63.129.16", "default")
 
 
 def test_a_saved_endpoint_that_is_not_an_address_is_ignored(tmp_path: str) -> None:
@@ -148,7 +149,7 @@ def test_goal_state_fixture() -> None:
         b"<GoalState><Incarnation>1</Incarnation>",
         b"<GoalState><Incarnation>1</Incarnation></GoalState>",
         b'<!DOCTYPE x [<!ENTITY a "aaaa">]><GoalState>&a;</GoalState>',
-    ],  # fmt: skip
+    ],
 )
 def test_bad_goal_states_are_typed_errors(doc: bytes) -> None:
     with pytest.raises(ProtocolError, match="goal state"):
@@ -192,7 +193,7 @@ def test_the_description_is_cut_to_3686_characters_then_escaped() -> None:
 def test_connect_checks_versions_then_fetches_the_goal_state(
     fabric: FakeFabric, client: HttpClient, clock: Clock
 ) -> None:
-    ws, gs = connect(client, fabric.wireserver, clock)
+    _, gs = connect(client, fabric.wireserver, clock)
     assert gs.incarnation == "1" and gs.role_instance_id == fabric.instance_id
     assert [r.route for r in fabric.requests] == ["versions", "goalstate"]
     versions, goal = fabric.requests
@@ -262,7 +263,7 @@ def test_a_health_report_that_keeps_failing_is_an_error(fabric: FakeFabric) -> N
     clock = virtual_clock()
     ws, gs = connect(HttpClient(clock), fabric.wireserver, clock)
     fabric.script("health", *[status(500, b"no")] * 30)
-    with pytest.raises(ProtocolError, match="^Failed to send provision status: .*HTTP 500: no"):
+    with pytest.raises(ProtocolError, match=r"^Failed to send provision status: .*HTTP 500: no"):
         ws.report_ready(gs)
     assert waits(clock) == [30.0, 45.0, 75.0, 120.0, 195.0, 315.0]  # 510 more would pass 15 minutes
     assert len(fabric.requests_for("health")) == 7

@@ -1,0 +1,36 @@
+"""A scripted command runner: the edge System uses to run commands, replaced in pure tests.
+
+Each handler gets (argv, stdin) and returns (rc, stdout, stderr); a command without a
+handler is "not installed" (FileNotFoundError, as from exec). Every call is recorded.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable, Dict, List, Optional, Tuple
+
+Handler = Callable[[List[str], Optional[bytes]], Tuple[int, bytes, bytes]]
+
+
+def ok(argv: List[str], data: Optional[bytes]) -> Tuple[int, bytes, bytes]:
+    return 0, b"", b""
+
+
+def fail(message: str, rc: int = 1) -> Handler:
+    return lambda argv, data: (rc, b"", message.encode())
+
+
+class ScriptedRunner:
+    def __init__(self, **handlers: Handler) -> None:
+        self.handlers: Dict[str, Handler] = dict(handlers)
+        self.calls: List[List[str]] = []
+
+    def __call__(self, argv: List[str], data: Optional[bytes], timeout: float) -> Tuple[int, bytes, bytes]:
+        self.calls.append(list(argv))
+        handler = self.handlers.get(os.path.basename(argv[0]))
+        if handler is None:
+            raise FileNotFoundError(argv[0])
+        return handler(argv, data)
+
+    def names(self) -> List[str]:
+        return [os.path.basename(c[0]) for c in self.calls]
