@@ -1,8 +1,9 @@
 """`make demo`: show what waprov does today, changing nothing on the host.
 
 Runs the real launcher on the shipped waagent.conf and on a deliberately tricky one, and
-shows the one-line error for a bad file. Later issues turn this into a full provisioning
-run in a sandbox against the fake fabric.
+shows the one-line error for a bad file; then `demo_fabric.py` shows the fabric exchange
+(OVF, IMDS, wireserver, certificates, health reports) against the fake fabric. The
+sandboxed `waprov -provision` run joins when that command exists.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def show(title: str, args: list[str], keys: tuple[str, ...] = ()) -> None:
 
 
 def main() -> None:
-    print("waprov demo: read-only commands; nothing on this host is changed.")
+    print("waprov demo: nothing on this host is changed (temp dirs and 127.0.0.1 only).")
     show("", ["-version"])
     show(
         "the shipped default configuration",
@@ -64,6 +65,7 @@ def main() -> None:
         )
         show("a bad file: one line, exit 2", ["-show-configuration", "-configuration-path:" + tmp])
     show("an unknown argument", ["-provisionX"])
+    subprocess.run([sys.executable, os.path.join(ROOT, "tools", "demo_fabric.py")], check=True)
 
 
 if __name__ == "__main__":
