@@ -140,3 +140,19 @@ def test_split_pem_keeps_blocks_in_order_and_drops_bag_attributes() -> None:
 def test_thumbprint_is_openssls_sha1_fingerprint(fabric: FakeFabric) -> None:
     with open(fabric.tenant_cert, encoding="ascii") as f:
         assert thumbprint(f.read()) == fabric.tenant_thumbprint
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        b"<CertificateFile><Version>2012-11-30</Version><Incarnation>1</Incarnation></CertificateFile>",
+        b"<CertificateFile><Format>Pkcs12</Format><Data>QUJD</Data></CertificateFile>",
+    ],
+)
+def test_no_data_or_another_format_means_no_certificates(
+    fabric: FakeFabric, client: HttpClient, clock: Clock, tmp_path: str, doc: bytes
+) -> None:
+    conf, ws, gs = setup(fabric, client, clock, str(tmp_path))
+    fabric.script("certificates", status(200, doc))
+    assert fetch_certificates(System(), conf, ws, gs) == {}
+    assert len(fabric.requests_for("certificates")) == 1

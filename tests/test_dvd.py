@@ -115,6 +115,22 @@ def test_an_already_mounted_dvd_is_read_where_it_is_and_left_alone(tmp_path: str
     assert host.saved() == expected_copy()
 
 
+def test_a_dvd_left_mounted_at_the_mount_point_is_read_and_released(tmp_path: str) -> None:
+    host = Host(str(tmp_path))
+    os.makedirs(f"{tmp_path}{MP}")
+    shutil.copy(OVF, f"{tmp_path}{MP}/ovf-env.xml")
+    runner = ScriptedRunner(umount=ok, eject=ok)
+    load_ovf(host.fabric(runner, mounts=[("/dev/sr0", MP)]))
+    assert runner.calls == [["umount", MP], ["eject", "/dev/sr0"]]
+
+
+def test_failing_umount_and_eject_are_only_warnings(tmp_path: str) -> None:
+    host = Host(str(tmp_path))
+    runner = ScriptedRunner(mount=host.mount_ok, umount=fail("target is busy", 32))  # no eject installed
+    assert load_ovf(host.fabric(runner)).hostname == "test-vm-01"
+    assert runner.names() == ["mount", "umount", "eject"] and host.saved() == expected_copy()
+
+
 def test_mount_is_tried_five_times_five_seconds_apart(tmp_path: str) -> None:
     host = Host(str(tmp_path))
     runner = ScriptedRunner(mount=fail("mount: /mnt/cdrom/secure: no medium found on /dev/sr0."))

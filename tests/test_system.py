@@ -9,7 +9,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
-from typing import Dict, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import pytest
 
@@ -238,6 +238,35 @@ def test_a_secret_passed_only_as_stdin_is_never_logged(tmp_path: Path) -> None:
         setup_logging()
     assert "done" in log_file.read_text()
     assert "S3cret" not in log_file.read_text()
+
+
+def test_secret_output_is_returned_but_never_logged_or_put_in_an_error(tmp_path: Path) -> None:
+    log_file = tmp_path / "waprov.log"
+    redactor = setup_logging(verbose=True, log_file=str(log_file))
+    key = "-----BEGIN PRIVATE KEY-----MIIEvQIBADANBgkqhkiG9w0"
+    try:
+        system = System(redactor=redactor)
+        res = system.query(["cat"], input=b"\x00\x01" + key.encode(), secret_output=True)
+        assert res.raw == b"\x00\x01" + key.encode() and key in res.stdout
+        with pytest.raises(HostError) as e:
+            system.run(["sh", "-c", "cat; exit 3"], input=key, secret_output=True)
+        assert key not in str(e.value) and "exit code 3" in str(e.value)
+        assert key not in repr(res)
+    finally:
+        setup_logging()
+    assert "output not shown" in log_file.read_text()
+    assert "BEGIN PRIVATE" not in log_file.read_text()
+
+
+def test_the_runner_is_the_edge_a_fake_replaces() -> None:
+    calls = []
+
+    def runner(argv: List[str], data: Optional[bytes], timeout: float) -> Tuple[int, bytes, bytes]:
+        calls.append((argv, data))
+        return 0, b"out", b""
+
+    res = System(runner=runner).run(["definitely-not-installed", "x"], input="in")
+    assert (res.rc, res.stdout) == (0, "out") and calls == [(["definitely-not-installed", "x"], b"in")]
 
 
 # ---- dry-run ---------------------------------------------------------------------------------
