@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from typing import Iterator, List, Sequence
@@ -69,3 +70,15 @@ class VirtualTime:
 def virtual_clock() -> Clock:
     vt = VirtualTime()
     return Clock(1.0, sleep=vt.sleep, monotonic=vt.monotonic)
+
+
+def waits(clock: Clock) -> List[float]:
+    """The pauses a clock took, in policy seconds."""
+    return [seconds for _, seconds in clock.slept]
+
+
+def closed_port() -> int:
+    """A loopback port with nothing listening on it."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

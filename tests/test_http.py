@@ -8,7 +8,7 @@ from typing import ClassVar, Iterator, List
 
 import pytest
 
-from tests.conftest import SCALE, virtual_clock
+from tests.conftest import SCALE, closed_port, virtual_clock, waits
 from tests.fakefabric import GARBAGE, RESET, FakeFabric, delay, status
 from waprov import __version__
 from waprov.errors import ProtocolError
@@ -20,10 +20,6 @@ WIRE = RetryPolicy("wireserver", attempts=6, delay=1.0)
 
 def versions_url(fabric: FakeFabric) -> str:
     return f"http://{fabric.wireserver}/?comp=versions"
-
-
-def waits(clock: Clock) -> List[float]:
-    return [seconds for _, seconds in clock.slept]
 
 
 def test_fibonacci_back_off_on_retryable_statuses(
@@ -95,9 +91,8 @@ def test_the_deadline_stops_retrying(fabric: FakeFabric) -> None:
 
 
 def test_a_refused_connection_is_a_clear_error(client: HttpClient) -> None:
-    with socket_closed_port() as port:
-        with pytest.raises(ProtocolError, match="connection refused"):
-            client.request("GET", f"http://127.0.0.1:{port}/", RetryPolicy("x", attempts=2, delay=1.0))
+    with pytest.raises(ProtocolError, match="connection refused"):
+        client.request("GET", f"http://127.0.0.1:{closed_port()}/", RetryPolicy("x", attempts=2, delay=1.0))
 
 
 def test_accept_turns_a_bad_200_into_a_retry(fabric: FakeFabric, client: HttpClient, clock: Clock) -> None:
@@ -165,19 +160,3 @@ def test_proxy_environment_applies_to_outside_urls_only(
     assert client.proxies_for("http://skip.example.invalid/b", internal=False) == {}
     assert client.proxies_for("http://168.63.129.16/", internal=False) == {}
     assert client.proxies_for("http://169.254.169.254/", internal=False) == {}
-
-
-class socket_closed_port:
-    """A loopback port with nothing listening."""
-
-    def __enter__(self) -> int:
-        import socket
-
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        self.port = int(s.getsockname()[1])
-        s.close()
-        return self.port
-
-    def __exit__(self, *exc: object) -> None:
-        pass

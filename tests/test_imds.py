@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Dict, List
+from typing import Any, Dict
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import DATA, virtual_clock
+from tests.conftest import DATA, virtual_clock, waits
 from tests.fakefabric import GARBAGE, RESET, FakeFabric, delay, status
 from waprov.errors import ProtocolError
 from waprov.http import HttpClient
@@ -24,10 +24,6 @@ with open(os.path.join(DATA, "imds", "instance.json"), "rb") as _f:
 
 def doc(**profile: Any) -> bytes:
     return json.dumps({"compute": {"osProfile": profile}}).encode()
-
-
-def waits(clock: Clock) -> List[float]:
-    return [s for _, s in clock.slept]
 
 
 def test_the_fixture_document() -> None:

@@ -8,10 +8,9 @@ import stat
 
 import pytest
 
-from tests.conftest import DATA, virtual_clock
+from tests.conftest import DATA, closed_port, virtual_clock
 from tests.fakefabric import FakeFabric, status
 from tests.fakerunner import ScriptedRunner
-from tests.test_http import socket_closed_port
 from waprov.config import Config
 from waprov.errors import ProtocolError
 from waprov.http import HttpClient
@@ -60,9 +59,8 @@ def test_an_unreachable_imds_delays_a_dvd_provisioning_by_seconds_only(
 
 
 def test_a_refused_imds_connection_does_not_hold_up_the_dvd(tmp_path: str) -> None:
-    with socket_closed_port() as port:
-        f = make(str(tmp_path), f"http://127.0.0.1:{port}")
-        assert gather(f).sources == ("dvd",)
+    f = make(str(tmp_path), f"http://127.0.0.1:{closed_port()}")
+    assert gather(f).sources == ("dvd",)
     assert imds_waits(f) <= 3.0
 
 
@@ -87,10 +85,9 @@ def test_imds_alone_gets_the_long_deadline(tmp_path: str, fabric: FakeFabric) ->
 
 
 def test_no_source_at_all_names_both_reasons(tmp_path: str) -> None:
-    with socket_closed_port() as port:
-        f = make(str(tmp_path), f"http://127.0.0.1:{port}", ovf_dir=False)
-        with pytest.raises(ProtocolError) as e:
-            gather(f)
+    f = make(str(tmp_path), f"http://127.0.0.1:{closed_port()}", ovf_dir=False)
+    with pytest.raises(ProtocolError) as e:
+        gather(f)
     text = str(e.value)
     assert text.startswith(
         "no provisioning data: Failed to get dvd device from /dev: no provisioning DVD device"

@@ -5,11 +5,10 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from typing import List
 
 import pytest
 
-from tests.conftest import DATA, virtual_clock
+from tests.conftest import DATA, virtual_clock, waits
 from tests.fakefabric import GARBAGE, NO_ROLE_INSTANCE, RESET, FakeFabric, status
 from waprov.config import Config
 from waprov.errors import ProtocolError
@@ -33,10 +32,6 @@ from waprov.wireserver import (
 def read(name: str) -> bytes:
     with open(os.path.join(DATA, "wire", name), "rb") as f:
         return f.read()
-
-
-def waits(clock: Clock) -> List[float]:
-    return [s for _, s in clock.slept]
 
 
 # ---- discovery ----------------------------------------------------------------------------
