@@ -75,8 +75,9 @@ def test_connection_resets_are_retried(fabric: FakeFabric, client: HttpClient, c
     assert waits(clock) == [2.0, 3.0]
 
 
-def test_an_unanswered_request_times_out_and_is_retried(fabric: FakeFabric, client: HttpClient) -> None:
-    fabric.script("versions", delay(1.0))  # the scaled timeout is 10 ms
+def test_an_unanswered_request_times_out_and_is_retried(fabric: FakeFabric, clock: Clock) -> None:
+    fabric.script("versions", delay(1.0))
+    client = HttpClient(clock, min_timeout=0.05)  # the policy's 10 s scaled to 10 ms, floor 50 ms
     resp = client.request("GET", versions_url(fabric), WIRE)
     assert resp.status == 200 and len(fabric.requests_for("versions")) == 2
 

@@ -110,8 +110,10 @@ class HttpClient:
         proxy_host: Optional[str] = None,
         proxy_port: Optional[int] = None,
         environ: Optional[Mapping[str, str]] = None,
+        min_timeout: float = 1.0,
     ) -> None:
         self.clock = clock
+        self.min_timeout = min_timeout  # a scaled timeout never goes below this (seconds)
         self.proxy_host = proxy_host
         self.proxy_port = proxy_port
         self.environ = dict(environ or {})
@@ -183,7 +185,8 @@ class HttpClient:
         while True:
             failures += 1
             throttled, status = False, None
-            timeout = min(self.clock.seconds(policy.timeout), max(self.clock.remaining(deadline), 0.05))
+            timeout = max(self.clock.seconds(policy.timeout), self.min_timeout)
+            timeout = min(timeout, max(self.clock.remaining(deadline), 0.05))
             try:
                 resp = self._once(method, url, headers or {}, body, timeout, internal)
             except _Transport as e:
