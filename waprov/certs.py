@@ -97,33 +97,27 @@ def thumbprint(cert_pem: str) -> str:
     return hashlib.sha1(base64.b64decode(body), usedforsecurity=False).hexdigest().upper()
 
 
-class _Decryptor:
-    def __init__(self, system: System, config: Config) -> None:
-        self.system, self.config = system, config
-        self.openssl = config.openssl_path
+def _pfx_to_pem(system: System, openssl: str, pfx: bytes) -> str:
+    """PFX on stdin, PEM on stdout: the private keys stay in memory."""
+    last = ""
+    for extra in (["-nomacver"], [], ["-legacy"]):
+        argv = [openssl, "pkcs12", "-nodes", "-password", "pass:", *extra]
+        res = system.query(argv, input=pfx, secret_output=True)
+        if res.rc == 0:
+            return res.stdout
+        lines = res.stderr.strip().splitlines()
+        last = lines[-1] if lines else f"exit code {res.rc}"
+    raise CertificateError(f"openssl pkcs12 could not read the decrypted certificates: {last}")
 
-    def pfx_to_pem(self, pfx: bytes) -> str:
-        last = ""
-        for extra in (["-nomacver"], [], ["-legacy"]):
-            res = self.system.query(
-                [self.openssl, "pkcs12", "-nodes", "-password", "pass:", *extra],
-                input=pfx,
-                secret_output=True,
-            )
-            if res.rc == 0:
-                return res.stdout
-            lines = res.stderr.strip().splitlines()
-            last = lines[-1] if lines else f"exit code {res.rc}"
-        raise CertificateError(f"openssl pkcs12 could not read the decrypted certificates: {last}")
 
-    def public_key(self, kind: str, block: str) -> str:
-        argv = (
-            [self.openssl, "x509", "-pubkey", "-noout"]
-            if kind == "CERTIFICATE"
-            else [self.openssl, "pkey", "-pubout"]
-        )
-        res = self.system.query(argv, input=block)
-        return res.stdout if res.rc == 0 else ""
+def _public_key(system: System, openssl: str, kind: str, block: str) -> str:
+    """The PEM public key of a certificate or private key block ("" if openssl fails)."""
+    if kind == "CERTIFICATE":
+        argv = [openssl, "x509", "-pubkey", "-noout"]
+    else:
+        argv = [openssl, "pkey", "-pubout"]
+    res = system.query(argv, input=block)
+    return res.stdout if res.rc == 0 else ""
 
 
 def fetch_certificates(system: System, config: Config, ws: WireServer, gs: GoalState) -> Dict[str, CertFiles]:
@@ -160,7 +154,7 @@ def fetch_certificates(system: System, config: Config, ws: WireServer, gs: GoalS
             if res.rc != 0 or not res.raw:
                 err = res.stderr.strip().splitlines()
                 raise CertificateError(f"openssl cms -decrypt failed: {err[-1] if err else res.rc}")
-            pem = _Decryptor(system, config).pfx_to_pem(res.raw)
+            pem = _pfx_to_pem(system, config.openssl_path, res.raw)
             return _save(system, config, pem)
         except (ProtocolError, HostError) as e:
             log.warning("Certificates with cipher %s: %s", cipher, e)
@@ -169,27 +163,28 @@ def fetch_certificates(system: System, config: Config, ws: WireServer, gs: GoalS
 
 
 def _save(system: System, config: Config, pem: str) -> Dict[str, CertFiles]:
-    dec = _Decryptor(system, config)
-    certs: Dict[str, Tuple[str, str]] = {}  # public key -> (thumbprint, path)
+    found: Dict[str, CertFiles] = {}  # thumbprint -> files
+    by_public_key: Dict[str, str] = {}  # public key -> thumbprint
     keys: List[Tuple[str, str]] = []  # (public key, block)
     for kind, block in split_pem(pem):
-        pub = dec.public_key(kind, block)
+        pub = _public_key(system, config.openssl_path, kind, block)
         if kind == "CERTIFICATE":
             tp = thumbprint(block)
             path = os.path.join(config.lib_dir, f"{tp}.crt")
             system.write(path, block, 0o600)
-            certs[pub] = (tp, path)
+            found[tp] = CertFiles(tp, path)
+            if pub:
+                by_public_key[pub] = tp
         else:
             keys.append((pub, block))
-    found = {tp: CertFiles(tp, path) for tp, path in certs.values()}
     for n, (pub, block) in enumerate(keys):
-        if pub and pub in certs:
-            tp = certs[pub][0]
-            path = os.path.join(config.lib_dir, f"{tp}.prv")
-            found[tp] = CertFiles(tp, found[tp].crt, path)
+        owner = by_public_key.get(pub) if pub else None
+        if owner is not None:
+            path = os.path.join(config.lib_dir, f"{owner}.prv")
+            found[owner] = CertFiles(owner, found[owner].crt, path)
         else:
             path = os.path.join(config.lib_dir, f"{n}.prv")
             log.warning("A private key from the wireserver matches no certificate: saved as %s", path)
         system.write(path, block, 0o600)
-    log.info("Saved %d certificate(s) and %d key(s) from the wireserver", len(certs), len(keys))
+    log.info("Saved %d certificate(s) and %d key(s) from the wireserver", len(found), len(keys))
     return found

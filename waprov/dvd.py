@@ -19,13 +19,14 @@ from typing import Callable, Iterable, List, Optional, Tuple
 import psutil
 
 from waprov.errors import HostError, ProtocolError
+from waprov.ovf import MAX_OVF_BYTES
 from waprov.system import System
 from waprov.timing import Clock
 
 DVD_PATTERN = re.compile(r"(sr[0-9]|hd[c-z]|cdrom[0-9]|cd[0-9]|vd[b-z])")
 MOUNT_ATTEMPTS = 5
 MOUNT_WAIT = 5.0
-MAX_READ = 1024 * 1024 + 1
+MAX_READ = MAX_OVF_BYTES + 1  # one byte more, so that the parser sees it is too large
 log = logging.getLogger("waprov")
 # (device, mount point) pairs of the current mount table
 MountTable = Callable[[], Iterable[Tuple[str, str]]]

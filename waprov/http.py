@@ -64,9 +64,6 @@ class Response:
     body: bytes = field(repr=False)
     headers: Mapping[str, str] = field(default_factory=dict, repr=False)
 
-    def text(self) -> str:
-        return self.body.decode("utf-8", "replace")
-
 
 class HttpStatusError(ProtocolError):
     """The server answered with a status that is not success and not retried (or the
@@ -222,20 +219,21 @@ class HttpClient:
             raise ProtocolError(message)
 
 
+# what requests' nested error texts contain -> the short reason shown
+_TRANSPORT_REASONS = {
+    "Connection refused": "connection refused",
+    "Connection reset": "connection reset",
+    "Name or service not known": "name or service not known",
+    "Network is unreachable": "network is unreachable",
+    "No route to host": "no route to host",
+    "RemoteDisconnected": "connection closed without a response",
+    "timed out": "timed out",
+}
+
+
 def _describe(e: Exception) -> str:
-    """A short reason for a transport error (requests' texts nest several layers)."""
     text = str(e)
-    for marker in (
-        "Connection refused",
-        "Connection reset",
-        "Name or service not known",
-        "Network is unreachable",
-        "No route to host",
-        "RemoteDisconnected",
-        "timed out",
-    ):
+    for marker, reason in _TRANSPORT_REASONS.items():
         if marker in text:
-            return (
-                marker.lower() if marker != "RemoteDisconnected" else "connection closed without a response"
-            )
+            return reason
     return f"{type(e).__name__}: {text[:200]}"

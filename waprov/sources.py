@@ -60,25 +60,21 @@ def save_ovf_copy(fabric: Fabric, data: bytes) -> None:
 
 def load_ovf(fabric: Fabric) -> OvfEnv:
     """The validated OVF; NoDvdError when there is no DVD (or no file in WAPROV_OVF_DIR)."""
+    dvd = None
     if fabric.overrides.ovf_dir is not None:
         directory = fabric.overrides.ovf_dir
         if not os.path.isfile(fabric.system.path(os.path.join(directory, "ovf-env.xml"))):
             raise NoDvdError(f"no ovf-env.xml in WAPROV_OVF_DIR={directory}")
-        data = read_ovf_file(fabric.system, directory)
-        env = parse_ovf(data)
-        save_ovf_copy(fabric, data)
-        return env
-    device = find_dvd_device(fabric.system)
-    dvd = mount_dvd(fabric.system, fabric.clock, device, fabric.config.dvd_mount_point, fabric.mounts)
-    data = read_ovf_file(fabric.system, dvd.mount_point)
+    else:
+        device = find_dvd_device(fabric.system)
+        dvd = mount_dvd(fabric.system, fabric.clock, device, fabric.config.dvd_mount_point, fabric.mounts)
+        directory = dvd.mount_point
+    data = read_ovf_file(fabric.system, directory)
     env = parse_ovf(data)  # an invalid OVF is not saved, and the DVD stays as it is (WA §4.3)
     save_ovf_copy(fabric, data)
-    release_dvd(fabric.system, dvd, fabric.distro_id)
+    if dvd is not None:
+        release_dvd(fabric.system, dvd, fabric.distro_id)
     return env
-
-
-def load_imds(fabric: Fabric, deadline: float) -> ImdsData:
-    return fetch_imds(fabric.client, fabric.overrides.imds or IMDS_BASE, deadline)
 
 
 def gather(fabric: Fabric) -> ProvisioningData:
@@ -91,7 +87,8 @@ def gather(fabric: Fabric) -> ProvisioningData:
         log.info("No provisioning DVD (%s): using IMDS alone", dvd_reason)
     imds: Optional[ImdsData] = None
     try:
-        imds = load_imds(fabric, IMDS_EXTRA_DEADLINE if ovf else IMDS_ONLY_DEADLINE)
+        deadline = IMDS_EXTRA_DEADLINE if ovf else IMDS_ONLY_DEADLINE
+        imds = fetch_imds(fabric.client, fabric.overrides.imds or IMDS_BASE, deadline)
     except ProtocolError as e:
         if ovf is None:
             raise ProtocolError(f"no provisioning data: {dvd_reason}; {e}") from None

@@ -28,9 +28,6 @@ class Clock:
         self._monotonic = monotonic
         self.slept: List[Tuple[str, float]] = []
 
-    def now(self) -> float:
-        return self._monotonic()
-
     def seconds(self, seconds: float) -> float:
         """A duration from a policy, scaled."""
         return seconds * self.scale
