@@ -4,7 +4,7 @@ PYTHON ?= /usr/bin/python3
 VENV := .venv
 VPY := $(VENV)/bin/python
 # Debian packages the tests use (installed only when missing).
-APT_TEST := python3-venv util-linux mount
+APT_TEST := python3-venv util-linux mount passwd login sudo openssh-server openssh-client iproute2 procps
 
 .PHONY: all demo test lint unit bench deps venv clean
 

@@ -27,14 +27,27 @@ UNSHARE = [
 
 
 def sandbox_run(
-    argv: Sequence[str], setup: str = "", *, timeout: float = 120, env: Optional[Mapping[str, str]] = None
+    argv: Sequence[str],
+    setup: str = "",
+    *,
+    timeout: float = 120,
+    env: Optional[Mapping[str, str]] = None,
+    net: bool = False,
+    out: Optional[str] = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run `argv` in a fresh sandbox after the shell code `setup`; output is captured."""
+    """Run `argv` in a fresh sandbox after the shell code `setup`; output is captured.
+    `net`: a private network namespace with only loopback (anything that restarts an
+    interface stays inside); `out`: a host directory the sandbox sees as /run/out."""
+    full_env = dict(os.environ if env is None else env)
+    if net:
+        full_env["SANDBOX_NET"] = "1"
+    if out:
+        full_env["SANDBOX_OUT"] = out
     return subprocess.run(
-        [*UNSHARE, "bash", SCRIPT, setup or ":", *argv],
+        [*UNSHARE, *(["--net"] if net else []), "bash", SCRIPT, setup or ":", *argv],
         capture_output=True,
         text=True,
         timeout=timeout,
         check=False,
-        env=None if env is None else dict(env),
+        env=full_env,
     )

@@ -3,11 +3,21 @@
 # a fresh tmpfs on /run holds the upper layers of overlays over the host's directories, so
 # everything the command writes there stays in the sandbox and vanishes with it.
 # Usage: sandbox.sh <setup shell code> <command> [args...]
+# The checkout (tests need it) is under /work or the like: not overlaid, read as it is.
 set -euo pipefail
 setup=$1
 shift
 mount -t tmpfs -o mode=0755 waprov-sandbox /run
 mkdir -p /run/sandbox /run/lock
+# SANDBOX_OUT: a host directory seen inside as /run/out (results leave the sandbox there)
+if [ -n "${SANDBOX_OUT:-}" ]; then
+    mkdir -p /run/out
+    mount --bind "$SANDBOX_OUT" /run/out
+fi
+# in a private network namespace (sandbox_run(net=True)) only loopback exists: bring it up
+if [ -n "${SANDBOX_NET:-}" ]; then
+    ip link set lo up
+fi
 for d in /etc /home /root /var /usr /mnt /srv /opt /tmp; do
     [ -d "$d" ] || continue
     layer=/run/sandbox/$(echo "$d" | tr / _)

@@ -21,10 +21,13 @@ PROG = "waprov"
 
 USAGE = """\
 usage: waprov [-verbose] [-configuration-path:<path>] -help|-version|-show-configuration
+       waprov [-verbose] [-configuration-path:<path>] -provision [--dry-run]
 
   -help                        print this help
   -version                     print waprov's version, the distribution and Python's version
   -show-configuration          print every waagent.conf key with its value, sorted
+  -provision                   provision this VM once (ovf-env.xml/IMDS, wireserver reports)
+  --dry-run                    with -provision: print the plan, change nothing, send nothing
   -configuration-path:<path>   read <path> instead of /etc/waagent.conf
                                (then /usr/share/waprov/waagent.conf, then built-in defaults)
   -verbose                     log debug messages (also Logs.Verbose=y)
@@ -35,7 +38,7 @@ Arguments may be written -x, --x or /x. Exit codes: 0 success, 1 the operation f
 # Words in the order WALinuxAgent checks them; each is a command or a flag. An argument
 # matches a word when, after any leading '-' and '/', it starts with the word.
 _FLAGS = ("verbose", "force", "dry-run")
-_ORDER = ("version", "verbose", "force", "dry-run", "show-configuration", "help", "usage", "?")
+_ORDER = ("version", "verbose", "force", "dry-run", "show-configuration", "provision", "help", "usage", "?")
 _CONF = "configuration-path:"
 
 
@@ -119,7 +122,16 @@ def cmd_show_configuration(args: Args) -> int:
     return 0
 
 
+def cmd_provision(args: Args) -> int:
+    import os
+
+    from waprov.provision import main
+
+    return main(args.conf_path, args.dry_run, args.verbose, os.environ)
+
+
 COMMANDS: Dict[str, Callable[[Args], int]] = {
+    "provision": cmd_provision,
     "version": cmd_version,
     "help": cmd_help,
     "show-configuration": cmd_show_configuration,

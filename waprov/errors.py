@@ -41,3 +41,25 @@ class ProtocolError(WaprovError):
     The message is WALinuxAgent's wording where one exists (for example
     `Failed to validate OVF: HostName not found`), so reports read the same.
     """
+
+
+class CommandError(HostError):
+    """A command exited non-zero; what a failure report needs, already redacted."""
+
+    def __init__(self, message: str, command: str, exit_code: int, stderr_tail: str) -> None:
+        super().__init__(message)
+        self.command = command
+        self.exit_status = exit_code
+        self.stderr_tail = stderr_tail
+
+
+class ProvisionError(WaprovError):
+    """A provisioning step failed. `reason` is a fixed short phrase (the report's
+    `reason=`), `step` the step's name, `data` supporting key=value items (a command, its
+    exit code, a stderr tail, a path); `str()` is the full, secret-free message."""
+
+    def __init__(self, reason: str, step: str, message: str, **data: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.step = step
+        self.data = data

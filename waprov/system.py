@@ -17,10 +17,11 @@ import shlex
 import shutil
 import stat
 import subprocess
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
-from waprov.errors import HostError
+from waprov.errors import CommandError, HostError
 from waprov.log import Redactor
 
 Owner = Tuple[int, int]
@@ -87,6 +88,7 @@ class System:
         self.redactor = redactor or Redactor()
         self.env = env
         self.actions: List[Action] = []
+        self.command_seconds = 0.0  # time spent waiting for commands (`make bench`'s floor)
         # dry-run only: what the skipped changes would have left ("file", "dir", "absent"),
         # so that later decisions in the same run see them and the plan equals a real run.
         self._planned: Dict[str, str] = {}
@@ -128,6 +130,34 @@ class System:
             return "dir"
         return "file" if stat.S_ISREG(st.st_mode) else "other"
 
+    def kind(self, path: str) -> str:
+        """ "file", "dir", "link", "other" or "absent", as this run has left `path` so far."""
+        return self._kind(path)
+
+    def read(self, path: str, limit: int = 16 << 20) -> Optional[bytes]:
+        """The bytes of a regular file (not followed through a final symlink), None when
+        absent; HostError when it is something else, unreadable or over `limit`."""
+        kind = self._kind(path)
+        if kind == "absent":
+            return None
+        if self.dry_run and self._planned.get(path) == "file" and not os.path.lexists(self.path(path)):
+            return b""  # written earlier in this dry run; its content was not kept
+        if kind != "file":
+            raise HostError(f"cannot read {path}: it is not a regular file")
+        try:
+            fd = os.open(self.path(path), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            with os.fdopen(fd, "rb") as f:
+                data = f.read(limit + 1)
+        except OSError as e:
+            raise HostError(f"cannot read {path}: {e.strerror}") from None
+        if len(data) > limit:
+            raise HostError(f"cannot read {path}: larger than {limit} bytes")
+        return data
+
+    def note(self, kind: str, target: str, detail: str = "") -> None:
+        """Record a change made outside the host (a health report) in the plan."""
+        self._record(kind, target, detail)
+
     def _record(self, kind: str, target: str, detail: str = "") -> None:
         action = Action(kind, self.redactor.redact(target), self.redactor.redact(detail))
         self.actions.append(action)
@@ -150,6 +180,7 @@ class System:
     ) -> Result:
         data = input.encode("utf-8") if isinstance(input, str) else input
         shown = self._show(argv)
+        started = time.monotonic()
         try:
             rc, out, err = self.runner(list(argv), data, timeout)
         except FileNotFoundError:
@@ -158,6 +189,8 @@ class System:
             raise HostError(f"command not executable: {self.redactor.redact(argv[0])}") from None
         except subprocess.TimeoutExpired:
             raise HostError(f"{shown} timed out after {timeout:g}s") from None
+        finally:
+            self.command_seconds += time.monotonic() - started
         res = Result(tuple(argv), rc, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"), out)
         if secret_output:
             log.debug("%s -> rc=%d (output not shown)", shown, res.rc)
@@ -170,8 +203,10 @@ class System:
                 self.redactor.redact(_tail(res.stderr)),
             )
         if check and res.rc != 0:
-            said = _tail(res.stderr) or ("" if secret_output else _tail(res.stdout)) or "no output"
-            raise HostError(f"{shown} failed with exit code {res.rc}: {self.redactor.redact(said)}")
+            said = self.redactor.redact(
+                _tail(res.stderr) or ("" if secret_output else _tail(res.stdout)) or "no output"
+            )
+            raise CommandError(f"{shown} failed with exit code {res.rc}: {said}", shown, res.rc, said)
         return res
 
     def run(

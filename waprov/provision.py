@@ -1,0 +1,243 @@
+"""`waprov -provision`: WALinuxAgent's provisioning run (WA §2.3), top to bottom.
+
+1. Done already? `<Lib.Dir>/provisioned` and waprov's marker both hold this VM's id →
+   exit 0, no report. Another VM's id → WA §2.5: clear cached state, rewrite, Ready.
+2. Data (DVD/IMDS), the wireserver (and certificates when a key needs them), NotReady
+   `Provisioning`/`Starting`.
+3. The steps of STEPS in WALinuxAgent's order, then `provisioned`, `disable_agent`, Ready,
+   and waprov's marker last. Any failure: NotReady `ProvisioningFailed` with the
+   structured description (report.py), no marker, exit 1; the next run converges.
+"""
+
+from __future__ import annotations
+
+import functools
+import glob
+import logging
+import os
+import signal
+import time
+from typing import Callable, List, Mapping, Optional, Tuple, TypeVar
+
+from waprov.cleanup import changed_vm_cleanup
+from waprov.config import Config
+from waprov.distro import Distro
+from waprov.errors import CommandError, ProvisionError, UsageError, WaprovError
+from waprov.report import Reporter, failure_description
+from waprov.sources import Fabric, gather
+from waprov.steps import STATE_DIR, Ctx
+from waprov.steps.customdata import save_custom_data
+from waprov.steps.hostkeys import regenerate
+from waprov.steps.hostname import publish_hostname, set_hostname
+from waprov.steps.keys import deploy_keys
+from waprov.steps.sshd import configure_sshd, restart_sshd
+from waprov.steps.sudoers import configure_sudoers
+from waprov.steps.user import create_user, delete_root_password, set_password
+from waprov.system import System
+from waprov.timing import Clock
+
+log = logging.getLogger("waprov")
+_T = TypeVar("_T")
+Step = Callable[[Ctx], None]
+
+STEPS: Tuple[Tuple[str, str, Step], ...] = (  # (name, reason on failure, function)
+    ("hostname", "failed to provision hostname", set_hostname),
+    ("publish_hostname", "failed to publish hostname", publish_hostname),
+    ("user", "failed to provision user", create_user),
+    ("password", "failed to provision password", set_password),
+    ("sudoers", "failed to configure sudoers", configure_sudoers),
+    ("sshd", "failed to update sshd config", configure_sshd),
+    ("keys", "failed to deploy ssh keys", deploy_keys),
+    ("customdata", "failed to save custom data", save_custom_data),
+    ("rootpw", "failed to delete root password", delete_root_password),
+    ("hostkeys", "failed to generate ssh host keys", regenerate),
+    ("restart_sshd", "failed to restart sshd", restart_sshd),
+    ("markers", "failed to write the provisioned markers", lambda ctx: write_markers(ctx)),
+)
+STEP_NAMES = ("data", "wireserver", *(name for name, _, _ in STEPS), "ready")
+CHANGED_ID_MESSAGE = (
+    "VM is provisioned, but the VM unique identifier has changed. This indicates the VM may be created "
+    "from an image that was not properly deprovisioned or generalized, which can result in unexpected "
+    "behavior from the guest agent -- clearing cached state"
+)
+DONE, TODO, CHANGED = "done", "todo", "changed"
+
+
+def _same(a: str, b: str) -> bool:
+    from waprov.vmid import same_vm
+
+    return a.strip().lower() == b.strip().lower() or same_vm(a, b)
+
+
+def marker_path(state_dir: str = STATE_DIR) -> str:
+    return os.path.join(state_dir, "provisioned")
+
+
+def provisioned_state(
+    system: System, config: Config, vm_id: str, state_dir: str = STATE_DIR
+) -> Tuple[str, str]:
+    """(DONE|TODO|CHANGED, the stored id)."""
+    raw = system.read(os.path.join(config.lib_dir, "provisioned"))
+    if raw is None:
+        return TODO, ""
+    stored = raw.decode("utf-8", "replace").strip()
+    if not _same(stored, vm_id):
+        return CHANGED, stored
+    mark = system.read(marker_path(state_dir))
+    if mark is not None and _same(mark.decode("utf-8", "replace"), vm_id):
+        return DONE, stored
+    return TODO, stored  # the GA wrote it (Provisioning.Agent=disabled), or waprov never finished
+
+
+def write_markers(ctx: Ctx) -> None:
+    ctx.system.write(ctx.lib("provisioned"), ctx.vm_id, 0o644)
+    if ctx.data.guest_agent_disabled:
+        log.info("Disabling guest agent in accordance with ovf-env.xml")
+        ctx.system.write(ctx.lib("disable_agent"), b"", 0o644)
+
+
+def write_own_marker(system: System, vm_id: str, state_dir: str = STATE_DIR) -> None:
+    system.makedirs(state_dir, 0o700)
+    system.write(marker_path(state_dir), vm_id, 0o600)
+
+
+def _as_provision_error(step: str, reason: str, e: BaseException) -> ProvisionError:
+    if isinstance(e, ProvisionError):
+        return e
+    data = {}
+    if isinstance(e, CommandError):
+        data = {"command": e.command, "exit_code": str(e.exit_status), "stderr": e.stderr_tail}
+    if isinstance(e, WaprovError):
+        return ProvisionError(reason, step, str(e), **data)
+    log.debug("traceback", exc_info=True)
+    return ProvisionError("unhandled error", step, f"{type(e).__name__}: {e}")
+
+
+class Run:
+    """One provisioning run; see the module docstring."""
+
+    def __init__(
+        self,
+        fabric: Fabric,
+        distro: Distro,
+        reporter: Reporter,
+        vm_id: str,
+        *,
+        crash_after: Optional[str] = None,
+        state_dir: str = STATE_DIR,
+    ) -> None:
+        self.fabric, self.system, self.config = fabric, fabric.system, fabric.config
+        self.distro, self.reporter, self.vm_id = distro, reporter, vm_id
+        self.crash_after = crash_after
+        self.state_dir = state_dir
+        self.timings: List[Tuple[str, float]] = []
+
+    def _step(self, name: str, reason: str, fn: Callable[[], _T]) -> _T:
+        started = time.monotonic()
+        try:
+            result = fn()
+        except Exception as e:
+            raise _as_provision_error(name, reason, e) from None
+        took = time.monotonic() - started
+        self.timings.append((name, took))
+        log.debug("Step %s done in %.0f ms", name, took * 1000)
+        if self.crash_after == name:  # WAPROV_CRASH_AFTER: a real kill -9 at a step boundary (tests)
+            os.kill(os.getpid(), signal.SIGKILL)
+        return result
+
+    def changed_vm(self, stored: str) -> int:
+        """WA §2.5: another VM's id in `provisioned`: clear, rewrite, Ready; no provisioning."""
+        if stored:
+            log.warning("%s", CHANGED_ID_MESSAGE)
+            changed_vm_cleanup(self.system, self.config, self.distro)
+        self.system.write(os.path.join(self.config.lib_dir, "provisioned"), self.vm_id, 0o644)
+        ok = self.reporter.ready()
+        write_own_marker(self.system, self.vm_id, self.state_dir)
+        log.info("Provisioning already completed under another VM id: reported Ready, nothing re-provisioned")
+        return 0 if ok else 1
+
+    def _prepare(self) -> Ctx:
+        lib = self.config.lib_dir
+        if self.system.kind(lib) == "absent":
+            self.system.makedirs(lib, 0o700)
+        self._step("data", "cloud-init is enabled", lambda: refuse_cloud_init(self.system))
+        data = self._step("data", "failed to read provisioning data", lambda: gather(self.fabric))
+        self._step("wireserver", "failed to reach the wireserver", self.reporter.connect)
+        certs = self._step(
+            "wireserver", "failed to get the certificates", lambda: self.reporter.certificates(data)
+        )
+        self._step("wireserver", "failed to report provisioning", self.reporter.provisioning)
+        clock = Clock(self.fabric.clock.scale)
+        return Ctx(self.system, self.config, self.distro, data, clock, self.vm_id, self.state_dir, certs)
+
+    def provision(self) -> int:
+        started = time.monotonic()
+        try:
+            ctx = self._prepare()
+            for name, reason, fn in STEPS:
+                self._step(name, reason, functools.partial(fn, ctx))
+        except ProvisionError as e:
+            desc = failure_description(e, self.vm_id, self.system.redactor)
+            log.error("Provisioning failed: %s", e)
+            log.info("Failure report: %s", desc)
+            self.reporter.failed(desc)
+            return 1
+        if self._step("ready", "failed to report ready", self.reporter.ready):
+            log.info("Reported Ready")
+        write_own_marker(self.system, self.vm_id, self.state_dir)
+        log.info("Provisioning complete (%.2fs)", time.monotonic() - started)
+        return 0
+
+
+def refuse_cloud_init(system: System) -> None:
+    """WA §2.3 step 2: two provisioning agents must not run; enabled = a wants link."""
+    wants = glob.glob(system.path("/etc/systemd/system/*.wants/cloud-init-local.service"))
+    if wants and system.kind("/etc/cloud/cloud-init.disabled") == "absent":
+        raise ProvisionError(
+            "cloud-init is enabled",
+            "data",
+            "cloud-init appears to be installed and enabled, this is not expected, cannot continue",
+        )
+
+
+def crash_after(environ: Mapping[str, str]) -> Optional[str]:
+    value = environ.get("WAPROV_CRASH_AFTER") or None
+    if value is not None and value not in STEP_NAMES:
+        raise UsageError(
+            f"environment variable WAPROV_CRASH_AFTER={value!r}: expected one of {', '.join(STEP_NAMES)}"
+        )
+    return value
+
+
+def main(conf_path: Optional[str], dry_run: bool, verbose: bool, environ: Mapping[str, str]) -> int:
+    """The command: build the run from the configuration and the environment, then run it."""
+    from waprov.config import load_config
+    from waprov.http import HttpClient
+    from waprov.log import LOG_FILE, setup_logging
+    from waprov.osrelease import read_os_release
+    from waprov.overrides import overrides_from_env
+    from waprov.vmid import instance_id
+
+    config = load_config(conf_path)
+    overrides = overrides_from_env(environ)
+    crash = crash_after(environ)
+    redactor = setup_logging(verbose or config.logs_verbose, None if dry_run else LOG_FILE)
+    system = System(dry_run=dry_run, redactor=redactor)
+    distro = Distro.detect(read_os_release())
+    clock = Clock(overrides.retry_scale)
+    vm_id = instance_id(system, overrides)
+    state, stored = provisioned_state(system, config, vm_id)
+    if state == DONE:
+        log.info("Provisioning already completed, skipping.")
+        return 0
+    client = HttpClient(
+        clock, proxy_host=config.http_proxy_host, proxy_port=config.http_proxy_port, environ=environ
+    )
+    fabric = Fabric(system, config, overrides, clock, client, distro.id)
+    run = Run(fabric, distro, Reporter(system, config, overrides, clock, client), vm_id, crash_after=crash)
+    log.info("Running waprov provisioning (VM id %s, %s %s)", vm_id or "unknown", distro.id, distro.version)
+    rc = run.changed_vm(stored) if state == CHANGED else run.provision()
+    if dry_run:
+        print("Plan (dry run: nothing was changed, nothing was sent):")
+        print(system.plan())
+    return rc

@@ -1,0 +1,106 @@
+"""Telling Azure: the health reports (WA §2.3, §6.4) and the structured failure text.
+
+`Reporter` connects to the wireserver once (discovery, versions, goal state), fetches
+the certificates when a key needs them, and posts NotReady/Provisioning, Ready or
+NotReady/ProvisioningFailed. In a dry run it contacts nothing and puts each report in
+the plan. `failure_description()` is design.md's one-line
+`result=error|reason=…|agent=waprov/<ver>|step=…|…|vm_id=…|timestamp=…|documentation_url=…`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import time
+from typing import Dict, Optional
+
+from waprov import __version__
+from waprov.certs import CertFiles, fetch_certificates
+from waprov.config import Config
+from waprov.errors import ProtocolError, ProvisionError
+from waprov.http import HttpClient
+from waprov.log import Redactor
+from waprov.model import ProvisioningData
+from waprov.overrides import Overrides
+from waprov.system import System
+from waprov.timing import Clock
+from waprov.wireserver import GoalState, WireServer, connect, discover_endpoint
+
+log = logging.getLogger("waprov")
+DOC_URL = "https://aka.ms/linuxprovisioningerror"
+MAX_DETAIL = 512
+
+
+def _row(items: Dict[str, str]) -> str:
+    buf = io.StringIO()
+    csv.writer(buf, delimiter="|", quotechar='"', quoting=csv.QUOTE_MINIMAL, lineterminator="").writerow(
+        f"{k}={' / '.join(v.splitlines())}" for k, v in items.items()
+    )
+    return buf.getvalue()
+
+
+def failure_description(
+    e: ProvisionError, vm_id: str, redactor: Redactor, now: Optional[float] = None
+) -> str:
+    items = {"result": "error", "reason": e.reason, "agent": f"waprov/{__version__}", "step": e.step}
+    items.update({k: v[:MAX_DETAIL] for k, v in e.data.items()})
+    items["error"] = str(e)[:MAX_DETAIL]
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() if now is None else now))
+    items.update({"vm_id": vm_id, "timestamp": stamp, "documentation_url": DOC_URL})
+    return redactor.redact(_row(items))
+
+
+class Reporter:
+    def __init__(
+        self, system: System, config: Config, overrides: Overrides, clock: Clock, client: HttpClient
+    ) -> None:
+        self.system, self.config, self.overrides = system, config, overrides
+        self.clock, self.client = clock, client
+        self.ws: Optional[WireServer] = None
+        self.gs: Optional[GoalState] = None
+
+    def connect(self) -> None:
+        if self.ws is not None:
+            return
+        endpoint, how = discover_endpoint(self.system, self.config, self.overrides)
+        log.info("Wireserver endpoint %s (%s)", endpoint, how)
+        if self.system.dry_run:
+            self.system.note("fetch", f"http://{endpoint}/machine/?comp=goalstate", "dry run: not contacted")
+            return
+        self.ws, self.gs = connect(self.client, endpoint, self.clock)
+
+    def certificates(self, data: ProvisioningData) -> Dict[str, CertFiles]:
+        if not data.fingerprints:
+            return {}
+        if self.ws is None or self.gs is None:
+            self.system.note("fetch", "certificates", "dry run: not contacted")
+            return {}
+        return fetch_certificates(self.system, self.config, self.ws, self.gs)
+
+    def _post(self, state: str, substatus: str = "", description: str = "") -> None:
+        self.connect()
+        shown = f"{state} {substatus}".strip()
+        if self.ws is None or self.gs is None:
+            self.system.note("report", shown, "dry run: not sent")
+            return
+        self.ws.report(self.gs, state, substatus, description)
+
+    def provisioning(self) -> None:
+        self._post("NotReady", "Provisioning", "Starting")
+
+    def ready(self) -> bool:
+        try:
+            self._post("Ready")
+            return True
+        except ProtocolError as e:
+            log.error("Reporting Ready failed: %s", e)
+            return False
+
+    def failed(self, description: str) -> bool:
+        try:
+            self._post("NotReady", "ProvisioningFailed", description)
+            return True
+        except ProtocolError as e:
+            log.error("Reporting NotReady failed: %s", e)
+            return False

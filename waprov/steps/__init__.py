@@ -1,0 +1,95 @@
+"""What every provisioning step gets: the run's context, the user lookup, the step journal.
+
+A step is a function `apply(ctx)` that checks its own guard and is idempotent. Steps whose
+effect cannot be repeated byte for byte (regenerated host keys, an executed custom-data
+script) record themselves in the journal `/var/lib/waprov/journal` ("<vm id> <what>"
+lines) and are skipped when the journal says they ran for this VM.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Dict, Optional, Tuple
+
+from waprov.certs import CertFiles
+from waprov.config import Config
+from waprov.distro import Distro
+from waprov.errors import HostError
+from waprov.model import ProvisioningData
+from waprov.system import System
+from waprov.timing import Clock
+
+STATE_DIR = "/var/lib/waprov"
+DEFAULT_UID_MIN = 100  # WA's value when /etc/login.defs has no UID_MIN
+
+
+@dataclass(frozen=True)
+class Account:
+    name: str
+    uid: int
+    gid: int
+    home: str
+
+
+@dataclass
+class Ctx:
+    system: System
+    config: Config
+    distro: Distro
+    data: ProvisioningData
+    clock: Clock
+    vm_id: str
+    state_dir: str = STATE_DIR
+    certs: Dict[str, CertFiles] = field(default_factory=dict)
+
+    # ---- the journal -------------------------------------------------------------------------
+
+    @property
+    def journal_path(self) -> str:
+        return os.path.join(self.state_dir, "journal")
+
+    def _journal(self) -> Tuple[str, ...]:
+        raw = self.system.read(self.journal_path) or b""
+        return tuple(raw.decode("utf-8", "replace").splitlines())
+
+    def done(self, what: str) -> bool:
+        return f"{self.vm_id} {what}" in self._journal()
+
+    def mark(self, what: str) -> None:
+        entries = [e for e in self._journal() if e.startswith(f"{self.vm_id} ")]  # other VMs' entries go
+        entries.append(f"{self.vm_id} {what}")
+        self.system.makedirs(self.state_dir, 0o700)
+        self.system.write(self.journal_path, "".join(e + "\n" for e in entries), 0o600)
+
+    # ---- accounts ----------------------------------------------------------------------------
+
+    def account(self, name: str) -> Optional[Account]:
+        """The local account from /etc/passwd (None when absent)."""
+        raw = self.system.read("/etc/passwd") or b""
+        for line in raw.decode("utf-8", "replace").splitlines():
+            parts = line.split(":")
+            if len(parts) >= 7 and parts[0] == name:
+                try:
+                    return Account(name, int(parts[2]), int(parts[3]), parts[5])
+                except ValueError:
+                    raise HostError(
+                        f"/etc/passwd: the entry of {name} has a non-numeric uid or gid"
+                    ) from None
+        return None
+
+    def uid_min(self) -> int:
+        """UID_MIN from /etc/login.defs (WA §5.2), 100 when absent."""
+        try:
+            raw = self.system.read("/etc/login.defs") or b""
+        except HostError:
+            return DEFAULT_UID_MIN
+        for line in raw.decode("utf-8", "replace").splitlines():
+            m = re.match(r"UID_MIN\s+(\d+)", line)
+            if m:
+                return int(m.group(1))
+        return DEFAULT_UID_MIN
+
+    def lib(self, name: str) -> str:
+        return os.path.join(self.config.lib_dir, name)

@@ -1,0 +1,49 @@
+"""Custom data (WA §2.6): `<Lib.Dir>/CustomData`, optionally decoded and executed.
+
+Skipped when there is none. With `Provisioning.DecodeCustomData` or `ExecuteCustomData`
+the base64 is decoded (non-strict, as Python's b64decode); data that is not UTF-8 is
+written as bytes instead of failing (improvement). The file is 0600 (0700 to execute).
+With `ExecuteCustomData` it runs through /bin/sh once per VM (the journal records it);
+its exit code is logged and ignored, as in WALinuxAgent.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+
+from waprov.errors import ProvisionError
+from waprov.steps import Ctx
+
+log = logging.getLogger("waprov")
+EXECUTE_TIMEOUT = 3600.0
+
+
+def decode(data: str) -> bytes:
+    try:
+        return base64.b64decode(data)
+    except (binascii.Error, ValueError) as e:
+        raise ProvisionError(
+            "failed to decode custom data",
+            "customdata",
+            f"CustomData is not base64 ({e}); DecodeCustomData is on",
+        ) from None
+
+
+def save_custom_data(ctx: Ctx) -> None:
+    data = ctx.data.custom_data
+    if not data:
+        return
+    execute = ctx.config.execute_custom_data
+    raw = decode(data) if (ctx.config.decode_custom_data or execute) else data.encode("utf-8")
+    path = ctx.lib("CustomData")
+    ctx.system.write(path, raw, 0o700 if execute else 0o600)
+    if not execute or ctx.done("customdata"):
+        return
+    clock = ctx.clock
+    started = clock.deadline(0)
+    res = ctx.system.run(["/bin/sh", "-c", ctx.system.path(path)], check=False, timeout=EXECUTE_TIMEOUT)
+    took = -clock.remaining(started)
+    log.info("CustomData ran for %.1fs, exit code %d", took, res.rc)
+    ctx.mark("customdata")

@@ -1,0 +1,160 @@
+"""Hostname (WA §5.1): set it, then publish it.
+
+`/etc/hostname` gets the name with no newline and the distribution's command runs (its
+failure is a warning, as in WALinuxAgent). Publishing adds `send host-name "<name>";` to
+the dhclient.conf files that exist (unless one already sends it), writes
+`<Lib.Dir>/published_hostname`, and re-announces the name on the primary interface with
+the network stack in use. Unlike WALinuxAgent, the wait for an address is bounded, and a
+name that is not a valid host name is refused.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import socket
+import stat
+from typing import Callable, List, Optional, Sequence, Tuple
+
+from waprov.errors import HostError, ProvisionError
+from waprov.steps import Ctx
+
+log = logging.getLogger("waprov")
+DHCLIENT_CONFS = ("/etc/dhcp/dhclient.conf", "/etc/dhcp3/dhclient.conf", "/etc/dhclient.conf")
+_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+ADDRESS_WAIT = 10.0  # seconds to wait for the primary interface's IPv4 address
+RESTART_TRIES, RESTART_WAIT = 3, 5.0
+
+
+def valid_hostname(name: str) -> bool:
+    return len(name) <= 253 and all(_LABEL.match(label) for label in name.split("."))
+
+
+def set_hostname(ctx: Ctx) -> None:
+    name = ctx.data.hostname
+    if not valid_hostname(name):
+        raise ProvisionError(
+            "invalid hostname",
+            "hostname",
+            f"HostName {name[:80]!r} is not a valid host name "
+            "(dot-separated labels of letters, digits and '-', each 1-63 characters)",
+        )
+    ctx.system.write("/etc/hostname", name, 0o644)
+    argv = ctx.distro.hostname_argv(name)
+    try:
+        ctx.system.run(argv, timeout=30)
+    except HostError as e:
+        log.warning("Setting the running host name failed (ignored, as WALinuxAgent does): %s", e)
+
+
+def dhclient_edit(text: str, name: str) -> Optional[str]:
+    """The new dhclient.conf, or None when it already sends this (or a computed) name."""
+    lines = text.split("\n")
+    pattern = re.compile(r"send\s*host-name.*?(" + re.escape(name) + r"|gethostname[(,)])")
+    if any(pattern.match(line) for line in lines if not line.lstrip().startswith("#")):
+        return None
+    kept = [line for line in lines if not line.startswith("send host-name")]
+    if kept and kept[-1] == "":
+        kept.pop()
+    return "\n".join([*kept, f'send host-name "{name}";']) + "\n"
+
+
+def publish_hostname(ctx: Ctx) -> None:
+    name = ctx.data.hostname
+    for path in DHCLIENT_CONFS:
+        raw = ctx.system.read(path)
+        if raw is None:
+            continue
+        new = dhclient_edit(raw.decode("utf-8", "replace"), name)
+        if new is not None:
+            ctx.system.write(path, new, _mode_of(ctx, path))
+    ctx.system.write(ctx.lib("published_hostname"), name, 0o644)
+    reannounce(ctx)
+
+
+def _mode_of(ctx: Ctx, path: str) -> int:
+    try:
+        return stat.S_IMODE(os.stat(ctx.system.path(path)).st_mode)
+    except OSError:
+        return 0o644
+
+
+def primary_interface(route_text: str, addresses: Sequence[Tuple[str, bool]]) -> Tuple[Optional[str], bool]:
+    """(interface, has IPv4): the default route's interface, else the first non-loopback
+    one; `addresses` is [(name, has IPv4)] in system order."""
+    has = dict(addresses)
+    for line in route_text.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) > 2 and fields[1] == "00000000":
+            return fields[0], has.get(fields[0], False)
+    for ifname, ipv4 in addresses:
+        if ifname != "lo":
+            return ifname, ipv4
+    return None, False
+
+
+def _interfaces() -> List[Tuple[str, bool]]:
+    import psutil
+
+    return [
+        (name, any(a.family == socket.AF_INET for a in addrs))
+        for name, addrs in psutil.net_if_addrs().items()
+    ]
+
+
+def _route_text(ctx: Ctx) -> str:
+    try:
+        return (ctx.system.read("/proc/net/route") or b"").decode("ascii", "replace")
+    except HostError:
+        return ""
+
+
+def network_stack() -> str:
+    """ "networkd", "networkmanager" or "ifupdown", from the running processes."""
+    import psutil
+
+    names = {p.info.get("name") for p in psutil.process_iter(["name"])}
+    if "systemd-networkd" in names:
+        return "networkd"
+    if "NetworkManager" in names:
+        return "networkmanager"
+    return "ifupdown"
+
+
+def reannounce(ctx: Ctx, interfaces: Callable[[], List[Tuple[str, bool]]] = _interfaces) -> None:
+    """Bounded: wait at most ADDRESS_WAIT for an IPv4 address, try the restart a few
+    times, then give up with a warning (the name is set either way)."""
+    deadline = ctx.clock.deadline(ADDRESS_WAIT)
+    while True:
+        ifname, has_ipv4 = primary_interface(_route_text(ctx), interfaces())
+        if ifname is None:
+            log.info("No network interface besides loopback: the host name is not re-announced")
+            return
+        if has_ipv4:
+            break
+        if ctx.clock.remaining(deadline) <= 0:
+            log.warning(
+                "%s has no IPv4 address after %gs: the host name is not re-announced", ifname, ADDRESS_WAIT
+            )
+            return
+        ctx.clock.sleep(1.0, f"an IPv4 address on {ifname}")
+    stack = "networkd" if ctx.distro.flatcar else network_stack()
+    if stack == "networkd":
+        commands: List[Tuple[str, ...]] = [("networkctl", "reconfigure", ifname)]
+    elif stack == "networkmanager":
+        commands = [("nmcli", "device", "reapply", ifname)]
+    else:
+        commands = [("ifdown", ifname), ("ifup", ifname)]
+    for attempt in range(1, RESTART_TRIES + 1):
+        try:
+            for argv in commands:
+                ctx.system.run(argv, timeout=60)
+            log.info("Re-announced the host name on %s (%s)", ifname, stack)
+            return
+        except HostError as e:
+            log.warning("Re-announcing the host name on %s, attempt %d: %s", ifname, attempt, e)
+            if "command not found" in str(e):
+                return
+        if attempt < RESTART_TRIES:
+            ctx.clock.sleep(RESTART_WAIT, "network restart")

@@ -1,0 +1,136 @@
+"""sshd settings (WA §5.6) and the sshd restart (WA §2.3 step 8).
+
+Generic distributions: `<OS.SshDir>/sshd_config` edited with WALinuxAgent's
+`set_ssh_config` rules for PasswordAuthentication, ChallengeResponseAuthentication and
+ClientAliveInterval. Flatcar: `<OS.SshDir>/sshd_config.d/80-flatcar-walinuxagent.conf`,
+three lines and no trailing newline. When sshd is installed, `sshd -t` must pass after the
+change if it passed before; otherwise the old bytes are put back and the step fails.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import stat
+from typing import List, Optional, Tuple
+
+from waprov.errors import HostError, ProvisionError
+from waprov.steps import Ctx
+
+log = logging.getLogger("waprov")
+FLATCAR_DROPIN = "80-flatcar-walinuxagent.conf"
+
+
+def set_ssh_config(lines: List[str], name: str, value: str) -> List[str]:
+    """WALinuxAgent's textutil.set_ssh_config, rule for rule (WA §5.6)."""
+    out = list(lines)
+    new = f"{name} {value}"
+    in_match = False
+    match_index: Optional[int] = None
+    replaced = False
+    for i, line in enumerate(out):
+        lower = line.lower()
+        if lower.startswith("match"):
+            if lower.startswith("match all"):
+                in_match, match_index = False, None
+            else:
+                if not in_match:
+                    match_index = i
+                in_match = True
+            continue
+        if not in_match and line.startswith(name):
+            out[i] = new
+            replaced = True
+    if not replaced:
+        out.insert(match_index if in_match and match_index is not None else len(out) - 1, new)
+    return out
+
+
+def settings(ctx: Ctx) -> List[Tuple[str, str]]:
+    value = "no" if ctx.data.disable_ssh_password_auth else "yes"
+    return [
+        ("PasswordAuthentication", value),
+        ("ChallengeResponseAuthentication", value),
+        ("ClientAliveInterval", ctx.config.ssh_client_alive_interval),
+    ]
+
+
+def edited_config(text: str, pairs: List[Tuple[str, str]]) -> str:
+    lines = text.split("\n")
+    for name, value in pairs:
+        lines = set_ssh_config(lines, name, value)
+    return "\n".join(lines)
+
+
+def _sshd() -> Optional[str]:
+    return shutil.which("sshd") or (os.path.exists("/usr/sbin/sshd") and "/usr/sbin/sshd") or None
+
+
+def _sshd_ok(ctx: Ctx, sshd: str) -> Tuple[bool, str]:
+    res = ctx.system.query([sshd, "-t"], timeout=30)
+    m = re.search(r"Missing privilege separation directory: (/\S+)", res.stderr)
+    if res.rc != 0 and m:  # before sshd.service ran (waprov runs first): make its runtime dir
+        ctx.system.makedirs(m.group(1), 0o755)
+        res = ctx.system.query([sshd, "-t"], timeout=30)
+    return res.rc == 0, (res.stderr.strip().splitlines() or [""])[-1]
+
+
+def _fail(message: str) -> ProvisionError:
+    return ProvisionError("failed to update sshd config", "sshd", message)
+
+
+def configure_sshd(ctx: Ctx) -> None:
+    ssh_dir = ctx.config.ssh_dir
+    main = os.path.join(ssh_dir, "sshd_config")
+    dropin_dir = os.path.join(ssh_dir, "sshd_config.d")
+    pairs = settings(ctx)
+    sshd = None if ctx.system.dry_run else _sshd()
+    valid_before = _sshd_ok(ctx, sshd)[0] if sshd else False
+    if ctx.distro.flatcar and ctx.system.kind(dropin_dir) != "link":
+        if ctx.system.kind(dropin_dir) != "dir":
+            raise _fail(f"{dropin_dir} is missing: Flatcar's sshd reads its settings from there")
+        path = os.path.join(dropin_dir, FLATCAR_DROPIN)
+        new = "\n".join(f"{n} {v}" for n, v in pairs).encode("utf-8")
+        mode = 0o644
+    else:
+        path = main
+        if ctx.distro.flatcar and ctx.system.kind(main) == "link":  # WA: the link becomes a copy
+            try:
+                with open(ctx.system.path(main), "rb") as f:
+                    content = f.read()
+            except OSError as e:
+                raise _fail(f"cannot read {main}: {e.strerror}") from None
+            ctx.system.remove(main)
+            ctx.system.write(main, content, 0o644)
+        raw = ctx.system.read(main)
+        if raw is None:
+            raise _fail(f"{main} does not exist")
+        new = edited_config(raw.decode("utf-8", "surrogateescape"), pairs).encode("utf-8", "surrogateescape")
+        mode = stat.S_IMODE(os.stat(ctx.system.path(main)).st_mode)
+    old = ctx.system.read(path)
+    ctx.system.write(path, new, mode)
+    if sshd and valid_before:
+        ok, why = _sshd_ok(ctx, sshd)
+        if not ok:
+            if old is None:
+                ctx.system.remove(path)
+            else:
+                ctx.system.write(path, old, mode)
+            raise _fail(f"sshd -t rejects the edited {path} ({why}); the previous file is restored")
+    elif sshd:
+        log.warning("sshd -t already failed before the edit; %s written without a check", path)
+    word = "Disabled" if ctx.data.disable_ssh_password_auth else "Enabled"
+    log.info("%s SSH password-based authentication methods.", word)
+    log.info("Configured SSH client probing to keep connections alive.")
+
+
+def restart_sshd(ctx: Ctx) -> None:
+    argv = ctx.distro.sshd_restart
+    if not argv:
+        return
+    try:
+        ctx.system.run(argv, timeout=90)
+    except HostError as e:
+        log.warning("Restarting sshd failed (ignored): %s", e)

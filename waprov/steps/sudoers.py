@@ -1,0 +1,63 @@
+"""sudoers (WA §5.3): `<OS.SudoersDir>/waagent`, 0440.
+
+The line is `<user> ALL=(ALL) NOPASSWD: ALL` when there is no password, else
+`<user> ALL=(ALL) ALL`; it is appended unless the same line (trailing whitespace aside) is
+there, other lines are kept. When the directory is missing, `#includedir <dir>` is
+appended to `<dir>/../sudoers` (once) and the directory created. The new file is checked
+with `visudo -c -f` before it replaces the old one (improvement: a bad file never lands).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+
+from waprov.errors import HostError, ProvisionError
+from waprov.steps import Ctx
+
+log = logging.getLogger("waprov")
+
+
+def sudoers_line(user: str, nopasswd: bool) -> str:
+    return f"{user} ALL=(ALL) NOPASSWD: ALL" if nopasswd else f"{user} ALL=(ALL) ALL"
+
+
+def with_line(text: str, line: str) -> str:
+    """`text` with `line` appended (with a newline) unless an identical line is there."""
+    if any(existing.rstrip() == line for existing in text.split("\n")):
+        return text
+    return text + line + "\n"
+
+
+def _fail(message: str) -> ProvisionError:
+    return ProvisionError("failed to configure sudoers", "sudoers", message)
+
+
+def configure_sudoers(ctx: Ctx) -> None:
+    directory = ctx.config.sudoers_dir.rstrip("/") or "/"
+    if ctx.system.kind(directory) == "absent":
+        main = os.path.normpath(os.path.join(directory, "..", "sudoers"))
+        include = f"#includedir {directory}"
+        raw = ctx.system.read(main)
+        text = (raw or b"").decode("utf-8", "surrogateescape")
+        if include not in text.split("\n"):
+            mode = os.stat(ctx.system.path(main)).st_mode & 0o7777 if raw is not None else 0o440
+            ctx.system.write(main, (text + "\n" + include + "\n").encode("utf-8", "surrogateescape"), mode)
+        ctx.system.makedirs(directory, 0o755)
+    path = os.path.join(directory, "waagent")
+    text = (ctx.system.read(path) or b"").decode("utf-8", "surrogateescape")
+    new = with_line(text, sudoers_line(ctx.data.username, ctx.data.password is None))
+    check = os.path.join(ctx.state_dir, "sudoers.check")
+    if new != text and shutil.which("visudo"):
+        ctx.system.makedirs(ctx.state_dir, 0o700)
+        ctx.system.write(check, new.encode("utf-8", "surrogateescape"), 0o440)
+        try:
+            ctx.system.run(["visudo", "-c", "-q", "-f", ctx.system.path(check)], timeout=30)
+        except HostError as e:
+            raise _fail(f"the new {path} does not pass visudo, left unchanged: {e}") from None
+        finally:
+            ctx.system.remove(check)
+    elif new != text:
+        log.warning("visudo is not installed: %s is written without a syntax check", path)
+    ctx.system.write(path, new.encode("utf-8", "surrogateescape"), 0o440)
