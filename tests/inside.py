@@ -65,6 +65,25 @@ def snapshot(roots: List[str]) -> Dict[str, Dict[str, Any]]:
     return out
 
 
+def search(needle: bytes) -> List[str]:
+    """Every file the sandbox wrote that holds `needle`: the upper layers of the overlays
+    (/run/sandbox) and the rest of /run, except the fabric's and the test's own files."""
+    hits = []
+    for top in ("/run",):
+        for dirpath, _, names in os.walk(top):
+            if dirpath.startswith(("/run/fabric", "/run/ovf", "/run/out")):
+                continue
+            for name in names:
+                path = os.path.join(dirpath, name)
+                try:
+                    with open(path, "rb") as f:
+                        if needle in f.read():
+                            hits.append(path)
+                except OSError:
+                    pass
+    return sorted(set(hits))
+
+
 def sshd_checks(user: str, key_file: str) -> Dict[str, Any]:
     """A real sshd on 127.0.0.1:2200: key login as `user`, and the methods it offers."""
     os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
@@ -93,7 +112,7 @@ def sshd_checks(user: str, key_file: str) -> Dict[str, Any]:
     finally:
         sshd.terminate()
         _, err = sshd.communicate(timeout=10)
-    methods = [line.split(":", 1)[1].strip() for line in probe.stderr.splitlines() if "can continue:" in line]
+    methods = [line.split("continue:", 1)[1].strip() for line in probe.stderr.splitlines() if "continue:" in line]
     return {
         "key_rc": key.returncode,
         "key_stdout": key.stdout.strip(),
@@ -133,6 +152,10 @@ def main(spec_path: str, result_path: str) -> int:
                 fh.write(spec["ovf"].replace("{THUMBPRINT}", fabric.tenant_thumbprint))
             env["WAPROV_OVF_DIR"] = "/run/ovf"
         result["thumbprint"] = fabric.tenant_thumbprint
+        derived = subprocess.run(["ssh-keygen", "-y", "-f", fabric.tenant_key], capture_output=True, text=True)
+        result["tenant_ssh_key"] = derived.stdout.strip()  # derived from the private key, not the certificate
+        with open(fabric.tenant_key, "rb") as fk:
+            result["tenant_key"] = base64.b64encode(fk.read()).decode("ascii")
         for run in spec.get("runs", [{}]):
             run_env = dict(env, **run.get("env", {}))
             if run.get("crash_after"):
@@ -152,6 +175,8 @@ def main(spec_path: str, result_path: str) -> int:
         if spec.get("sshd"):
             result["sshd"] = sshd_checks(spec["sshd"]["user"], spec["sshd"]["key"])
         result["snapshot"] = snapshot(spec.get("snapshot", list(SNAPSHOT)))
+        if spec.get("search"):
+            result["found_in"] = search(spec["search"].encode("utf-8"))
         for extra in spec.get("logs", ["/var/log/waprov.log"]):
             try:
                 with open(extra, encoding="utf-8", errors="replace") as fh:

@@ -1,0 +1,225 @@
+"""The real `waprov -provision` in a sandbox against the fake fabric (design.md level 2).
+
+Real useradd, usermod, passwd, visudo, ssh-keygen, openssl and sshd run in private
+namespaces; expected values come from WALinuxAgent's behaviour (spec §2-§5), written out
+here, or are derived independently (the tenant key's public half from `ssh-keygen -y`).
+"""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+from typing import Any, Dict
+
+from tests.provisioning import PASSWORD, files, health_states, ovf, scenario, text, user_key
+
+SWAPPED_ID = "D0DF4C54-4ECB-4A4B-9954-5BDF3ED5C3B8"  # WA §2.4's example, byte-swapped
+HOME_KEYS = "/home/azureuser/.ssh/authorized_keys"
+
+
+def run(tmp_path: Any, **spec: Any) -> Dict[str, Any]:
+    return scenario(str(tmp_path), spec)
+
+
+def uid_of(result: Dict[str, Any], user: str) -> int:
+    for line in text(result, "/etc/passwd").splitlines():
+        parts = line.split(":")
+        if parts[0] == user:
+            return int(parts[2])
+    raise AssertionError(f"{user} not in /etc/passwd")
+
+
+def shadow_field(result: Dict[str, Any], user: str) -> str:
+    for line in text(result, "/etc/shadow").splitlines():
+        if line.startswith(user + ":"):
+            return line.split(":")[1]
+    raise AssertionError(f"{user} not in /etc/shadow")
+
+
+def test_password_user_gets_a_sha512_hash_sudo_with_password_and_password_ssh(tmp_path: Any) -> None:
+    priv, pub = user_key(str(tmp_path))
+    r = run(
+        tmp_path,
+        ovf=ovf(password=PASSWORD, disable_password_auth="false", keys=[(HOME_KEYS, None, pub)]),
+        sshd={"user": "azureuser", "key": priv},
+        search=PASSWORD,
+    )
+    assert r["runs"][0]["rc"] == 0, r["runs"][0]["stderr"]
+    hashed = shadow_field(r, "azureuser")
+    assert hashed.startswith("$6$") and len(hashed.split("$")[2]) == 10
+    salt = hashed.split("$")[2]  # checked with openssl, not with the crypt waprov uses
+    openssl = subprocess.run(["openssl", "passwd", "-6", "-salt", salt, PASSWORD], capture_output=True, text=True)
+    assert openssl.stdout.strip() == hashed
+    assert text(r, "/etc/sudoers.d/waagent") == "azureuser ALL=(ALL) ALL\n"
+    assert files(r)["/etc/sudoers.d/waagent"]["mode"] == 0o440
+    assert r["sshd"]["key_rc"] == 0 and r["sshd"]["key_stdout"] == "azureuser"
+    assert "password" in r["sshd"]["methods"]
+    assert r["hostname"] == "waprov-vm"
+    assert text(r, "/etc/hostname") == "waprov-vm"
+    assert text(r, "/var/lib/waagent/published_hostname") == "waprov-vm"
+    assert "<UserPassword>*</UserPassword>" in text(r, "/var/lib/waagent/ovf-env.xml")
+    assert files(r)["/var/lib/waagent/ovf-env.xml"]["mode"] == 0o600
+    assert text(r, "/var/lib/waagent/provisioned") == SWAPPED_ID
+    assert health_states(r) == ["NotReady/Provisioning", "Ready"]
+    assert r["found_in"] == []  # the password is in no file the run wrote, log included
+    assert PASSWORD not in r["runs"][0]["stderr"] + "".join(x["body"] for x in r["requests"])
+
+
+def test_key_only_user_has_nopasswd_sudo_a_locked_password_and_no_password_ssh(tmp_path: Any) -> None:
+    priv, pub = user_key(str(tmp_path))
+    r = run(
+        tmp_path,
+        ovf=ovf(keys=[("$HOME/azureuser/.ssh/authorized_keys", None, pub)]),
+        sshd={"user": "azureuser", "key": priv},
+    )
+    assert r["runs"][0]["rc"] == 0, r["runs"][0]["stderr"]
+    assert shadow_field(r, "azureuser").startswith("!")
+    assert text(r, "/etc/sudoers.d/waagent") == "azureuser ALL=(ALL) NOPASSWD: ALL\n"
+    uid = uid_of(r, "azureuser")
+    snap = files(r)
+    assert (snap["/home/azureuser/.ssh"]["mode"], snap["/home/azureuser/.ssh"]["uid"]) == (0o700, uid)
+    assert (snap[HOME_KEYS]["mode"], snap[HOME_KEYS]["uid"]) == (0o644, uid)
+    assert snap[HOME_KEYS]["bytes"].decode().splitlines()[0] == pub
+    assert r["sshd"]["key_rc"] == 0, r["sshd"]
+    assert r["sshd"]["methods"] == "publickey"
+    sshd_config = text(r, "/etc/ssh/sshd_config").split("\n")
+    assert "PasswordAuthentication no" in sshd_config and "ChallengeResponseAuthentication no" in sshd_config
+    assert "ClientAliveInterval 180" in sshd_config
+
+
+def test_existing_user_is_left_untouched_but_gets_keys_and_sudoers(tmp_path: Any) -> None:
+    _, pub = user_key(str(tmp_path))
+    r = run(
+        tmp_path,
+        setup=["useradd -m -s /bin/sh -c 'made by the image' azureuser"],
+        ovf=ovf(keys=[(HOME_KEYS, None, pub)]),
+    )
+    assert r["runs"][0]["rc"] == 0, r["runs"][0]["stderr"]
+    entry = [line for line in text(r, "/etc/passwd").splitlines() if line.startswith("azureuser:")][0]
+    assert entry.endswith(":made by the image:/home/azureuser:/bin/sh")
+    assert "User azureuser already exists, skip useradd" in r["runs"][0]["stderr"]
+    assert pub in text(r, HOME_KEYS)
+
+
+def test_fingerprint_key_and_key_pair_come_from_the_wireserver_certificates(tmp_path: Any) -> None:
+    r = run(
+        tmp_path,
+        ovf=ovf(
+            keys=[(HOME_KEYS, "{THUMBPRINT}", None)],
+            key_pairs=[("$HOME/azureuser/.ssh/id_rsa", "{THUMBPRINT}")],
+        ),
+    )
+    assert r["runs"][0]["rc"] == 0, r["runs"][0]["stderr"]
+    snap = files(r)
+    uid = uid_of(r, "azureuser")
+    line = snap[HOME_KEYS]["bytes"].decode().strip()
+    assert line.split()[:2] == r["tenant_ssh_key"].split()[:2]
+    assert snap["/home/azureuser/.ssh/id_rsa"]["bytes"] == base64.b64decode(r["tenant_key"])
+    assert (snap["/home/azureuser/.ssh/id_rsa"]["mode"], snap["/home/azureuser/.ssh/id_rsa"]["uid"]) == (0o600, uid)
+    assert snap["/home/azureuser/.ssh/id_rsa.pub"]["bytes"].startswith(b"-----BEGIN PUBLIC KEY-----")
+    assert snap[f"/var/lib/waagent/{r['thumbprint']}.crt"]["mode"] == 0o600
+    assert snap[f"/var/lib/waagent/{r['thumbprint']}.pub"]["mode"] == 0o600
+    assert any(x["route"] == "certificates" for x in r["requests"])
+
+
+def test_imds_alone_provisions_when_there_is_no_dvd(tmp_path: Any) -> None:
+    r = run(tmp_path, ovf=None)
+    assert r["runs"][0]["rc"] == 0, r["runs"][0]["stderr"]
+    assert r["hostname"] == "imds-host"
+    assert "imds-test-key" in text(r, HOME_KEYS)
+    assert "/var/lib/waagent/ovf-env.xml" not in r["snapshot"]
+    assert health_states(r) == ["NotReady/Provisioning", "Ready"]
+
+
+SCRIPT = "#!/bin/sh\necho ran >> /var/lib/customdata-ran\n"
+
+
+def test_custom_data_is_decoded_and_executed_once(tmp_path: Any) -> None:
+    r = run(
+        tmp_path,
+        conf="Provisioning.ExecuteCustomData=y\n",
+        ovf=ovf(custom_data=base64.b64encode(SCRIPT.encode()).decode()),
+        snapshot=["/var/lib/waagent/CustomData", "/var/lib/customdata-ran"],
+        runs=[{"crash_after": "customdata"}, {}],
+    )
+    assert r["runs"][1]["rc"] == 0, r["runs"][1]["stderr"]
+    snap = files(r)
+    assert snap["/var/lib/waagent/CustomData"]["bytes"] == SCRIPT.encode()
+    assert snap["/var/lib/waagent/CustomData"]["mode"] == 0o700
+    assert snap["/var/lib/customdata-ran"]["bytes"] == b"ran\n"  # not again after the crash
+
+
+def test_custom_data_that_is_not_utf8_is_written_as_bytes(tmp_path: Any) -> None:
+    blob = bytes(range(256))
+    r = run(
+        tmp_path,
+        conf="Provisioning.DecodeCustomData=y\n",
+        ovf=ovf(custom_data=base64.b64encode(blob).decode()),
+        snapshot=["/var/lib/waagent/CustomData"],
+    )
+    assert r["runs"][0]["rc"] == 0, r["runs"][0]["stderr"]
+    assert files(r)["/var/lib/waagent/CustomData"]["bytes"] == blob
+
+
+def test_custom_data_is_kept_as_base64_without_decode(tmp_path: Any) -> None:
+    r = run(tmp_path, ovf=ovf(custom_data="Q3VzdG9tRGF0YQ=="), snapshot=["/var/lib/waagent/CustomData"])
+    assert files(r)["/var/lib/waagent/CustomData"]["bytes"] == b"Q3VzdG9tRGF0YQ=="
+
+
+def test_delete_root_password_puts_the_lock_line_first_keeping_mode_and_owner(tmp_path: Any) -> None:
+    r = run(
+        tmp_path,
+        conf="Provisioning.DeleteRootPassword=y\n",
+        ovf=ovf(),
+        setup=["usermod -p '$6$x$y' root", "stat -c '%a %u %g' /etc/shadow > /var/lib/shadow-stat"],
+        snapshot=["/etc/shadow", "/var/lib/shadow-stat"],
+    )
+    assert r["runs"][0]["rc"] == 0, r["runs"][0]["stderr"]
+    lines = text(r, "/etc/shadow").split("\n")
+    assert lines[0] == "root:*LOCK*:14600::::::"
+    assert [line for line in lines if line.startswith("root:")] == ["root:*LOCK*:14600::::::"]
+    entry = files(r)["/etc/shadow"]
+    mode, uid, gid = text(r, "/var/lib/shadow-stat").split()
+    assert (entry["mode"], entry["uid"], entry["gid"]) == (int(mode, 8), int(uid), int(gid))
+
+
+def test_guest_agent_false_writes_an_empty_disable_agent(tmp_path: Any) -> None:
+    r = run(tmp_path, ovf=ovf(provision_guest_agent="False"))
+    assert files(r)["/var/lib/waagent/disable_agent"]["bytes"] == b""
+    r2 = run(tmp_path / "2", ovf=ovf(provision_guest_agent="true"))
+    assert "/var/lib/waagent/disable_agent" not in r2["snapshot"]
+
+
+def test_a_second_run_on_the_same_vm_does_nothing_and_reports_nothing(tmp_path: Any) -> None:
+    r = run(tmp_path, ovf=ovf(), runs=[{}, {}])
+    assert [x["rc"] for x in r["runs"]] == [0, 0]
+    assert "Provisioning already completed, skipping." in r["runs"][1]["stderr"]
+    assert health_states(r) == ["NotReady/Provisioning", "Ready"]  # only the first run's
+    assert r["runs"][1]["seconds"] < 1.0
+
+
+def test_a_provisioned_file_from_the_ga_alone_does_not_count_as_done(tmp_path: Any) -> None:
+    r = run(tmp_path, ovf=ovf(), setup=[f"mkdir -p /var/lib/waagent && printf {SWAPPED_ID} > /var/lib/waagent/provisioned"])
+    assert r["runs"][0]["rc"] == 0
+    assert "/home/azureuser" in r["snapshot"]
+    assert health_states(r) == ["NotReady/Provisioning", "Ready"]
+
+
+def test_another_vms_id_clears_cached_state_reports_ready_and_provisions_nothing(tmp_path: Any) -> None:
+    setup = [
+        "mkdir -p /var/lib/waagent /var/lib/waprov /var/lib/waagent/Ext.Handler-1.2.3/status",
+        "printf 11111111-2222-3333-4444-555555555555 > /var/lib/waagent/provisioned",
+        "touch /var/lib/waagent/GoalState.1.xml /var/lib/waagent/Incarnation /var/lib/waagent/CustomData",
+        "touch /var/lib/waagent/Ext.Handler-1.2.3/status/0.status /var/lib/waagent/Ext.Handler-1.2.3/keep",
+    ]
+    r = run(tmp_path, ovf=ovf(), setup=setup)
+    assert r["runs"][0]["rc"] == 0, r["runs"][0]["stderr"]
+    snap = r["snapshot"]
+    assert "/home/azureuser" not in snap  # not re-provisioned
+    for gone in ("GoalState.1.xml", "Incarnation", "Ext.Handler-1.2.3/status/0.status"):
+        assert f"/var/lib/waagent/{gone}" not in snap
+    for kept in ("CustomData", "Ext.Handler-1.2.3/keep"):
+        assert f"/var/lib/waagent/{kept}" in snap
+    assert text(r, "/var/lib/waagent/provisioned") == SWAPPED_ID
+    assert health_states(r) == ["Ready"]
+    assert "the VM unique identifier has changed" in r["runs"][0]["stderr"]
