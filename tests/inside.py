@@ -24,6 +24,7 @@ from tests.fakefabric import DEFAULT_IMDS, FakeFabric, Fault, delay, status
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAUNCHER = os.path.join(ROOT, "bin", "waprov")
+MAX_SNAPSHOT_FILE = 1 << 20
 VM_ID = "544CDFD0-CB4E-4B4A-9954-5BDF3ED5C3B8"
 SNAPSHOT = ("/etc/passwd", "/etc/shadow", "/etc/group", "/etc/hostname", "/etc/sudoers", "/etc/sudoers.d",
             "/etc/ssh", "/home", "/var/lib/waagent", "/var/lib/waprov", "/etc/dhcp")  # fmt: skip
@@ -56,8 +57,10 @@ def snapshot(roots: List[str]) -> Dict[str, Dict[str, Any]]:
                 one(os.path.join(path, name))
         else:
             entry["type"] = "file"
-            with open(path, "rb") as f:
-                entry["data"] = base64.b64encode(f.read()).decode("ascii")
+            entry["size"] = st.st_size
+            if st.st_size <= MAX_SNAPSHOT_FILE:  # a snapshot root must not drag in a whole cache
+                with open(path, "rb") as f:
+                    entry["data"] = base64.b64encode(f.read()).decode("ascii")
         out[path] = entry
 
     for root in roots:

@@ -8,9 +8,14 @@ here, or are derived independently (the tenant key's public half from `ssh-keyge
 from __future__ import annotations
 
 import base64
+import csv
+import html
+import hashlib
+import os
 import subprocess
 from typing import Any, Dict
 
+from tests.fakefabric import IMDS_KEY
 from tests.provisioning import PASSWORD, files, health_states, ovf, scenario, text, user_key
 
 SWAPPED_ID = "D0DF4C54-4ECB-4A4B-9954-5BDF3ED5C3B8"  # WA §2.4's example, byte-swapped
@@ -223,3 +228,177 @@ def test_another_vms_id_clears_cached_state_reports_ready_and_provisions_nothing
     assert text(r, "/var/lib/waagent/provisioned") == SWAPPED_ID
     assert health_states(r) == ["Ready"]
     assert "the VM unique identifier has changed" in r["runs"][0]["stderr"]
+
+
+def test_each_host_key_type_is_regenerated(tmp_path: Any) -> None:
+    setup = ["ssh-keygen -A", "sha256sum /etc/ssh/ssh_host_*_key > /var/lib/before"]
+    for kind in ("rsa", "ecdsa", "ed25519", "dsa", "auto"):
+        r = run(
+            tmp_path / kind,
+            conf=f"Provisioning.RegenerateSshHostKeyPair=y\nProvisioning.SshHostKeyPairType={kind}\n",
+            ovf=ovf(),
+            setup=setup,
+            snapshot=["/etc/ssh", "/var/lib/before"],
+        )
+        assert r["runs"][0]["rc"] == 0, (kind, r["runs"][0]["stderr"])
+        keys = sorted(p for p in r["snapshot"] if "/ssh_host_" in p)
+        before = dict(line.split()[::-1] for line in text(r, "/var/lib/before").splitlines())
+        if kind == "auto":  # ssh-keygen -A: the default set, all new
+            assert {os.path.basename(p) for p in keys} >= {"ssh_host_rsa_key", "ssh_host_ed25519_key"}
+        else:
+            assert keys == [f"/etc/ssh/ssh_host_{kind}_key", f"/etc/ssh/ssh_host_{kind}_key.pub"], kind
+        for p in keys:
+            if p in before:
+                assert hashlib.sha256(files(r)[p]["bytes"]).hexdigest() != before[p], p
+
+
+def test_a_missing_host_public_key_is_generated(tmp_path: Any) -> None:
+    r = run(tmp_path, ovf=ovf(), setup=["rm -f /etc/ssh/ssh_host_*"], snapshot=["/etc/ssh"])
+    assert r["runs"][0]["rc"] == 0, r["runs"][0]["stderr"]
+    assert "/etc/ssh/ssh_host_rsa_key.pub" in r["snapshot"]
+
+
+FLATCAR = 'ID=flatcar\nVERSION_ID=3815.2.0\nNAME="Flatcar Container Linux by Kinvolk"\n'
+
+
+def test_flatcar_gets_the_drop_in_and_an_untouched_sshd_config(tmp_path: Any) -> None:
+    r = run(
+        tmp_path,
+        files={"/etc/os-release": FLATCAR},
+        setup=["mkdir -p /etc/ssh/sshd_config.d", "cp /etc/ssh/sshd_config /var/lib/sshd_config.orig"],
+        ovf=ovf(disable_password_auth="true"),
+        snapshot=["/etc/ssh", "/var/lib/sshd_config.orig"],
+    )
+    assert r["runs"][0]["rc"] == 0, r["runs"][0]["stderr"]
+    dropin = files(r)["/etc/ssh/sshd_config.d/80-flatcar-walinuxagent.conf"]["bytes"]
+    assert dropin == b"PasswordAuthentication no\nChallengeResponseAuthentication no\nClientAliveInterval 180"
+    assert text(r, "/etc/ssh/sshd_config") == text(r, "/var/lib/sshd_config.orig")
+    assert "systemctl" not in r["runs"][0]["stderr"]  # nothing restarted on Flatcar
+
+
+MATCH_CONFIG = (
+    "# test config\n"
+    "PasswordAuthentication yes\n"
+    "#PasswordAuthentication no\n"
+    "  PasswordAuthentication indented\n"
+    "UsePAM yes\n"
+    "Match User backup\n"
+    "    PasswordAuthentication yes\n"
+    "X11Forwarding no"
+)
+MATCH_EXPECTED = (  # WA §5.6: replaced outside Match; inserted before the open Match block
+    "# test config\n"
+    "PasswordAuthentication no\n"
+    "#PasswordAuthentication no\n"
+    "  PasswordAuthentication indented\n"
+    "UsePAM yes\n"
+    "ChallengeResponseAuthentication no\n"
+    "ClientAliveInterval 180\n"
+    "Match User backup\n"
+    "    PasswordAuthentication yes\n"
+    "X11Forwarding no"
+)
+PLAIN_CONFIG = "Port 22\nUsePAM yes"  # no trailing newline: WA inserts before the last line
+PLAIN_EXPECTED = "Port 22\nPasswordAuthentication no\nChallengeResponseAuthentication no\nClientAliveInterval 180\nUsePAM yes"
+
+
+def test_debian_edits_sshd_config_in_place_with_match_block_and_no_trailing_newline(tmp_path: Any) -> None:
+    for name, config, expected in (("match", MATCH_CONFIG, MATCH_EXPECTED), ("plain", PLAIN_CONFIG, PLAIN_EXPECTED)):
+        r = run(
+            tmp_path / name,
+            files={"/etc/ssh/sshd_config": config},
+            ovf=ovf(disable_password_auth="true"),
+            snapshot=["/etc/ssh/sshd_config"],
+            runs=[{"crash_after": "sshd"}, {}],  # the edit applied twice gives the same bytes
+        )
+        assert r["runs"][1]["rc"] == 0, r["runs"][1]["stderr"]
+        assert text(r, "/etc/ssh/sshd_config") == expected, name
+
+
+def test_an_sshd_config_that_sshd_rejects_is_rolled_back(tmp_path: Any) -> None:
+    r = run(
+        tmp_path,
+        conf="OS.SshClientAliveInterval=not-a-number\n",
+        setup=["cp /etc/ssh/sshd_config /var/lib/sshd_config.orig"],
+        ovf=ovf(),
+        snapshot=["/etc/ssh/sshd_config", "/var/lib/sshd_config.orig", "/var/lib/waprov"],
+    )
+    assert r["runs"][0]["rc"] == 1
+    assert text(r, "/etc/ssh/sshd_config") == text(r, "/var/lib/sshd_config.orig")
+    assert health_states(r) == ["NotReady/Provisioning", "NotReady/ProvisioningFailed"]
+    assert "reason=failed to update sshd config|" in r["requests"][-1]["body"]
+    assert "/var/lib/waprov/provisioned" not in r["snapshot"]
+
+
+def failure_report(r: Dict[str, Any]) -> Dict[str, str]:
+    """The ProvisioningFailed description as key=value items."""
+    body = r["requests"][-1]["body"]
+    desc = html.unescape(body.split("<Description>", 1)[1].split("</Description>", 1)[0])
+    row = next(csv.reader([desc], delimiter="|"))
+    return dict(item.split("=", 1) for item in row)
+
+
+def test_a_failing_useradd_is_reported_as_provisioning_failed_with_the_command(tmp_path: Any) -> None:
+    r = run(tmp_path, ovf=ovf(password=PASSWORD), setup=["groupadd azureuser"], search=PASSWORD)
+    assert r["runs"][0]["rc"] == 1
+    assert health_states(r) == ["NotReady/Provisioning", "NotReady/ProvisioningFailed"]
+    report = failure_report(r)
+    assert report["result"] == "error" and report["reason"] == "failed to provision user"
+    assert report["step"] == "user" and report["command"] == "useradd -m azureuser"
+    assert report["exit_code"] == "9" and "group azureuser exists" in report["stderr"]
+    assert report["vm_id"] == SWAPPED_ID and report["agent"].startswith("waprov/")
+    assert report["documentation_url"] == "https://aka.ms/linuxprovisioningerror"
+    assert "/var/lib/waprov/provisioned" not in r["snapshot"]
+    assert "/var/lib/waagent/provisioned" not in r["snapshot"]
+    assert r["found_in"] == []
+
+
+def test_certificates_that_cannot_be_decrypted_fail_provisioning(tmp_path: Any) -> None:
+    r = run(
+        tmp_path,
+        ovf=ovf(keys=[(HOME_KEYS, "{THUMBPRINT}", None)]),
+        faults={"certificates": [["undecryptable"], ["undecryptable"]]},
+    )
+    assert r["runs"][0]["rc"] == 1
+    assert health_states(r) == ["NotReady/ProvisioningFailed"]
+    report = failure_report(r)
+    assert (report["reason"], report["step"]) == ("failed to get the certificates", "wireserver")
+    assert "/home/azureuser" not in r["snapshot"]
+
+
+def test_an_unreachable_wireserver_fails_the_run_without_a_marker(tmp_path: Any) -> None:
+    r = run(tmp_path, ovf=ovf(), faults={"versions": [["status", 503]] * 3000})
+    assert r["runs"][0]["rc"] == 1
+    assert health_states(r) == []
+    assert "No protocol found" in r["runs"][0]["stderr"]
+    assert "/var/lib/waprov/provisioned" not in r["snapshot"]
+
+
+def test_bad_input_is_refused_with_a_clear_reason(tmp_path: Any) -> None:
+    cases = {
+        "system": (ovf(user="daemon"), "system user refused", "User daemon is a system user"),
+        "name": (ovf(user="-rf"), "invalid user name", "is not a valid user name"),
+        "host": (ovf(hostname="bad_host!"), "invalid hostname", "is not a valid host name"),
+        "outside": (ovf(keys=[("/root/.ssh/authorized_keys", None, IMDS_KEY)]), "failed to deploy ssh keys", "outside"),
+        "badkey": (ovf(keys=[(HOME_KEYS, None, "ssh-rsa bm90IGEga2V5")]), "failed to deploy ssh keys", "Bad public key"),
+        "link": (
+            ovf(keys=[(HOME_KEYS, None, IMDS_KEY)]),
+            "failed to deploy ssh keys",
+            "symbolic link",
+        ),
+    }
+    for name, (document, reason, words) in cases.items():
+        setup = ["mkdir -p /etc/skel/.ssh && ln -s /root/.ssh/authorized_keys /etc/skel/.ssh/authorized_keys"]
+        r = run(tmp_path / name, ovf=document, setup=setup if name == "link" else [], snapshot=["/root/.ssh", "/etc/passwd"])
+        assert r["runs"][0]["rc"] == 1, name
+        report = failure_report(r)
+        assert report["reason"] == reason, (name, report)
+        assert words in report["error"], (name, report)
+        assert "Traceback" not in r["runs"][0]["stderr"]
+        assert "/root/.ssh/authorized_keys" not in r["snapshot"], name
+
+
+def test_a_system_user_is_allowed_with_allow_reset_sys_user(tmp_path: Any) -> None:
+    r = run(tmp_path, conf="Provisioning.AllowResetSysUser=y\n", ovf=ovf(user="daemon", password=PASSWORD), imds=None)
+    assert r["runs"][0]["rc"] == 0, r["runs"][0]["stderr"]
+    assert shadow_field(r, "daemon").startswith("$6$")
