@@ -104,9 +104,16 @@ def make_cert(directory: str, name: str, cn: str) -> Tuple[str, str]:
 @functools.cache
 def _tenant_material() -> Tuple[str, str, str, str]:
     """The tenant certificate, its key, their PFX, and a certificate of someone else:
-    made once per process (RSA key generation is the slow part of starting)."""
-    directory = tempfile.mkdtemp(prefix="waprov-fabric-")
-    atexit.register(shutil.rmtree, directory, True)
+    made once per process (RSA key generation is the slow part of starting), or taken
+    from $FAKEFABRIC_TENANT_DIR when it holds them (the same tenant across processes)."""
+    shared = os.environ.get("FAKEFABRIC_TENANT_DIR")
+    if shared:
+        names = [os.path.join(shared, n) for n in ("tenant.crt", "tenant.key", "tenant.pfx", "other.crt")]
+        if all(os.path.exists(n) for n in names):
+            return names[0], names[1], names[2], names[3]
+    directory = shared or tempfile.mkdtemp(prefix="waprov-fabric-")
+    if not shared:
+        atexit.register(shutil.rmtree, directory, True)
     cert, key = make_cert(directory, "tenant", "waprov-test-tenant")
     pfx = os.path.join(directory, "tenant.pfx")
     _openssl("pkcs12", "-export", "-passout", "pass:", "-in", cert, "-inkey", key, "-out", pfx)

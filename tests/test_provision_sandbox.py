@@ -13,10 +13,15 @@ import html
 import hashlib
 import os
 import subprocess
+import sys
 from typing import Any, Dict
 
+import pytest
+
 from tests.fakefabric import IMDS_KEY
-from tests.provisioning import PASSWORD, files, health_states, ovf, scenario, text, user_key
+from tests.inside import SNAPSHOT
+from waprov.provision import STEP_NAMES
+from tests.provisioning import PASSWORD, ROOT, files, health_states, ovf, scenario, text, user_key
 
 SWAPPED_ID = "D0DF4C54-4ECB-4A4B-9954-5BDF3ED5C3B8"  # WA §2.4's example, byte-swapped
 HOME_KEYS = "/home/azureuser/.ssh/authorized_keys"
@@ -52,9 +57,7 @@ def test_password_user_gets_a_sha512_hash_sudo_with_password_and_password_ssh(tm
     assert r["runs"][0]["rc"] == 0, r["runs"][0]["stderr"]
     hashed = shadow_field(r, "azureuser")
     assert hashed.startswith("$6$") and len(hashed.split("$")[2]) == 10
-    salt = hashed.split("$")[2]  # checked with openssl, not with the crypt waprov uses
-    openssl = subprocess.run(["openssl", "passwd", "-6", "-salt", salt, PASSWORD], capture_output=True, text=True)
-    assert openssl.stdout.strip() == hashed
+    assert verified_hash(hashed)
     assert text(r, "/etc/sudoers.d/waagent") == "azureuser ALL=(ALL) ALL\n"
     assert files(r)["/etc/sudoers.d/waagent"]["mode"] == 0o440
     assert r["sshd"]["key_rc"] == 0 and r["sshd"]["key_stdout"] == "azureuser"
@@ -402,3 +405,99 @@ def test_a_system_user_is_allowed_with_allow_reset_sys_user(tmp_path: Any) -> No
     r = run(tmp_path, conf="Provisioning.AllowResetSysUser=y\n", ovf=ovf(user="daemon", password=PASSWORD), imds=None)
     assert r["runs"][0]["rc"] == 0, r["runs"][0]["stderr"]
     assert shadow_field(r, "daemon").startswith("$6$")
+
+
+RANDOM_FILES = {  # made anew by every protocol detection, as WALinuxAgent does (WA §11.29)
+    "/var/lib/waagent/TransportCert.pem",
+    "/var/lib/waagent/TransportPrivate.pem",
+    "/var/lib/waagent/Certificates.p7m",
+    "/var/lib/waagent/Certificates.xml",
+}
+FULL_CONF = "Provisioning.ExecuteCustomData=y\nProvisioning.DeleteRootPassword=y\n"
+
+
+def full_ovf(pub: str) -> str:
+    return ovf(
+        password=PASSWORD,
+        disable_password_auth="false",
+        keys=[(HOME_KEYS, None, pub), (HOME_KEYS, "{THUMBPRINT}", None)],
+        key_pairs=[("/home/azureuser/.ssh/id_rsa", "{THUMBPRINT}")],
+        custom_data=base64.b64encode(SCRIPT.encode()).decode(),
+        provision_guest_agent="false",
+    )
+
+
+def verified_hash(hashed: str) -> bool:
+    salt = hashed.split("$")[2]  # checked with openssl, not with the crypt waprov uses
+    p = subprocess.run(["openssl", "passwd", "-6", "-salt", salt, PASSWORD], capture_output=True, text=True)
+    return p.stdout.strip() == hashed
+
+
+def end_state(r: Dict[str, Any]) -> Dict[str, Any]:
+    """Every file as (type, mode, owner, bytes); the user's hash, whose salt is random per
+    run, becomes "<verified>" once openssl confirms it is the password's."""
+    out = {}
+    for path, entry in files(r).items():
+        data = entry.get("bytes")
+        if path == "/etc/shadow":
+            hashed = shadow_field(r, "azureuser")
+            assert verified_hash(hashed)
+            data = data.replace(hashed.encode(), b"<verified>")
+        if path not in RANDOM_FILES:
+            out[path] = (entry["type"], entry["mode"], entry["uid"], entry["gid"], data)
+    return out
+
+
+def test_a_kill_after_any_step_then_a_rerun_leaves_the_same_end_state(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    os.makedirs(tmp_path / "tenant")
+    monkeypatch.setenv("FAKEFABRIC_TENANT_DIR", str(tmp_path / "tenant"))  # one tenant for every sandbox
+    subprocess.run([sys.executable, "-c", "import tests.fakefabric as f; f._tenant_material()"], check=True, cwd=ROOT)
+    _, pub = user_key(str(tmp_path))
+    common = {"conf": FULL_CONF, "ovf": full_ovf(pub), "snapshot": [*SNAPSHOT, "/var/lib/customdata-ran"]}
+    clean = run(tmp_path / "clean", **common)
+    assert clean["runs"][0]["rc"] == 0, clean["runs"][0]["stderr"]
+    reference = end_state(clean)
+    assert "/var/lib/customdata-ran" in reference and "/var/lib/waprov/provisioned" in reference
+    for step in STEP_NAMES:
+        r = run(tmp_path / step, runs=[{"crash_after": step}, {}], **common)
+        assert r["runs"][0]["rc"] == -9, (step, r["runs"][0]["stderr"])  # really killed
+        assert r["runs"][1]["rc"] == 0, (step, r["runs"][1]["stderr"])
+        state = end_state(r)
+        diff = sorted(p for p in set(state) | set(reference) if state.get(p) != reference.get(p))
+        assert diff == [], (step, diff)
+        assert health_states(r)[-1] == "Ready"
+
+
+def test_dry_run_prints_the_plan_and_changes_nothing(tmp_path: Any) -> None:
+    _, pub = user_key(str(tmp_path))
+    r = run(
+        tmp_path,
+        ovf=ovf(password=PASSWORD, keys=[(HOME_KEYS, None, pub)]),
+        runs=[{"args": ["-provision", "--dry-run"]}],
+        setup=["cat /etc/hostname > /var/tmp/hostname.before"],
+        snapshot=[*SNAPSHOT, "/var/tmp/hostname.before"],
+        search=PASSWORD,
+    )
+    out = r["runs"][0]["stdout"]
+    assert r["runs"][0]["rc"] == 0, r["runs"][0]["stderr"]
+    plan = out.splitlines()
+    assert plan[0].startswith("Plan (dry run")
+    expected_in_order = [
+        "write  /etc/hostname",
+        "run    useradd -m azureuser",
+        "run    usermod -p '<redacted>' azureuser",
+        "write  /etc/sudoers.d/waagent",
+        "write  /etc/ssh/sshd_config",
+        "write  /home/azureuser/.ssh/authorized_keys",
+        "write  /var/lib/waagent/provisioned",
+        "report Ready",
+    ]
+    positions = [next(i for i, line in enumerate(plan) if line.startswith(e)) for e in expected_in_order]
+    assert positions == sorted(positions)
+    assert "report NotReady Provisioning" in out
+    assert "/home/azureuser" not in r["snapshot"]
+    assert text(r, "/etc/hostname") == text(r, "/var/tmp/hostname.before")
+    assert not any(x["route"] in ("health", "goalstate", "certificates") for x in r["requests"])
+    assert r["found_in"] == []
