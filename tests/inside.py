@@ -99,7 +99,10 @@ def sshd_checks(user: str, key_file: str) -> Dict[str, Any]:
     common += ["-o", "ConnectTimeout=10"]
     try:
         for _ in range(100):
-            if subprocess.run(["ssh-keyscan", "-p", "2200", "127.0.0.1"], capture_output=True).returncode == 0:
+            if (
+                subprocess.run(["ssh-keyscan", "-p", "2200", "127.0.0.1"], capture_output=True).returncode
+                == 0
+            ):
                 break
             time.sleep(0.05)
         key = subprocess.run(
@@ -115,7 +118,9 @@ def sshd_checks(user: str, key_file: str) -> Dict[str, Any]:
     finally:
         sshd.terminate()
         _, err = sshd.communicate(timeout=10)
-    methods = [line.split("continue:", 1)[1].strip() for line in probe.stderr.splitlines() if "continue:" in line]
+    methods = [
+        line.split("continue:", 1)[1].strip() for line in probe.stderr.splitlines() if "continue:" in line
+    ]
     return {
         "key_rc": key.returncode,
         "key_stdout": key.stdout.strip(),
@@ -145,7 +150,9 @@ def main(spec_path: str, result_path: str) -> int:
         env = dict(os.environ)
         env.update(
             WAPROV_WIRESERVER=fabric.wireserver,
-            WAPROV_IMDS=fabric.imds_url if spec.get("imds", DEFAULT_IMDS) is not None else "http://127.0.0.1:9",
+            WAPROV_IMDS=fabric.imds_url
+            if spec.get("imds", DEFAULT_IMDS) is not None
+            else "http://127.0.0.1:9",
             WAPROV_VM_ID=spec.get("vm_id", VM_ID),
             WAPROV_RETRY_SCALE=str(spec.get("scale", 0.001)),
         )
@@ -155,7 +162,9 @@ def main(spec_path: str, result_path: str) -> int:
                 fh.write(spec["ovf"].replace("{THUMBPRINT}", fabric.tenant_thumbprint))
             env["WAPROV_OVF_DIR"] = "/run/ovf"
         result["thumbprint"] = fabric.tenant_thumbprint
-        derived = subprocess.run(["ssh-keygen", "-y", "-f", fabric.tenant_key], capture_output=True, text=True)
+        derived = subprocess.run(
+            ["ssh-keygen", "-y", "-f", fabric.tenant_key], capture_output=True, text=True
+        )
         result["tenant_ssh_key"] = derived.stdout.strip()  # derived from the private key, not the certificate
         with open(fabric.tenant_key, "rb") as fk:
             result["tenant_key"] = base64.b64encode(fk.read()).decode("ascii")
@@ -169,10 +178,16 @@ def main(spec_path: str, result_path: str) -> int:
                 capture_output=True, text=True, env=run_env, timeout=300,
             )  # fmt: skip
             result["runs"].append(
-                {"rc": p.returncode, "stdout": p.stdout, "stderr": p.stderr, "seconds": time.monotonic() - started}
+                {
+                    "rc": p.returncode,
+                    "stdout": p.stdout,
+                    "stderr": p.stderr,
+                    "seconds": time.monotonic() - started,
+                }
             )
         result["requests"] = [
-            {"route": r.route, "path": r.path, "body": r.body.decode("utf-8", "replace")} for r in fabric.requests
+            {"route": r.route, "path": r.path, "body": r.body.decode("utf-8", "replace")}
+            for r in fabric.requests
         ]
         result["hostname"] = subprocess.run(["hostname"], capture_output=True, text=True).stdout.strip()
         if spec.get("sshd"):

@@ -25,7 +25,7 @@ def ovf(
     hostname: str = "waprov-vm",
     user: str = "azureuser",
     password: Optional[str] = None,
-    disable_password_auth: Optional[str] = "true",
+    disable_password_auth: Optional[str] = "true",  # noqa: S107 (an OVF switch, not a password)
     keys: Sequence[Tuple[str, Optional[str], Optional[str]]] = (),  # (path, fingerprint, value)
     key_pairs: Sequence[Tuple[str, str]] = (),  # (path, fingerprint)
     custom_data: Optional[str] = None,
@@ -35,7 +35,9 @@ def ovf(
     if password is not None:
         parts.append(f"<UserPassword>{escape(password)}</UserPassword>")
     if disable_password_auth is not None:
-        parts.append(f"<DisableSshPasswordAuthentication>{disable_password_auth}</DisableSshPasswordAuthentication>")
+        parts.append(
+            f"<DisableSshPasswordAuthentication>{disable_password_auth}</DisableSshPasswordAuthentication>"
+        )
     pk = "".join(
         "<PublicKey>"
         + (f"<Fingerprint>{fp}</Fingerprint>" if fp else "")
@@ -44,7 +46,9 @@ def ovf(
         + "</PublicKey>"
         for path, fp, value in keys
     )
-    kp = "".join(f"<KeyPair><Fingerprint>{fp}</Fingerprint><Path>{escape(p)}</Path></KeyPair>" for p, fp in key_pairs)
+    kp = "".join(
+        f"<KeyPair><Fingerprint>{fp}</Fingerprint><Path>{escape(p)}</Path></KeyPair>" for p, fp in key_pairs
+    )
     parts.append(f"<SSH><PublicKeys>{pk}</PublicKeys><KeyPairs>{kp}</KeyPairs></SSH>")
     if custom_data is not None:
         parts.append(f"<CustomData>{custom_data}</CustomData>")
@@ -66,7 +70,9 @@ def ovf(
 def user_key(tmp: str, name: str = "id_ed25519") -> Tuple[str, str]:
     """A fresh ed25519 key pair in `tmp`: (private key path, public key line)."""
     path = os.path.join(tmp, name)
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "test@waprov", "-f", path], check=True)
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "test@waprov", "-f", path], check=True
+    )
     with open(path + ".pub", encoding="ascii") as f:
         return path, f.read().strip()
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import base64
 import csv
-import html
 import hashlib
+import html
 import os
 import subprocess
 import sys
@@ -20,8 +20,8 @@ import pytest
 
 from tests.fakefabric import IMDS_KEY
 from tests.inside import SNAPSHOT
-from waprov.provision import STEP_NAMES
 from tests.provisioning import PASSWORD, ROOT, files, health_states, ovf, scenario, text, user_key
+from waprov.provision import STEP_NAMES
 
 SWAPPED_ID = "D0DF4C54-4ECB-4A4B-9954-5BDF3ED5C3B8"  # WA §2.4's example, byte-swapped
 HOME_KEYS = "/home/azureuser/.ssh/authorized_keys"
@@ -103,7 +103,7 @@ def test_existing_user_is_left_untouched_but_gets_keys_and_sudoers(tmp_path: Any
         ovf=ovf(keys=[(HOME_KEYS, None, pub)]),
     )
     assert r["runs"][0]["rc"] == 0, r["runs"][0]["stderr"]
-    entry = [line for line in text(r, "/etc/passwd").splitlines() if line.startswith("azureuser:")][0]
+    entry = next(line for line in text(r, "/etc/passwd").splitlines() if line.startswith("azureuser:"))
     assert entry.endswith(":made by the image:/home/azureuser:/bin/sh")
     assert "User azureuser already exists, skip useradd" in r["runs"][0]["stderr"]
     assert pub in text(r, HOME_KEYS)
@@ -123,7 +123,10 @@ def test_fingerprint_key_and_key_pair_come_from_the_wireserver_certificates(tmp_
     line = snap[HOME_KEYS]["bytes"].decode().strip()
     assert line.split()[:2] == r["tenant_ssh_key"].split()[:2]
     assert snap["/home/azureuser/.ssh/id_rsa"]["bytes"] == base64.b64decode(r["tenant_key"])
-    assert (snap["/home/azureuser/.ssh/id_rsa"]["mode"], snap["/home/azureuser/.ssh/id_rsa"]["uid"]) == (0o600, uid)
+    assert (snap["/home/azureuser/.ssh/id_rsa"]["mode"], snap["/home/azureuser/.ssh/id_rsa"]["uid"]) == (
+        0o600,
+        uid,
+    )
     assert snap["/home/azureuser/.ssh/id_rsa.pub"]["bytes"].startswith(b"-----BEGIN PUBLIC KEY-----")
     assert snap[f"/var/lib/waagent/{r['thumbprint']}.crt"]["mode"] == 0o600
     assert snap[f"/var/lib/waagent/{r['thumbprint']}.pub"]["mode"] == 0o600
@@ -207,7 +210,11 @@ def test_a_second_run_on_the_same_vm_does_nothing_and_reports_nothing(tmp_path: 
 
 
 def test_a_provisioned_file_from_the_ga_alone_does_not_count_as_done(tmp_path: Any) -> None:
-    r = run(tmp_path, ovf=ovf(), setup=[f"mkdir -p /var/lib/waagent && printf {SWAPPED_ID} > /var/lib/waagent/provisioned"])
+    r = run(
+        tmp_path,
+        ovf=ovf(),
+        setup=[f"mkdir -p /var/lib/waagent && printf {SWAPPED_ID} > /var/lib/waagent/provisioned"],
+    )
     assert r["runs"][0]["rc"] == 0
     assert "/home/azureuser" in r["snapshot"]
     assert health_states(r) == ["NotReady/Provisioning", "Ready"]
@@ -302,11 +309,17 @@ MATCH_EXPECTED = (  # WA §5.6: replaced outside Match; inserted before the open
     "X11Forwarding no"
 )
 PLAIN_CONFIG = "Port 22\nUsePAM yes"  # no trailing newline: WA inserts before the last line
-PLAIN_EXPECTED = "Port 22\nPasswordAuthentication no\nChallengeResponseAuthentication no\nClientAliveInterval 180\nUsePAM yes"
+PLAIN_EXPECTED = (
+    "Port 22\nPasswordAuthentication no\n"
+    "ChallengeResponseAuthentication no\nClientAliveInterval 180\nUsePAM yes"
+)
 
 
 def test_debian_edits_sshd_config_in_place_with_match_block_and_no_trailing_newline(tmp_path: Any) -> None:
-    for name, config, expected in (("match", MATCH_CONFIG, MATCH_EXPECTED), ("plain", PLAIN_CONFIG, PLAIN_EXPECTED)):
+    for name, config, expected in (
+        ("match", MATCH_CONFIG, MATCH_EXPECTED),
+        ("plain", PLAIN_CONFIG, PLAIN_EXPECTED),
+    ):
         r = run(
             tmp_path / name,
             files={"/etc/ssh/sshd_config": config},
@@ -382,8 +395,16 @@ def test_bad_input_is_refused_with_a_clear_reason(tmp_path: Any) -> None:
         "system": (ovf(user="daemon"), "system user refused", "User daemon is a system user"),
         "name": (ovf(user="-rf"), "invalid user name", "is not a valid user name"),
         "host": (ovf(hostname="bad_host!"), "invalid hostname", "is not a valid host name"),
-        "outside": (ovf(keys=[("/root/.ssh/authorized_keys", None, IMDS_KEY)]), "failed to deploy ssh keys", "outside"),
-        "badkey": (ovf(keys=[(HOME_KEYS, None, "ssh-rsa bm90IGEga2V5")]), "failed to deploy ssh keys", "Bad public key"),
+        "outside": (
+            ovf(keys=[("/root/.ssh/authorized_keys", None, IMDS_KEY)]),
+            "failed to deploy ssh keys",
+            "outside",
+        ),
+        "badkey": (
+            ovf(keys=[(HOME_KEYS, None, "ssh-rsa bm90IGEga2V5")]),
+            "failed to deploy ssh keys",
+            "Bad public key",
+        ),
         "link": (
             ovf(keys=[(HOME_KEYS, None, IMDS_KEY)]),
             "failed to deploy ssh keys",
@@ -392,7 +413,12 @@ def test_bad_input_is_refused_with_a_clear_reason(tmp_path: Any) -> None:
     }
     for name, (document, reason, words) in cases.items():
         setup = ["mkdir -p /etc/skel/.ssh && ln -s /root/.ssh/authorized_keys /etc/skel/.ssh/authorized_keys"]
-        r = run(tmp_path / name, ovf=document, setup=setup if name == "link" else [], snapshot=["/root/.ssh", "/etc/passwd"])
+        r = run(
+            tmp_path / name,
+            ovf=document,
+            setup=setup if name == "link" else [],
+            snapshot=["/root/.ssh", "/etc/passwd"],
+        )
         assert r["runs"][0]["rc"] == 1, name
         report = failure_report(r)
         assert report["reason"] == reason, (name, report)
@@ -402,7 +428,12 @@ def test_bad_input_is_refused_with_a_clear_reason(tmp_path: Any) -> None:
 
 
 def test_a_system_user_is_allowed_with_allow_reset_sys_user(tmp_path: Any) -> None:
-    r = run(tmp_path, conf="Provisioning.AllowResetSysUser=y\n", ovf=ovf(user="daemon", password=PASSWORD), imds=None)
+    r = run(
+        tmp_path,
+        conf="Provisioning.AllowResetSysUser=y\n",
+        ovf=ovf(user="daemon", password=PASSWORD),
+        imds=None,
+    )
     assert r["runs"][0]["rc"] == 0, r["runs"][0]["stderr"]
     assert shadow_field(r, "daemon").startswith("$6$")
 
@@ -439,7 +470,7 @@ def end_state(r: Dict[str, Any]) -> Dict[str, Any]:
     out = {}
     for path, entry in files(r).items():
         data = entry.get("bytes")
-        if path == "/etc/shadow":
+        if path == "/etc/shadow" and data is not None:
             hashed = shadow_field(r, "azureuser")
             assert verified_hash(hashed)
             data = data.replace(hashed.encode(), b"<verified>")
@@ -453,7 +484,9 @@ def test_a_kill_after_any_step_then_a_rerun_leaves_the_same_end_state(
 ) -> None:
     os.makedirs(tmp_path / "tenant")
     monkeypatch.setenv("FAKEFABRIC_TENANT_DIR", str(tmp_path / "tenant"))  # one tenant for every sandbox
-    subprocess.run([sys.executable, "-c", "import tests.fakefabric as f; f._tenant_material()"], check=True, cwd=ROOT)
+    subprocess.run(
+        [sys.executable, "-c", "import tests.fakefabric as f; f._tenant_material()"], check=True, cwd=ROOT
+    )
     _, pub = user_key(str(tmp_path))
     common = {"conf": FULL_CONF, "ovf": full_ovf(pub), "snapshot": [*SNAPSHOT, "/var/lib/customdata-ran"]}
     clean = run(tmp_path / "clean", **common)

@@ -28,7 +28,7 @@ RESTART_TRIES, RESTART_WAIT = 3, 5.0
 
 
 def valid_hostname(name: str) -> bool:
-    return len(name) <= 253 and all(_LABEL.match(label) for label in name.split("."))
+    return len(name) <= 253 and all(_LABEL.fullmatch(label) for label in name.split("."))
 
 
 def set_hostname(ctx: Ctx) -> None:

@@ -36,7 +36,7 @@ def _fail(message: str, reason: str = "failed to provision user", step: str = "u
 
 def create_user(ctx: Ctx) -> None:
     name = ctx.data.username
-    if not _USERNAME.match(name):
+    if not _USERNAME.fullmatch(name):
         raise _fail(
             f"UserName {name[:40]!r} is not a valid user name "
             "(a letter or '_', then up to 31 letters, digits, '_', '.', '-')",

@@ -1,0 +1,271 @@
+"""Pure tests of the provisioning steps' rules, with expected values written from the spec."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, List, Tuple
+
+import pytest
+
+from tests.conftest import virtual_clock, waits
+from tests.fakefabric import IMDS_KEY
+from tests.fakerunner import ScriptedRunner, fail, ok
+from waprov.config import Config
+from waprov.distro import Distro
+from waprov.errors import ProvisionError
+from waprov.log import Redactor
+from waprov.model import ProvisioningData
+from waprov.provision import CHANGED, DONE, TODO, provisioned_state
+from waprov.report import failure_description
+from waprov.steps import Ctx
+from waprov.steps.hostname import dhclient_edit, primary_interface, reannounce, valid_hostname
+from waprov.steps.keys import public_key_line
+from waprov.steps.sshd import edited_config, set_ssh_config
+from waprov.steps.sudoers import sudoers_line, with_line
+from waprov.steps.user import SALT_ALPHABET, hash_password
+from waprov.system import System
+
+# ---- set_ssh_config (WA §5.6) --------------------------------------------------------------
+
+
+def test_every_line_starting_with_the_name_is_replaced_prefix_match_included() -> None:
+    lines = ["PasswordAuthentication yes", "PasswordAuthenticationX 1", "PasswordAuthentication no", ""]
+    assert set_ssh_config(lines, "PasswordAuthentication", "no") == [
+        "PasswordAuthentication no",
+        "PasswordAuthentication no",
+        "PasswordAuthentication no",
+        "",
+    ]
+
+
+def test_commented_and_indented_lines_do_not_match_and_the_new_line_goes_before_the_last_element() -> None:
+    lines = ["#PasswordAuthentication yes", "  PasswordAuthentication yes", "UsePAM yes"]
+    assert set_ssh_config(lines, "PasswordAuthentication", "no") == [
+        "#PasswordAuthentication yes",
+        "  PasswordAuthentication yes",
+        "PasswordAuthentication no",
+        "UsePAM yes",
+    ]
+
+
+def test_with_a_trailing_newline_the_insertion_is_at_the_end() -> None:
+    assert (
+        edited_config("Port 22\n", [("ClientAliveInterval", "180")]) == "Port 22\nClientAliveInterval 180\n"
+    )
+
+
+def test_lines_inside_a_match_block_are_left_and_match_all_closes_the_block() -> None:
+    lines = ["Match User x", "PasswordAuthentication yes", "Match all", "PasswordAuthentication yes", "End"]
+    assert set_ssh_config(lines, "PasswordAuthentication", "no") == [
+        "Match User x",
+        "PasswordAuthentication yes",
+        "Match all",
+        "PasswordAuthentication no",
+        "End",
+    ]
+
+
+def test_an_open_match_block_receives_the_new_line_before_its_first_match() -> None:
+    lines = ["Port 22", "match group a", "X 1", "Match User b", "Y 2"]
+    assert set_ssh_config(lines, "ClientAliveInterval", "180") == [
+        "Port 22",
+        "ClientAliveInterval 180",
+        "match group a",
+        "X 1",
+        "Match User b",
+        "Y 2",
+    ]
+
+
+# ---- hostname ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["vm", "my-vm-01", "a.b.c", "A" * 63, "x1"])
+def test_valid_hostnames(name: str) -> None:
+    assert valid_hostname(name)
+
+
+@pytest.mark.parametrize("name", ["", "-vm", "vm-", "bad_host", "a..b", "A" * 64, "vm name", "vm\n", "ünï"])
+def test_invalid_hostnames(name: str) -> None:
+    assert not valid_hostname(name)
+
+
+def test_dhclient_conf_gets_one_send_host_name_line() -> None:
+    text = 'timeout 300;\nsend host-name "old";\nrequest subnet-mask;\n'
+    assert dhclient_edit(text, "new-vm") == 'timeout 300;\nrequest subnet-mask;\nsend host-name "new-vm";\n'
+
+
+def test_dhclient_conf_already_sending_the_name_or_gethostname_is_left_alone() -> None:
+    assert dhclient_edit('send host-name "vm1";\n', "vm1") is None
+    assert dhclient_edit("send host-name = gethostname();\n", "vm1") is None
+    assert (
+        dhclient_edit('# send host-name "vm1";\n', "vm1")
+        == '# send host-name "vm1";\nsend host-name "vm1";\n'
+    )
+
+
+ROUTE = "Iface\tDestination\tGateway\nlo\t0000007F\t00000000\neth1\t00000000\t0101A8C0\n"
+
+
+def test_the_primary_interface_is_the_default_routes_else_the_first_non_loopback() -> None:
+    addrs = [("lo", True), ("eth0", True), ("eth1", False)]
+    assert primary_interface(ROUTE, addrs) == ("eth1", False)
+    assert primary_interface("Iface\tDestination\n", addrs) == ("eth0", True)
+    assert primary_interface("", [("lo", True)]) == (None, False)
+
+
+def ctx_for(tmp_path: Any, runner: ScriptedRunner, distro: Distro | None = None, **data: Any) -> Ctx:
+    system = System(root=str(tmp_path), runner=runner)
+    distro = distro or Distro()
+    pd = ProvisioningData(
+        hostname=data.pop("hostname", "vm"), username=data.pop("username", "azureuser"), **data
+    )
+    return Ctx(system, Config(), distro, pd, virtual_clock(), "ID")
+
+
+def test_the_wait_for_an_address_is_bounded(tmp_path: Any) -> None:
+    runner = ScriptedRunner()
+    ctx = ctx_for(tmp_path, runner)
+    reannounce(ctx, lambda: [("lo", True), ("eth0", False)])
+    assert runner.calls == []
+    assert sum(waits(ctx.clock)) <= 11
+
+
+def test_flatcar_reannounces_with_networkctl_reconfigure(tmp_path: Any) -> None:
+    runner = ScriptedRunner(networkctl=ok)
+    ctx = ctx_for(tmp_path, runner, Distro("flatcar", flatcar=True))
+    reannounce(ctx, lambda: [("lo", True), ("eth0", True)])
+    assert runner.calls == [["networkctl", "reconfigure", "eth0"]]
+
+
+def test_a_failing_restart_is_tried_three_times_five_seconds_apart(tmp_path: Any) -> None:
+    runner = ScriptedRunner(networkctl=fail("no such link"))
+    ctx = ctx_for(tmp_path, runner, Distro("flatcar", flatcar=True))
+    reannounce(ctx, lambda: [("eth0", True)])
+    assert len(runner.calls) == 3 and waits(ctx.clock) == [5.0, 5.0]
+
+
+# ---- sudoers, keys, password -----------------------------------------------------------------
+
+
+def test_sudoers_lines_follow_the_password() -> None:
+    assert sudoers_line("bob", nopasswd=True) == "bob ALL=(ALL) NOPASSWD: ALL"
+    assert sudoers_line("bob", nopasswd=False) == "bob ALL=(ALL) ALL"
+
+
+def test_a_sudoers_line_is_appended_once_and_other_lines_are_kept() -> None:
+    first = with_line("alice ALL=(ALL) ALL\n", "bob ALL=(ALL) ALL")
+    assert first == "alice ALL=(ALL) ALL\nbob ALL=(ALL) ALL\n"
+    assert with_line("bob ALL=(ALL) ALL   \n", "bob ALL=(ALL) ALL") == "bob ALL=(ALL) ALL   \n"
+
+
+ECDSA = (
+    "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBEmKSENjQEezOmxkZMy7opKgwFB9nkt5"
+    "YRrYMjNuG5N87uRgg6CLrbo5wAdT/y6v0mKV0U2w0WZ2YB/++Tpockg= ecdsa@test"
+)
+
+
+def test_any_openssh_public_key_type_is_accepted_ecdsa_included() -> None:
+    assert public_key_line(IMDS_KEY + "\r\n")[0] == IMDS_KEY
+    assert public_key_line(ECDSA)[1] == " ".join(ECDSA.split()[:2])
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "not a key",
+        "ssh-rsa",
+        "ssh-rsa !!!notbase64",
+        "ssh-rsa " + IMDS_KEY.split()[1],  # an ed25519 body under an rsa name
+        IMDS_KEY + "\n" + IMDS_KEY,
+        'command="x" ' + IMDS_KEY,
+    ],
+)
+def test_bad_public_keys_are_refused_with_the_key_start_in_the_message(value: str) -> None:
+    with pytest.raises(ProvisionError) as e:
+        public_key_line(value)
+    assert "Bad public key" in str(e.value) and e.value.step == "keys"
+
+
+def test_password_hashes_use_the_crypt_id_and_a_fresh_salt_of_the_configured_length() -> None:
+    hashes = [hash_password("pw", "6", 10) for _ in range(20)]
+    salts = {h.split("$")[2] for h in hashes}
+    assert all(h.startswith("$6$") and len(h.split("$")[3]) == 86 for h in hashes)
+    assert len(salts) == 20 and all(len(s) == 10 and set(s) <= set(SALT_ALPHABET) for s in salts)
+    assert hash_password("pw", "5", 16).startswith("$5$")
+
+
+def test_an_unsupported_crypt_id_is_a_clear_error() -> None:
+    with pytest.raises(ProvisionError) as e:
+        hash_password("pw", "zz", 10)
+    assert "Provisioning.PasswordCryptId='zz'" in str(e.value)
+
+
+# ---- markers ---------------------------------------------------------------------------------
+
+SWAPPED = "D0DF4C54-4ECB-4A4B-9954-5BDF3ED5C3B8"
+RAW = "544CDFD0-CB4E-4B4A-9954-5BDF3ED5C3B8"
+
+
+def _state(tmp_path: Any, provisioned: str | None, marker: str | None) -> str:
+    for path, content in (
+        ("var/lib/waagent/provisioned", provisioned),
+        ("var/lib/waprov/provisioned", marker),
+    ):
+        if content is not None:
+            os.makedirs(os.path.dirname(tmp_path / path), exist_ok=True)
+            (tmp_path / path).write_text(content)
+    return provisioned_state(System(root=str(tmp_path)), Config(), SWAPPED)[0]
+
+
+@pytest.mark.parametrize(
+    ("provisioned", "marker", "state"),
+    [
+        (None, None, TODO),
+        (SWAPPED, None, TODO),  # the GA wrote it
+        (SWAPPED, SWAPPED, DONE),
+        (RAW.lower(), SWAPPED, DONE),  # either byte order, any case
+        (SWAPPED + "\n", SWAPPED.lower(), DONE),
+        ("11111111-2222-3333-4444-555555555555", SWAPPED, CHANGED),
+        ("", None, CHANGED),
+    ],
+)
+def test_provisioned_state(tmp_path: Any, provisioned: str | None, marker: str | None, state: str) -> None:
+    assert _state(tmp_path, provisioned, marker) == state
+
+
+# ---- reports and distributions -----------------------------------------------------------------
+
+
+def test_the_failure_description_is_one_pipe_row_with_quoting_and_no_secret() -> None:
+    e = ProvisionError(
+        "failed to provision user", "user", "boom s3cret", command="useradd -m a|b", exit_code="9"
+    )
+    desc = failure_description(e, "VMID", Redactor(["s3cret"]), now=0)
+    assert desc == (
+        'result=error|reason=failed to provision user|agent=waprov/0.1.0|step=user|"command=useradd -m a|b"|'
+        "exit_code=9|error=boom <redacted>|vm_id=VMID|timestamp=1970-01-01T00:00:00Z|"
+        "documentation_url=https://aka.ms/linuxprovisioningerror"
+    )
+
+
+DEBIAN_RESTART = ("systemctl", "--job-mode=ignore-dependencies", "try-reload-or-restart", "ssh")
+HOSTNAMECTL = ("hostnamectl", "set-hostname", "h", "--static")
+RHEL_RESTART = ("systemctl", "condrestart", "sshd")
+DISTROS: List[Tuple[Dict[str, str], Tuple[str, ...], Tuple[str, ...], bool]] = [
+    ({"ID": "debian"}, ("hostname", "h"), DEBIAN_RESTART, False),
+    ({"ID": "ubuntu", "ID_LIKE": "debian"}, ("hostname", "h"), (), False),
+    ({"ID": "rhel", "ID_LIKE": "fedora"}, HOSTNAMECTL, RHEL_RESTART, False),
+    ({"ID": "almalinux", "ID_LIKE": "rhel centos fedora"}, HOSTNAMECTL, RHEL_RESTART, False),
+    ({"ID": "sles"}, ("hostnamectl", "set-hostname", "h"), ("systemctl", "restart", "sshd.service"), False),
+    ({"ID": "azurelinux"}, HOSTNAMECTL, ("systemctl", "restart", "sshd"), False),
+    ({"ID": "flatcar"}, ("hostname", "h"), (), True),
+]
+
+
+@pytest.mark.parametrize(("release", "hostname", "restart", "flatcar"), DISTROS)
+def test_distribution_data(
+    release: dict[str, str], hostname: Tuple[str, ...], restart: Tuple[str, ...], flatcar: bool
+) -> None:
+    d = Distro.detect(release)
+    assert (d.hostname_argv("h"), d.sshd_restart, d.flatcar) == (hostname, restart, flatcar)
