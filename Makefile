@@ -37,6 +37,7 @@ test: lint unit
 bench: venv
 	$(VPY) tools/bench.py
 	$(VPY) tools/bench_fabric.py
+	$(VPY) tools/bench_provision.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -2,8 +2,8 @@
 
 Runs the real launcher on the shipped waagent.conf and on a deliberately tricky one, and
 shows the one-line error for a bad file; then `demo_fabric.py` shows the fabric exchange
-(OVF, IMDS, wireserver, certificates, health reports) against the fake fabric. The
-sandboxed `waprov -provision` run joins when that command exists.
+(OVF, IMDS, wireserver, certificates, health reports) against the fake fabric, and
+`demo_provision.py` runs a full `waprov -provision` in a sandbox.
 """
 
 from __future__ import annotations
@@ -64,8 +64,9 @@ def main() -> None:
             ),
         )
         show("a bad file: one line, exit 2", ["-show-configuration", "-configuration-path:" + tmp])
-    show("an unknown argument", ["-provisionX"])
+    show("an unknown argument", ["-frobnicate"])
     subprocess.run([sys.executable, os.path.join(ROOT, "tools", "demo_fabric.py")], check=True)
+    subprocess.run([sys.executable, os.path.join(ROOT, "tools", "demo_provision.py")], check=True)
 
 
 if __name__ == "__main__":
