@@ -14,12 +14,12 @@ from waprov.config import Config
 from waprov.distro import Distro
 from waprov.errors import ProvisionError
 from waprov.log import Redactor
-from waprov.model import ProvisioningData
+from waprov.model import ProvisioningData, PublicKey
 from waprov.provision import CHANGED, DONE, TODO, provisioned_state
 from waprov.report import failure_description
 from waprov.steps import Ctx
 from waprov.steps.hostname import dhclient_edit, primary_interface, reannounce, valid_hostname
-from waprov.steps.keys import public_key_line
+from waprov.steps.keys import deploy_keys, public_key_line
 from waprov.steps.sshd import edited_config, set_ssh_config
 from waprov.steps.sudoers import sudoers_line, with_line
 from waprov.steps.user import SALT_ALPHABET, hash_password
@@ -269,3 +269,33 @@ def test_distribution_data(
 ) -> None:
     d = Distro.detect(release)
     assert (d.hostname_argv("h"), d.sshd_restart, d.flatcar) == (hostname, restart, flatcar)
+
+
+# ---- keys under a root prefix, SELinux ---------------------------------------------------------
+
+
+def test_keys_are_labelled_for_selinux_when_getenforce_exists(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "getenforce").write_text("#!/bin/sh\necho Enforcing\n")
+    (bindir / "getenforce").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc/passwd").write_text("azureuser:x:4242:4243::/home/azureuser:/bin/sh\n")
+    (root / "home/azureuser").mkdir(parents=True)
+    runner = ScriptedRunner(chcon=ok)
+    ctx = ctx_for(
+        root, runner, public_keys=(PublicKey(path="$HOME/azureuser/.ssh/authorized_keys", value=ECDSA),)
+    )
+    deploy_keys(ctx)
+    assert runner.calls == [
+        ["chcon", "unconfined_u:object_r:ssh_home_t:s0", "/home/azureuser/.ssh/authorized_keys"]
+    ]
+    st = os.stat(root / "home/azureuser/.ssh/authorized_keys")
+    assert (st.st_mode & 0o777, st.st_uid, st.st_gid) == (0o644, 4242, 4243)
+    assert (root / "home/azureuser/.ssh/authorized_keys").read_text() == ECDSA + "\n"
+    deploy_keys(ctx)  # again: no second line
+    assert (root / "home/azureuser/.ssh/authorized_keys").read_text() == ECDSA + "\n"

@@ -29,7 +29,7 @@ def main() -> int:
         document = ovf(
             hostname="demo-vm",
             password=PASSWORD,
-            disable_password_auth="true",
+            disable_password_auth="true",  # noqa: S106 (an OVF switch, not a password)
             keys=[(KEYS, None, pub), (KEYS, "{THUMBPRINT}", None)],
             key_pairs=[("$HOME/azureuser/.ssh/id_rsa", "{THUMBPRINT}")],
             custom_data=base64.b64encode(CUSTOM.encode()).decode(),
@@ -66,9 +66,8 @@ def main() -> int:
     print(f"  custom data     ran: {text(r, '/var/lib/waagent/custom-data-ran').strip()!r}")
     print(f"  reports         {' -> '.join(health_states(r))}")
     print(f"  time            {real['seconds']:.2f}s for the run (one goal-state 503 retried)")
-    print(
-        f"  second boot     exit {again['rc']} in {again['seconds']:.2f}s: {again['stderr'].splitlines()[-1][28:]}"
-    )
+    said = again["stderr"].splitlines()[-1][28:]
+    print(f"  second boot     exit {again['rc']} in {again['seconds']:.2f}s: {said}")
     ssh = r["sshd"]
     print(
         f"  ssh login       key: {'accepted' if ssh['key_rc'] == 0 else 'REFUSED'} as {ssh['key_stdout']!r};"

@@ -13,6 +13,13 @@ from typing import Mapping, Tuple
 RHEL_LIKE = ("rhel", "centos", "rocky", "almalinux", "ol", "fedora", "cloudlinux")
 SUSE_LIKE = ("sles", "sles_sap", "opensuse", "opensuse-leap", "suse")
 MARINER_LIKE = ("mariner", "azurelinux")
+HOSTNAMECTL = ("hostnamectl", "set-hostname")
+# (ID/ID_LIKE names, hostname command, its suffix, sshd restart), first match wins
+FAMILIES = (
+    (MARINER_LIKE, HOSTNAMECTL, ("--static",), ("systemctl", "restart", "sshd")),
+    (RHEL_LIKE, HOSTNAMECTL, ("--static",), ("systemctl", "condrestart", "sshd")),
+    (SUSE_LIKE, HOSTNAMECTL, (), ("systemctl", "restart", "sshd.service")),
+)
 
 
 @dataclass(frozen=True)
@@ -41,29 +48,11 @@ class Distro:
                 version,
                 sshd_restart=("systemctl", "--job-mode=ignore-dependencies", "try-reload-or-restart", "ssh"),
             )
-        if any(f in MARINER_LIKE for f in family):
-            return cls(
-                did,
-                version,
-                hostname_command=("hostnamectl", "set-hostname"),
-                hostname_suffix=("--static",),
-                sshd_restart=("systemctl", "restart", "sshd"),
-            )
-        if any(f in RHEL_LIKE for f in family):
-            return cls(
-                did,
-                version,
-                hostname_command=("hostnamectl", "set-hostname"),
-                hostname_suffix=("--static",),
-                sshd_restart=("systemctl", "condrestart", "sshd"),
-            )
-        if any(f in SUSE_LIKE for f in family):
-            return cls(
-                did,
-                version,
-                hostname_command=("hostnamectl", "set-hostname"),
-                sshd_restart=("systemctl", "restart", "sshd.service"),
-            )
+        for names, hostname, suffix, restart in FAMILIES:
+            if any(f in names for f in family):
+                return cls(
+                    did, version, hostname_command=hostname, hostname_suffix=suffix, sshd_restart=restart
+                )
         return cls(did, version)
 
     def hostname_argv(self, name: str) -> Tuple[str, ...]:

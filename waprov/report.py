@@ -59,16 +59,23 @@ class Reporter:
         self.clock, self.client = clock, client
         self.ws: Optional[WireServer] = None
         self.gs: Optional[GoalState] = None
+        self.unreachable: Optional[str] = None
 
     def connect(self) -> None:
         if self.ws is not None:
             return
+        if self.unreachable is not None:  # detection already ran out its deadline once
+            raise ProtocolError(self.unreachable)
         endpoint, how = discover_endpoint(self.system, self.config, self.overrides)
         log.info("Wireserver endpoint %s (%s)", endpoint, how)
         if self.system.dry_run:
             self.system.note("fetch", f"http://{endpoint}/machine/?comp=goalstate", "dry run: not contacted")
             return
-        self.ws, self.gs = connect(self.client, endpoint, self.clock)
+        try:
+            self.ws, self.gs = connect(self.client, endpoint, self.clock)
+        except ProtocolError as e:
+            self.unreachable = str(e)
+            raise
 
     def certificates(self, data: ProvisioningData) -> Dict[str, CertFiles]:
         if not data.fingerprints:
