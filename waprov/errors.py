@@ -43,6 +43,10 @@ class ProtocolError(WaprovError):
     """
 
 
+class CommandNotFound(HostError):
+    """The command is not installed (or not executable)."""
+
+
 class CommandError(HostError):
     """A command exited non-zero; what a failure report needs, already redacted."""
 

@@ -40,6 +40,14 @@ log = logging.getLogger("waprov")
 _T = TypeVar("_T")
 Step = Callable[[Ctx], None]
 
+
+def write_markers(ctx: Ctx) -> None:
+    ctx.system.write(ctx.lib("provisioned"), ctx.vm_id, 0o644)
+    if ctx.data.guest_agent_disabled:
+        log.info("Disabling guest agent in accordance with ovf-env.xml")
+        ctx.system.write(ctx.lib("disable_agent"), b"", 0o644)
+
+
 STEPS: Tuple[Tuple[str, str, Step], ...] = (  # (name, reason on failure, function)
     ("hostname", "failed to provision hostname", set_hostname),
     ("publish_hostname", "failed to publish hostname", publish_hostname),
@@ -52,7 +60,7 @@ STEPS: Tuple[Tuple[str, str, Step], ...] = (  # (name, reason on failure, functi
     ("rootpw", "failed to delete root password", delete_root_password),
     ("hostkeys", "failed to generate ssh host keys", regenerate),
     ("restart_sshd", "failed to restart sshd", restart_sshd),
-    ("markers", "failed to write the provisioned markers", lambda ctx: write_markers(ctx)),
+    ("markers", "failed to write the provisioned markers", write_markers),
 )
 STEP_NAMES = ("data", "wireserver", *(name for name, _, _ in STEPS), "ready")
 CHANGED_ID_MESSAGE = (
@@ -87,13 +95,6 @@ def provisioned_state(
     if mark is not None and _same(mark.decode("utf-8", "replace"), vm_id):
         return DONE, stored
     return TODO, stored  # the GA wrote it (Provisioning.Agent=disabled), or waprov never finished
-
-
-def write_markers(ctx: Ctx) -> None:
-    ctx.system.write(ctx.lib("provisioned"), ctx.vm_id, 0o644)
-    if ctx.data.guest_agent_disabled:
-        log.info("Disabling guest agent in accordance with ovf-env.xml")
-        ctx.system.write(ctx.lib("disable_agent"), b"", 0o644)
 
 
 def write_own_marker(system: System, vm_id: str, state_dir: str = STATE_DIR) -> None:
@@ -163,12 +164,10 @@ class Run:
         self._step("data", "cloud-init is enabled", lambda: refuse_cloud_init(self.system))
         data = self._step("data", "failed to read provisioning data", lambda: gather(self.fabric))
         self._step("wireserver", "failed to reach the wireserver", self.reporter.connect)
-        certs = self._step(
-            "wireserver", "failed to get the certificates", lambda: self.reporter.certificates(data)
-        )
+        self._step("wireserver", "failed to get the certificates", lambda: self.reporter.certificates(data))
         self._step("wireserver", "failed to report provisioning", self.reporter.provisioning)
         clock = Clock(self.fabric.clock.scale)
-        return Ctx(self.system, self.config, self.distro, data, clock, self.vm_id, self.state_dir, certs)
+        return Ctx(self.system, self.config, self.distro, data, clock, self.vm_id, self.state_dir)
 
     def provision(self) -> int:
         started = time.monotonic()

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
-from waprov.errors import CommandError, HostError
+from waprov.errors import CommandError, CommandNotFound, HostError
 from waprov.log import Redactor
 
 Owner = Tuple[int, int]
@@ -184,9 +184,9 @@ class System:
         try:
             rc, out, err = self.runner(list(argv), data, timeout)
         except FileNotFoundError:
-            raise HostError(f"command not found: {self.redactor.redact(argv[0])}") from None
+            raise CommandNotFound(f"command not found: {self.redactor.redact(argv[0])}") from None
         except PermissionError:
-            raise HostError(f"command not executable: {self.redactor.redact(argv[0])}") from None
+            raise CommandNotFound(f"command not executable: {self.redactor.redact(argv[0])}") from None
         except subprocess.TimeoutExpired:
             raise HostError(f"{shown} timed out after {timeout:g}s") from None
         finally:

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
-from typing import Dict, Optional, Tuple
+from dataclasses import dataclass
+from typing import Optional, Tuple
 
-from waprov.certs import CertFiles
 from waprov.config import Config
 from waprov.distro import Distro
 from waprov.errors import HostError
@@ -42,7 +41,6 @@ class Ctx:
     clock: Clock
     vm_id: str
     state_dir: str = STATE_DIR
-    certs: Dict[str, CertFiles] = field(default_factory=dict)
 
     # ---- the journal -------------------------------------------------------------------------
 

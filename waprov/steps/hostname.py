@@ -17,7 +17,7 @@ import socket
 import stat
 from typing import Callable, List, Optional, Sequence, Tuple
 
-from waprov.errors import HostError, ProvisionError
+from waprov.errors import CommandNotFound, HostError, ProvisionError
 from waprov.steps import Ctx
 
 log = logging.getLogger("waprov")
@@ -154,7 +154,7 @@ def reannounce(ctx: Ctx, interfaces: Callable[[], List[Tuple[str, bool]]] = _int
             return
         except HostError as e:
             log.warning("Re-announcing the host name on %s, attempt %d: %s", ifname, attempt, e)
-            if "command not found" in str(e):
+            if isinstance(e, CommandNotFound):
                 return
         if attempt < RESTART_TRIES:
             ctx.clock.sleep(RESTART_WAIT, "network restart")
