@@ -6,10 +6,8 @@ removes. Nothing outside the named paths and globs is touched.
 
 from __future__ import annotations
 
-import glob
 import os
 import re
-from typing import List
 
 from waprov.config import Config
 from waprov.distro import Distro
@@ -40,15 +38,8 @@ HANDLER_STATE_GLOBS = ("status/*.status", "config/*.settings", "config/HandlerSt
 GA_DROPINS = ("10-Slice.conf", "11-CPUAccounting.conf", "12-CPUQuota.conf", "13-MemoryAccounting.conf")
 
 
-def _glob(system: System, pattern: str) -> List[str]:
-    """Matches of an absolute pattern, as host paths, sorted."""
-    real = sorted(glob.glob(system.path(pattern)))
-    prefix = system.path("/")
-    return ["/" + p[len(prefix) :].lstrip("/") if system.root not in ("", "/") else p for p in real]
-
-
 def _empty_dir(system: System, directory: str) -> None:
-    for path in _glob(system, os.path.join(directory, "*")) + _glob(system, os.path.join(directory, ".*")):
+    for path in system.glob(os.path.join(directory, "*")) + system.glob(os.path.join(directory, ".*")):
         system.remove(path, recursive=True)
 
 
@@ -57,7 +48,7 @@ def remove_dhcp_leases(system: System) -> None:
         if system.kind(directory) == "dir":
             _empty_dir(system, directory)
     for pattern in LEASE_GLOBS:
-        for path in _glob(system, pattern):
+        for path in system.glob(pattern):
             system.remove(path, recursive=True)
 
 
@@ -66,12 +57,12 @@ def remove_goal_state(system: System, config: Config) -> None:
     for name in GOAL_STATE_FILES:
         system.remove(os.path.join(lib, name))
     for pattern in GOAL_STATE_GLOBS:
-        for path in _glob(system, os.path.join(lib, pattern)):
+        for path in system.glob(os.path.join(lib, pattern)):
             system.remove(path)
-    for handler in _glob(system, os.path.join(lib, "*")):
+    for handler in system.glob(os.path.join(lib, "*")):
         if system.kind(handler) == "dir" and HANDLER_DIR.match(os.path.basename(handler)):
             for pattern in HANDLER_STATE_GLOBS:
-                for path in _glob(system, os.path.join(handler, pattern)):
+                for path in system.glob(os.path.join(handler, pattern)):
                     system.remove(path)
 
 

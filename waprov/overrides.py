@@ -3,7 +3,8 @@
 None is needed in production. `WAPROV_WIRESERVER=host[:port]` skips endpoint discovery,
 `WAPROV_IMDS=<base url>` replaces http://169.254.169.254, `WAPROV_OVF_DIR=<dir>` is read
 instead of the provisioning DVD, `WAPROV_VM_ID=<uuid>` replaces the SMBIOS UUID and
-`WAPROV_RETRY_SCALE=<factor>` multiplies every retry delay, timeout and deadline.
+`WAPROV_RETRY_SCALE=<factor>` multiplies every retry delay, timeout and deadline;
+`WAPROV_CRASH_AFTER=<step>` (tests only) makes `-provision` kill itself after that step.
 A malformed value is a UsageError that names the variable.
 """
 
@@ -28,9 +29,10 @@ class Overrides:
     ovf_dir: Optional[str] = None
     vm_id: Optional[str] = None
     retry_scale: float = 1.0
+    crash_after: Optional[str] = None  # tests: SIGKILL after this step (provision.STEP_NAMES)
 
 
-def _bad(name: str, value: str, reason: str) -> UsageError:
+def bad_override(name: str, value: str, reason: str) -> UsageError:
     return UsageError(f"environment variable {name}={value!r}: {reason}")
 
 
@@ -45,19 +47,21 @@ def overrides_from_env(environ: Mapping[str, str]) -> Overrides:
     if wireserver is not None:
         m = _HOSTPORT.match(wireserver)
         if not m or (m.group(1) is not None and not 0 < int(m.group(1)) < 65536):
-            raise _bad("WAPROV_WIRESERVER", wireserver, "expected host or host:port")
+            raise bad_override("WAPROV_WIRESERVER", wireserver, "expected host or host:port")
     imds = get("WAPROV_IMDS")
     if imds is not None:
         parts = urlsplit(imds)
         if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise _bad("WAPROV_IMDS", imds, "expected a base URL such as http://127.0.0.1:8080")
+            raise bad_override("WAPROV_IMDS", imds, "expected a base URL such as http://127.0.0.1:8080")
         imds = imds.rstrip("/")
     ovf_dir = get("WAPROV_OVF_DIR")
     if ovf_dir is not None and not ovf_dir.startswith("/"):
-        raise _bad("WAPROV_OVF_DIR", ovf_dir, "expected an absolute directory path")
+        raise bad_override("WAPROV_OVF_DIR", ovf_dir, "expected an absolute directory path")
     vm_id = get("WAPROV_VM_ID")
     if vm_id is not None and not _UUID.match(vm_id):
-        raise _bad("WAPROV_VM_ID", vm_id, "expected a UUID such as 00000000-0000-0000-0000-000000000000")
+        raise bad_override(
+            "WAPROV_VM_ID", vm_id, "expected a UUID such as 00000000-0000-0000-0000-000000000000"
+        )
     scale = 1.0
     raw_scale = get("WAPROV_RETRY_SCALE")
     if raw_scale is not None:
@@ -66,5 +70,5 @@ def overrides_from_env(environ: Mapping[str, str]) -> Overrides:
         except ValueError:
             scale = -1.0
         if not (math.isfinite(scale) and scale > 0):
-            raise _bad("WAPROV_RETRY_SCALE", raw_scale, "expected a positive number such as 0.01")
-    return Overrides(wireserver, imds, ovf_dir, vm_id, scale)
+            raise bad_override("WAPROV_RETRY_SCALE", raw_scale, "expected a positive number such as 0.01")
+    return Overrides(wireserver, imds, ovf_dir, vm_id, scale, get("WAPROV_CRASH_AFTER"))

@@ -12,17 +12,16 @@
 from __future__ import annotations
 
 import functools
-import glob
 import logging
 import os
 import signal
 import time
-from typing import Callable, List, Mapping, Optional, Tuple, TypeVar
+from typing import Callable, Mapping, Optional, Tuple, TypeVar
 
 from waprov.cleanup import changed_vm_cleanup
 from waprov.config import Config
 from waprov.distro import Distro
-from waprov.errors import CommandError, ProvisionError, UsageError, WaprovError
+from waprov.errors import CommandError, ProvisionError, WaprovError
 from waprov.report import Reporter, failure_description
 from waprov.sources import Fabric, gather
 from waprov.steps import STATE_DIR, Ctx
@@ -35,6 +34,7 @@ from waprov.steps.sudoers import configure_sudoers
 from waprov.steps.user import create_user, delete_root_password, set_password
 from waprov.system import System
 from waprov.timing import Clock
+from waprov.vmid import same_vm
 
 log = logging.getLogger("waprov")
 _T = TypeVar("_T")
@@ -71,12 +71,6 @@ CHANGED_ID_MESSAGE = (
 DONE, TODO, CHANGED = "done", "todo", "changed"
 
 
-def _same(a: str, b: str) -> bool:
-    from waprov.vmid import same_vm
-
-    return a.strip().lower() == b.strip().lower() or same_vm(a, b)
-
-
 def marker_path(state_dir: str = STATE_DIR) -> str:
     return os.path.join(state_dir, "provisioned")
 
@@ -89,10 +83,10 @@ def provisioned_state(
     if raw is None:
         return TODO, ""
     stored = raw.decode("utf-8", "replace").strip()
-    if not _same(stored, vm_id):
+    if not same_vm(stored, vm_id):
         return CHANGED, stored
     mark = system.read(marker_path(state_dir))
-    if mark is not None and _same(mark.decode("utf-8", "replace"), vm_id):
+    if mark is not None and same_vm(mark.decode("utf-8", "replace"), vm_id):
         return DONE, stored
     return TODO, stored  # the GA wrote it (Provisioning.Agent=disabled), or waprov never finished
 
@@ -124,14 +118,11 @@ class Run:
         reporter: Reporter,
         vm_id: str,
         *,
-        crash_after: Optional[str] = None,
         state_dir: str = STATE_DIR,
     ) -> None:
         self.fabric, self.system, self.config = fabric, fabric.system, fabric.config
         self.distro, self.reporter, self.vm_id = distro, reporter, vm_id
-        self.crash_after = crash_after
         self.state_dir = state_dir
-        self.timings: List[Tuple[str, float]] = []
 
     def _step(self, name: str, reason: str, fn: Callable[[], _T]) -> _T:
         started = time.monotonic()
@@ -139,10 +130,10 @@ class Run:
             result = fn()
         except Exception as e:
             raise _as_provision_error(name, reason, e) from None
-        took = time.monotonic() - started
-        self.timings.append((name, took))
-        log.debug("Step %s done in %.0f ms", name, took * 1000)
-        if self.crash_after == name:  # WAPROV_CRASH_AFTER: a real kill -9 at a step boundary (tests)
+        log.debug("Step %s done in %.0f ms", name, (time.monotonic() - started) * 1000)
+        if (
+            self.fabric.overrides.crash_after == name
+        ):  # WAPROV_CRASH_AFTER: a real kill -9 at a step boundary (tests)
             os.kill(os.getpid(), signal.SIGKILL)
         return result
 
@@ -166,8 +157,7 @@ class Run:
         self._step("wireserver", "failed to reach the wireserver", self.reporter.connect)
         self._step("wireserver", "failed to get the certificates", lambda: self.reporter.certificates(data))
         self._step("wireserver", "failed to report provisioning", self.reporter.provisioning)
-        clock = Clock(self.fabric.clock.scale)
-        return Ctx(self.system, self.config, self.distro, data, clock, self.vm_id, self.state_dir)
+        return Ctx(self.system, self.config, self.distro, data, self.fabric.clock, self.vm_id, self.state_dir)
 
     def provision(self) -> int:
         started = time.monotonic()
@@ -192,7 +182,7 @@ class Run:
 
 def refuse_cloud_init(system: System) -> None:
     """WA §2.3 step 2: two provisioning agents must not run; enabled = a wants link."""
-    wants = glob.glob(system.path("/etc/systemd/system/*.wants/cloud-init-local.service"))
+    wants = system.glob("/etc/systemd/system/*.wants/cloud-init-local.service")
     if wants and system.kind("/etc/cloud/cloud-init.disabled") == "absent":
         raise ProvisionError(
             "cloud-init is enabled",
@@ -201,27 +191,20 @@ def refuse_cloud_init(system: System) -> None:
         )
 
 
-def crash_after(environ: Mapping[str, str]) -> Optional[str]:
-    value = environ.get("WAPROV_CRASH_AFTER") or None
-    if value is not None and value not in STEP_NAMES:
-        raise UsageError(
-            f"environment variable WAPROV_CRASH_AFTER={value!r}: expected one of {', '.join(STEP_NAMES)}"
-        )
-    return value
-
-
 def main(conf_path: Optional[str], dry_run: bool, verbose: bool, environ: Mapping[str, str]) -> int:
     """The command: build the run from the configuration and the environment, then run it."""
     from waprov.config import load_config
     from waprov.http import HttpClient
     from waprov.log import LOG_FILE, setup_logging
     from waprov.osrelease import read_os_release
-    from waprov.overrides import overrides_from_env
+    from waprov.overrides import bad_override, overrides_from_env
     from waprov.vmid import instance_id
 
     config = load_config(conf_path)
     overrides = overrides_from_env(environ)
-    crash = crash_after(environ)
+    crash = overrides.crash_after
+    if crash is not None and crash not in STEP_NAMES:  # checked before anything changes
+        raise bad_override("WAPROV_CRASH_AFTER", crash, "expected one of " + ", ".join(STEP_NAMES))
     redactor = setup_logging(verbose or config.logs_verbose, None if dry_run else LOG_FILE)
     system = System(dry_run=dry_run, redactor=redactor)
     distro = Distro.detect(read_os_release())
@@ -235,7 +218,7 @@ def main(conf_path: Optional[str], dry_run: bool, verbose: bool, environ: Mappin
         clock, proxy_host=config.http_proxy_host, proxy_port=config.http_proxy_port, environ=environ
     )
     fabric = Fabric(system, config, overrides, clock, client, distro.id)
-    run = Run(fabric, distro, Reporter(system, config, overrides, clock, client), vm_id, crash_after=crash)
+    run = Run(fabric, distro, Reporter(system, config, overrides, clock, client), vm_id)
     log.info("Running waprov provisioning (VM id %s, %s %s)", vm_id or "unknown", distro.id, distro.version)
     rc = run.changed_vm(stored) if state == CHANGED else run.provision()
     if dry_run:

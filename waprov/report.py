@@ -16,7 +16,7 @@ import time
 from typing import Dict, Optional
 
 from waprov import __version__
-from waprov.certs import CertFiles, fetch_certificates
+from waprov.certs import fetch_certificates
 from waprov.config import Config
 from waprov.errors import ProtocolError, ProvisionError
 from waprov.http import HttpClient
@@ -77,13 +77,14 @@ class Reporter:
             self.unreachable = str(e)
             raise
 
-    def certificates(self, data: ProvisioningData) -> Dict[str, CertFiles]:
+    def certificates(self, data: ProvisioningData) -> None:
+        """`<Lib.Dir>/<THUMB>.crt/.prv`, which Fingerprint keys and key pairs read."""
         if not data.fingerprints:
-            return {}
+            return
         if self.ws is None or self.gs is None:
             self.system.note("fetch", "certificates", "dry run: not contacted")
-            return {}
-        return fetch_certificates(self.system, self.config, self.ws, self.gs)
+            return
+        fetch_certificates(self.system, self.config, self.ws, self.gs)
 
     def _post(self, state: str, substatus: str = "", description: str = "") -> None:
         self.connect()

@@ -11,6 +11,7 @@ before the rename. `root` prefixes every path (tests; "/" in production).
 from __future__ import annotations
 
 import errno
+import glob
 import logging
 import os
 import shlex
@@ -153,6 +154,25 @@ class System:
         if len(data) > limit:
             raise HostError(f"cannot read {path}: larger than {limit} bytes")
         return data
+
+    def glob(self, pattern: str) -> List[str]:
+        """The host paths matching an absolute glob pattern, sorted (read-only)."""
+        matches = sorted(glob.glob(self.path(pattern)))
+        if self.root in ("", "/"):
+            return matches
+        prefix = self.path("/")
+        return ["/" + m[len(prefix) :] for m in matches]
+
+    def mode_owner(self, path: str) -> Optional[Tuple[int, Owner]]:
+        """(permission bits, (uid, gid)) of `path` (followed through symlinks), None when
+        absent: what a rewrite that keeps a file's mode and owner passes to write()."""
+        try:
+            st = os.stat(self.path(path))
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise HostError(f"cannot inspect {path}: {e.strerror}") from None
+        return stat.S_IMODE(st.st_mode), (st.st_uid, st.st_gid)
 
     def note(self, kind: str, target: str, detail: str = "") -> None:
         """Record a change made outside the host (a health report) in the plan."""

@@ -50,6 +50,6 @@ def instance_id(system: System, overrides: Overrides) -> str:
 
 def same_vm(stored: str, current: str) -> bool:
     stored, current = stored.strip().lower(), current.strip().lower()
-    if not stored or not current:
-        return False
-    return stored == current or (_UUID.match(stored) is not None and swap_uuid(stored) == current)
+    if stored == current:  # two empty ids included: WALinuxAgent compares the strings
+        return True
+    return bool(stored) and _UUID.match(stored) is not None and swap_uuid(stored) == current

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 from waprov.config import Config
 from waprov.distro import Distro
@@ -63,19 +63,24 @@ class Ctx:
 
     # ---- accounts ----------------------------------------------------------------------------
 
+    def entry(self, path: str, name: str) -> Optional[List[str]]:
+        """The fields of `name`'s line in a colon-separated file (/etc/passwd, /etc/shadow)."""
+        raw = self.system.read(path) or b""
+        for line in raw.decode("utf-8", "replace").split("\n"):
+            fields = line.split(":")
+            if len(fields) > 1 and fields[0] == name:
+                return fields
+        return None
+
     def account(self, name: str) -> Optional[Account]:
         """The local account from /etc/passwd (None when absent)."""
-        raw = self.system.read("/etc/passwd") or b""
-        for line in raw.decode("utf-8", "replace").splitlines():
-            parts = line.split(":")
-            if len(parts) >= 7 and parts[0] == name:
-                try:
-                    return Account(name, int(parts[2]), int(parts[3]), parts[5])
-                except ValueError:
-                    raise HostError(
-                        f"/etc/passwd: the entry of {name} has a non-numeric uid or gid"
-                    ) from None
-        return None
+        fields = self.entry("/etc/passwd", name)
+        if fields is None or len(fields) < 7:
+            return None
+        try:
+            return Account(name, int(fields[2]), int(fields[3]), fields[5])
+        except ValueError:
+            raise HostError(f"/etc/passwd: the entry of {name} has a bad uid or gid") from None
 
     def uid_min(self) -> int:
         """UID_MIN from /etc/login.defs (WA §5.2), 100 when absent."""

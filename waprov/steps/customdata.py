@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import time
 
 from waprov.errors import ProvisionError
 from waprov.steps import Ctx
@@ -41,9 +42,7 @@ def save_custom_data(ctx: Ctx) -> None:
     ctx.system.write(path, raw, 0o700 if execute else 0o600)
     if not execute or ctx.done("customdata"):
         return
-    clock = ctx.clock
-    started = clock.deadline(0)
+    started = time.monotonic()
     res = ctx.system.run(["/bin/sh", "-c", ctx.system.path(path)], check=False, timeout=EXECUTE_TIMEOUT)
-    took = -clock.remaining(started)
-    log.info("CustomData ran for %.1fs, exit code %d", took, res.rc)
+    log.info("CustomData ran for %.1fs, exit code %d", time.monotonic() - started, res.rc)
     ctx.mark("customdata")

@@ -9,7 +9,6 @@ the private key when that exists) instead of failing; its fingerprint is logged.
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 import os
 
@@ -47,13 +46,8 @@ def regenerate(ctx: Ctx) -> None:
     ssh_dir = ctx.config.ssh_dir
     private = os.path.join(ssh_dir, f"ssh_host_{'rsa' if kind == 'auto' else kind}_key")
     if ctx.config.regenerate_ssh_host_key_pair and not ctx.done("hostkeys"):
-        try:
-            names = sorted(os.listdir(ctx.system.path(ssh_dir)))
-        except OSError as e:
-            raise _fail(f"cannot list {ssh_dir}: {e.strerror}") from None
-        for name in names:
-            path = os.path.join(ssh_dir, name)
-            if fnmatch.fnmatch(name, "ssh_host_*key*") and ctx.system.kind(path) == "file":
+        for path in ctx.system.glob(os.path.join(ssh_dir, "ssh_host_*key*")):
+            if ctx.system.kind(path) == "file":
                 ctx.system.remove(path)
         _generate(ctx, kind, private)
         ctx.mark("hostkeys")

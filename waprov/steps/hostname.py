@@ -11,10 +11,8 @@ name that is not a valid host name is refused.
 from __future__ import annotations
 
 import logging
-import os
 import re
 import socket
-import stat
 from typing import Callable, List, Optional, Sequence, Tuple
 
 from waprov.errors import CommandNotFound, HostError, ProvisionError
@@ -67,17 +65,11 @@ def publish_hostname(ctx: Ctx) -> None:
         if raw is None:
             continue
         new = dhclient_edit(raw.decode("utf-8", "replace"), name)
-        if new is not None:
-            ctx.system.write(path, new, _mode_of(ctx, path))
+        kept = ctx.system.mode_owner(path)
+        if new is not None and kept is not None:
+            ctx.system.write(path, new, *kept)
     ctx.system.write(ctx.lib("published_hostname"), name, 0o644)
     reannounce(ctx)
-
-
-def _mode_of(ctx: Ctx, path: str) -> int:
-    try:
-        return stat.S_IMODE(os.stat(ctx.system.path(path)).st_mode)
-    except OSError:
-        return 0o644
 
 
 def primary_interface(route_text: str, addresses: Sequence[Tuple[str, bool]]) -> Tuple[Optional[str], bool]:

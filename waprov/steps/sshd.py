@@ -13,7 +13,6 @@ import logging
 import os
 import re
 import shutil
-import stat
 from typing import List, Optional, Tuple
 
 from waprov.errors import HostError, ProvisionError
@@ -65,7 +64,7 @@ def edited_config(text: str, pairs: List[Tuple[str, str]]) -> str:
 
 
 def _sshd() -> Optional[str]:
-    return shutil.which("sshd") or (os.path.exists("/usr/sbin/sshd") and "/usr/sbin/sshd") or None
+    return shutil.which("sshd", path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
 
 
 def _sshd_ok(ctx: Ctx, sshd: str) -> Tuple[bool, str]:
@@ -108,7 +107,7 @@ def configure_sshd(ctx: Ctx) -> None:
         if raw is None:
             raise _fail(f"{main} does not exist")
         new = edited_config(raw.decode("utf-8", "surrogateescape"), pairs).encode("utf-8", "surrogateescape")
-        mode = stat.S_IMODE(os.stat(ctx.system.path(main)).st_mode)
+        mode = (ctx.system.mode_owner(main) or (0o644, None))[0]
     old = ctx.system.read(path)
     ctx.system.write(path, new, mode)
     if sshd and valid_before:

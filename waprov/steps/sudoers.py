@@ -39,11 +39,12 @@ def configure_sudoers(ctx: Ctx) -> None:
     if ctx.system.kind(directory) == "absent":
         main = os.path.normpath(os.path.join(directory, "..", "sudoers"))
         include = f"#includedir {directory}"
-        raw = ctx.system.read(main)
-        text = (raw or b"").decode("utf-8", "surrogateescape")
+        text = (ctx.system.read(main) or b"").decode("utf-8", "surrogateescape")
         if include not in text.split("\n"):
-            mode = os.stat(ctx.system.path(main)).st_mode & 0o7777 if raw is not None else 0o440
-            ctx.system.write(main, (text + "\n" + include + "\n").encode("utf-8", "surrogateescape"), mode)
+            mode, owner = ctx.system.mode_owner(main) or (0o440, None)
+            ctx.system.write(
+                main, (text + "\n" + include + "\n").encode("utf-8", "surrogateescape"), mode, owner
+            )
         ctx.system.makedirs(directory, 0o755)
     path = os.path.join(directory, "waagent")
     text = (ctx.system.read(path) or b"").decode("utf-8", "surrogateescape")

@@ -11,10 +11,8 @@ is not touched (a rerun leaves the same bytes). Without a password: `passwd -l`.
 from __future__ import annotations
 
 import logging
-import os
 import re
 import secrets
-import stat
 import string
 import sys
 import warnings
@@ -99,19 +97,11 @@ def hash_password(password: str, crypt_id: str, salt_len: int) -> str:
     return result
 
 
-def shadow_hash(ctx: Ctx, name: str) -> Optional[str]:
-    raw = ctx.system.read(SHADOW) or b""
-    for line in raw.decode("utf-8", "replace").split("\n"):
-        parts = line.split(":")
-        if len(parts) > 1 and parts[0] == name:
-            return parts[1]
-    return None
-
-
 def set_password(ctx: Ctx) -> None:
     name = ctx.data.username
     password = ctx.data.password
-    current = shadow_hash(ctx, name)
+    fields = ctx.entry(SHADOW, name)
+    current = fields[1] if fields else None
     if password is None:
         if current is not None and current.startswith("!"):
             log.info("The password of %s is locked already", name)
@@ -133,8 +123,8 @@ def delete_root_password(ctx: Ctx) -> None:
     if not ctx.config.delete_root_password:
         return
     path = ctx.config.password_path
-    raw = ctx.system.read(path)
-    if raw is None:
+    raw, kept = ctx.system.read(path), ctx.system.mode_owner(path)
+    if raw is None or kept is None:
         raise ProvisionError(
             "failed to delete root password",
             "rootpw",
@@ -143,8 +133,4 @@ def delete_root_password(ctx: Ctx) -> None:
     lines = [
         line for line in raw.decode("utf-8", "surrogateescape").split("\n") if not line.startswith("root:")
     ]
-    text = "\n".join([ROOT_LOCK, *lines])
-    st = os.stat(ctx.system.path(path))
-    ctx.system.write(
-        path, text.encode("utf-8", "surrogateescape"), stat.S_IMODE(st.st_mode), (st.st_uid, st.st_gid)
-    )
+    ctx.system.write(path, "\n".join([ROOT_LOCK, *lines]).encode("utf-8", "surrogateescape"), *kept)
