@@ -32,5 +32,9 @@ class ScriptedRunner:
             raise FileNotFoundError(argv[0])
         return handler(argv, data)
 
+    def which(self, name: str) -> Optional[str]:
+        """System's `which`: the commands with a handler are the installed ones."""
+        return f"/usr/bin/{name}" if name in self.handlers else None
+
     def names(self) -> List[str]:
         return [os.path.basename(c[0]) for c in self.calls]

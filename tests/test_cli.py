@@ -77,9 +77,9 @@ def test_help_lists_only_commands_that_work() -> None:
     assert p.returncode == 0
     listed = set(re.findall(r"^  (-[a-z-]+)", p.stdout, re.M))
     flags = {"-configuration-path", "-verbose", "--dry-run"}
-    assert listed == {"-help", "-version", "-show-configuration", "-provision", *flags}
-    # -provision changes the host: it runs only in sandboxes (test_provision_sandbox.py)
-    for word in listed - flags - {"-provision"}:
+    host_changing = {"-provision", "-resourcedisk"}  # run in sandboxes only (test_*_sandbox.py)
+    assert listed == {"-help", "-version", "-show-configuration", *host_changing, *flags}
+    for word in listed - flags - host_changing:
         assert run_waprov([word]).returncode == 0, word
     assert run_waprov(["-verbose", "-version"]).returncode == 0
 

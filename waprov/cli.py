@@ -22,12 +22,16 @@ PROG = "waprov"
 USAGE = """\
 usage: waprov [-verbose] [-configuration-path:<path>] -help|-version|-show-configuration
        waprov [-verbose] [-configuration-path:<path>] -provision [--dry-run]
+       waprov [-verbose] [-configuration-path:<path>] -resourcedisk [--dry-run]
 
   -help                        print this help
   -version                     print waprov's version, the distribution and Python's version
   -show-configuration          print every waagent.conf key with its value, sorted
   -provision                   provision this VM once (ovf-env.xml/IMDS, wireserver reports)
-  --dry-run                    with -provision: print the plan, change nothing, send nothing
+  -resourcedisk                format and mount the resource disk, enable its swapfile
+                               (every boot; ResourceDisk.* settings)
+  --dry-run                    with -provision or -resourcedisk: print the plan, change
+                               nothing, send nothing
   -configuration-path:<path>   read <path> instead of /etc/waagent.conf
                                (then /usr/share/waprov/waagent.conf, then built-in defaults)
   -verbose                     log debug messages (also Logs.Verbose=y)
@@ -38,7 +42,8 @@ Arguments may be written -x, --x or /x. Exit codes: 0 success, 1 the operation f
 # Words in the order WALinuxAgent checks them; each is a command or a flag. An argument
 # matches a word when, after any leading '-' and '/', it starts with the word.
 _FLAGS = ("verbose", "force", "dry-run")
-_ORDER = ("version", "verbose", "force", "dry-run", "show-configuration", "provision", "help", "usage", "?")
+_ORDER = ("version", "verbose", "force", "dry-run", "show-configuration", "provision", "resourcedisk", "help",
+          "usage", "?")  # fmt: skip
 _CONF = "configuration-path:"
 
 
@@ -130,8 +135,17 @@ def cmd_provision(args: Args) -> int:
     return main(args.conf_path, args.dry_run, args.verbose, os.environ)
 
 
+def cmd_resourcedisk(args: Args) -> int:
+    import os
+
+    from waprov.resourcedisk import main
+
+    return main(args.conf_path, args.dry_run, args.verbose, os.environ)
+
+
 COMMANDS: Dict[str, Callable[[Args], int]] = {
     "provision": cmd_provision,
+    "resourcedisk": cmd_resourcedisk,
     "version": cmd_version,
     "help": cmd_help,
     "show-configuration": cmd_show_configuration,

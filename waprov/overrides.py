@@ -4,7 +4,8 @@ None is needed in production. `WAPROV_WIRESERVER=host[:port]` skips endpoint dis
 `WAPROV_IMDS=<base url>` replaces http://169.254.169.254, `WAPROV_OVF_DIR=<dir>` is read
 instead of the provisioning DVD, `WAPROV_VM_ID=<uuid>` replaces the SMBIOS UUID and
 `WAPROV_RETRY_SCALE=<factor>` multiplies every retry delay, timeout and deadline;
-`WAPROV_CRASH_AFTER=<step>` (tests only) makes `-provision` kill itself after that step.
+`WAPROV_CRASH_AFTER=<step>` (tests only) makes `-provision` kill itself after that step;
+`WAPROV_RESOURCE_DISK=<block device>` makes `-resourcedisk` use that device (no discovery).
 A malformed value is a UsageError that names the variable.
 """
 
@@ -30,6 +31,7 @@ class Overrides:
     vm_id: Optional[str] = None
     retry_scale: float = 1.0
     crash_after: Optional[str] = None  # tests: SIGKILL after this step (provision.STEP_NAMES)
+    resource_disk: Optional[str] = None  # the resource disk's device, discovery skipped
 
 
 def bad_override(name: str, value: str, reason: str) -> UsageError:
@@ -71,4 +73,7 @@ def overrides_from_env(environ: Mapping[str, str]) -> Overrides:
             scale = -1.0
         if not (math.isfinite(scale) and scale > 0):
             raise bad_override("WAPROV_RETRY_SCALE", raw_scale, "expected a positive number such as 0.01")
-    return Overrides(wireserver, imds, ovf_dir, vm_id, scale, get("WAPROV_CRASH_AFTER"))
+    disk = get("WAPROV_RESOURCE_DISK")
+    if disk is not None and not disk.startswith("/dev/"):
+        raise bad_override("WAPROV_RESOURCE_DISK", disk, "expected a block device such as /dev/loop0")
+    return Overrides(wireserver, imds, ovf_dir, vm_id, scale, get("WAPROV_CRASH_AFTER"), disk)

@@ -28,6 +28,7 @@ from waprov.log import Redactor
 Owner = Tuple[int, int]
 # (argv, stdin, timeout) -> (rc, stdout, stderr): the edge a scripted fake replaces in tests
 Runner = Callable[[List[str], Optional[bytes], float], Tuple[int, bytes, bytes]]
+Which = Callable[[str], Optional[str]]  # shutil.which, or a fake's list of installed commands
 log = logging.getLogger("waprov")
 
 DEFAULT_TIMEOUT = 300.0
@@ -44,6 +45,22 @@ class Action:
     def __str__(self) -> str:
         detail = f"  ({self.detail})" if self.detail else ""
         return f"{self.kind:<6} {self.target}{detail}"
+
+
+@dataclass(frozen=True)
+class Mount:
+    """One line of the mount table."""
+
+    device: str
+    mountpoint: str
+    fstype: str
+    opts: str
+
+
+def _psutil_mounts() -> List[Mount]:
+    import psutil
+
+    return [Mount(p.device, p.mountpoint, p.fstype, p.opts) for p in psutil.disk_partitions(all=True)]
 
 
 @dataclass(frozen=True)
@@ -82,9 +99,13 @@ class System:
         redactor: Optional[Redactor] = None,
         env: Optional[Dict[str, str]] = None,
         runner: Optional[Runner] = None,
+        which: Which = shutil.which,
+        mounts: Callable[[], List[Mount]] = _psutil_mounts,
     ) -> None:
         self.dry_run = dry_run
         self.runner = runner or _subprocess_runner(env)
+        self._which = which
+        self._mounts = mounts
         self.root = root
         self.redactor = redactor or Redactor()
         self.env = env
@@ -173,6 +194,27 @@ class System:
         except OSError as e:
             raise HostError(f"cannot inspect {path}: {e.strerror}") from None
         return stat.S_IMODE(st.st_mode), (st.st_uid, st.st_gid)
+
+    def size(self, path: str) -> Optional[int]:
+        """The size of a regular file (not followed through a final symlink), None when
+        absent; HostError when it is something else."""
+        kind = self._kind(path)
+        if kind == "absent":
+            return None
+        if kind != "file":
+            raise HostError(f"{path} is not a regular file")
+        try:
+            return os.lstat(self.path(path)).st_size
+        except OSError as e:
+            raise HostError(f"cannot inspect {path}: {e.strerror}") from None
+
+    def has_command(self, name: str) -> bool:
+        """Whether `name` is an installed command (on PATH)."""
+        return self._which(name) is not None
+
+    def mounts(self) -> List[Mount]:
+        """The mount table of this mount namespace, as it is now (psutil)."""
+        return self._mounts()
 
     def note(self, kind: str, target: str, detail: str = "") -> None:
         """Record a change made outside the host (a health report) in the plan."""
@@ -390,6 +432,21 @@ class System:
             self._record("chown", path, "owner {}:{}".format(*owner))
             if not self.dry_run:
                 self._set_mode_owner(path, None, owner)
+
+    def chmod(self, path: str, mode: int) -> None:
+        """Set the permission bits of an existing file or directory (never through a
+        final symlink); recorded only when they change."""
+        kind = self._kind(path)
+        if kind in ("absent", "link"):
+            what = "a symbolic link" if kind == "link" else "missing"
+            raise HostError(f"cannot change the mode of {path}: it is {what}")
+        if path in self._planned:  # created earlier in this dry run, with its mode
+            return
+        if stat.S_IMODE(os.lstat(self.path(path)).st_mode) == mode:
+            return
+        self._record("chmod", path, f"mode {mode:04o}")
+        if not self.dry_run:
+            self._set_mode_owner(path, mode, None)
 
     def _set_mode_owner(self, path: str, mode: Optional[int], owner: Optional[Owner]) -> None:
         real = self.path(path)
