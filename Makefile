@@ -3,8 +3,11 @@ SHELL := /bin/bash
 PYTHON ?= /usr/bin/python3
 VENV := .venv
 VPY := $(VENV)/bin/python
-# Debian packages the tests use (installed only when missing).
-APT_TEST := python3-venv util-linux mount passwd login sudo openssh-server openssh-client iproute2 procps
+# Debian packages the tests use (installed only when missing). python3-distro and
+# python3-pkg-resources: what WALinuxAgent's code (unpacked, not installed) imports.
+APT_TEST := python3-venv util-linux mount passwd login sudo openssh-server openssh-client iproute2 procps \
+	parted fdisk e2fsprogs xfsprogs python3-distro python3-pkg-resources
+WAAGENT := .cache/waagent
 
 .PHONY: all demo test lint unit bench deps venv clean
 
@@ -12,6 +15,7 @@ all: test
 
 deps:
 	@sh tools/install-deps $(APT_TEST)
+	@sh tools/fetch-waagent $(WAAGENT)
 
 $(VENV)/.stamp: setup.py pyproject.toml requirements-test.txt | deps
 	rm -rf $(VENV)
@@ -38,6 +42,7 @@ bench: venv
 	$(VPY) tools/bench.py
 	$(VPY) tools/bench_fabric.py
 	$(VPY) tools/bench_provision.py
+	$(VPY) tools/bench_resourcedisk.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) .cache build *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -17,6 +17,7 @@ import os
 import stat
 import subprocess
 import sys
+import time
 from typing import Any, Dict, List
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -138,10 +139,13 @@ def main(spec_path: str, result_path: str) -> int:
                 f"-configuration-path:{CONF}",
                 *run.get("args", ["-resourcedisk"]),
             ]
+            started = time.monotonic()
             proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120, check=False)
+            seconds = time.monotonic() - started
             result["runs"].append(
-                {"rc": proc.returncode, "stdout": proc.stdout, "stderr": proc.stderr, "state": state(device)}
-            )
+                {"rc": proc.returncode, "stdout": proc.stdout, "stderr": proc.stderr, "state": state(device),
+                 "seconds": seconds}
+            )  # fmt: skip
         if spec.get("ga"):
             env = {**os.environ, "PYTHONPATH": WA_DIR}
             argv = ["/usr/bin/python3", "-c", GA_SCRIPT, CONF]

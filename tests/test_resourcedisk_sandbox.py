@@ -7,11 +7,13 @@ inside a sandbox (tests/inside_disk.py) and asserts on the disk's state after ea
 
 from __future__ import annotations
 
+import os
 import subprocess
 from typing import Any, Dict, List, Tuple
 
 import pytest
 
+from tests.inside_disk import WA_DIR
 from tests.loopdisk import disk_scenario, loop_disk
 
 MP = "/mnt/resource"
@@ -217,6 +219,7 @@ def test_vmbus_scan_finds_the_disk_and_the_guest_agent_then_finds_nothing_to_do(
 ) -> None:
     """WALinuxAgent's own resource-disk handler (Debian 12's waagent 2.7.3, unpacked by
     `make`) runs after waprov against the same fake vmbus tree and configuration."""
+    assert os.path.isdir(WA_DIR), "WALinuxAgent is not unpacked: run `make test` (tools/fetch-waagent)"
     r = disk(tmp_path, [{"conf": conf(swap_mb=16), "override": False}], vmbus=gen, ga=True)
     state = ok(r["runs"][0])
     assert "found by the vmbus scan" in r["runs"][0]["stderr"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from typing import Mapping, Optional
 
 from waprov.config import Config
@@ -68,10 +69,16 @@ def main(conf_path: Optional[str], dry_run: bool, verbose: bool, environ: Mappin
     overrides = overrides_from_env(environ)
     redactor = setup_logging(verbose or config.logs_verbose, None if dry_run else LOG_FILE)
     system = System(dry_run=dry_run, redactor=redactor)
+    started = time.monotonic()
     try:
         rc = run(system, config, overrides, Clock(overrides.retry_scale))
     except HostError as e:
         raise HostError(f"Failed to set up the resource disk: {e}") from None
+    log.info(
+        "Resource disk pass done (%.3fs, of which %.3fs in commands)",
+        time.monotonic() - started,
+        system.command_seconds,
+    )
     if dry_run:
         print("Plan (dry run: nothing was changed):")
         print(system.plan())
