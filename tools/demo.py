@@ -3,7 +3,8 @@
 Runs the real launcher on the shipped waagent.conf and on a deliberately tricky one, and
 shows the one-line error for a bad file; then `demo_fabric.py` shows the fabric exchange
 (OVF, IMDS, wireserver, certificates, health reports) against the fake fabric, and
-`demo_provision.py` runs a full `waprov -provision` in a sandbox.
+`demo_provision.py` runs a full `waprov -provision` in a sandbox, and
+`demo_resourcedisk.py` runs `waprov -resourcedisk` on a loop device in a sandbox.
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ def main() -> None:
     show("an unknown argument", ["-frobnicate"])
     subprocess.run([sys.executable, os.path.join(ROOT, "tools", "demo_fabric.py")], check=True)
     subprocess.run([sys.executable, os.path.join(ROOT, "tools", "demo_provision.py")], check=True)
+    subprocess.run([sys.executable, os.path.join(ROOT, "tools", "demo_resourcedisk.py")], check=True)
 
 
 if __name__ == "__main__":
