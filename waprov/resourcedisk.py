@@ -19,7 +19,7 @@ from waprov.disks import find_resource_disk
 from waprov.errors import HostError
 from waprov.overrides import Overrides
 from waprov.steps.resourcedisk import check_settings, mount, write_warning
-from waprov.steps.swap import check_swap_settings, enable_swap
+from waprov.steps.swap import enable_swap
 from waprov.system import System
 from waprov.timing import Clock
 
@@ -54,7 +54,6 @@ def run(system: System, config: Config, overrides: Overrides, clock: Clock) -> i
     mounted = mount(system, config, clock, disk.device)
     write_warning(system, mounted)
     if config.resource_disk_enable_swap:
-        check_swap_settings(config)
         enable_swap(system, config, mounted)
     return 0
 

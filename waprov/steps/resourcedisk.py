@@ -19,7 +19,7 @@ from typing import List, Optional, Tuple
 from waprov.config import Config
 from waprov.disks import mounts_of, partition
 from waprov.errors import ConfigError, HostError
-from waprov.system import System
+from waprov.system import Result, System
 from waprov.timing import Clock
 
 log = logging.getLogger("waprov")
@@ -44,8 +44,12 @@ class Mounted:
     """Where the resource disk is mounted; `planned`: only in a dry run's plan."""
 
     mount_point: str
-    device: str
     planned: bool = False
+
+
+def _said(res: Result) -> str:
+    """The last lines a failed command printed, on one line."""
+    return " | ".join((res.stderr or res.stdout).strip().splitlines()[-3:]) or f"exit code {res.rc}"
 
 
 def check_settings(system: System, config: Config) -> None:
@@ -88,8 +92,7 @@ def read_table(system: System, device: str) -> Tuple[str, List[int]]:
         elif fields[0].isdigit():
             numbers.append(int(fields[0]))
     if label is None:
-        said = " | ".join(res.stderr.strip().splitlines()[-3:]) or f"parted exit code {res.rc}"
-        raise HostError(f"cannot read the partition table of {device}: {said}")
+        raise HostError(f"cannot read the partition table of {device}: {_said(res)}")
     return label, numbers
 
 
@@ -145,7 +148,7 @@ def mount(system: System, config: Config, clock: Clock, device: str) -> Mounted:
         if here.mountpoint == "/":
             raise HostError(f"{device} holds the root filesystem: it is not a resource disk")
         log.info("Resource disk [%s] is already mounted [%s]", here.device, here.mountpoint)
-        return Mounted(here.mountpoint, here.device)
+        return Mounted(here.mountpoint)
     system.makedirs(mp, 0o755)
     fs = config.resource_disk_filesystem
     formatted = prepare(system, config, device)
@@ -157,7 +160,7 @@ def mount(system: System, config: Config, clock: Clock, device: str) -> Mounted:
     if res.rc == ALREADY_MOUNTED and "is already mounted" in res.stderr + res.stdout:
         log.warning("Could not mount resource disk: %s", res.stderr.strip())
     elif res.rc != 0:
-        said = " | ".join((res.stderr or res.stdout).strip().splitlines()[-3:])
+        said = _said(res)
         found = _fs_type(system, part)
         if formatted or found == fs:
             what = "just formatted" if formatted else f"holds {fs}, not reformatted"
@@ -167,12 +170,11 @@ def mount(system: System, config: Config, clock: Clock, device: str) -> Mounted:
         system.run(mkfs_argv(fs, part))
         res = system.run(mount_argv(config, part, mp), check=False)
         if res.rc != 0:
-            said = " | ".join((res.stderr or res.stdout).strip().splitlines()[-3:])
-            raise HostError(f"cannot mount {part} on {mp} after formatting it: {said}")
+            raise HostError(f"cannot mount {part} on {mp} after formatting it: {_said(res)}")
     if not system.dry_run and not any(m.mountpoint == mp for m in mounts_of(system, device)):
         raise HostError(f"{part} is not mounted on {mp} after mount succeeded")
     log.info("Resource disk %s is mounted at %s with %s", device, mp, fs)
-    return Mounted(mp, part, planned=system.dry_run)
+    return Mounted(mp, planned=system.dry_run)
 
 
 def write_warning(system: System, mounted: Mounted) -> None:
