@@ -423,11 +423,8 @@ class System:
             )
         if path in self._planned:  # created earlier in this dry run, with its mode
             return
+        self.chmod(path, mode)
         st = os.lstat(self.path(path))
-        if stat.S_IMODE(st.st_mode) != mode:
-            self._record("chmod", path, f"mode {mode:04o}")
-            if not self.dry_run:
-                self._set_mode_owner(path, mode, None)
         if owner is not None and (st.st_uid, st.st_gid) != owner:
             self._record("chown", path, "owner {}:{}".format(*owner))
             if not self.dry_run:

@@ -16,7 +16,6 @@ import base64
 import binascii
 import logging
 import os
-import shutil
 import struct
 from typing import Optional, Set, Tuple
 
@@ -95,7 +94,7 @@ def _owner(acct: Optional[Account]) -> Optional[Tuple[int, int]]:
 
 
 def _label(ctx: Ctx, *paths: str) -> None:
-    if not shutil.which("getenforce"):
+    if not ctx.system.has_command("getenforce"):
         return
     for p in paths:
         try:

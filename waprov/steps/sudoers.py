@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 
 from waprov.errors import HostError, ProvisionError
 from waprov.steps import Ctx
@@ -50,7 +49,7 @@ def configure_sudoers(ctx: Ctx) -> None:
     text = (ctx.system.read(path) or b"").decode("utf-8", "surrogateescape")
     new = with_line(text, sudoers_line(ctx.data.username, ctx.data.password is None))
     check = os.path.join(ctx.state_dir, "sudoers.check")
-    if new != text and shutil.which("visudo"):
+    if new != text and ctx.system.has_command("visudo"):
         ctx.system.makedirs(ctx.state_dir, 0o700)
         ctx.system.write(check, new.encode("utf-8", "surrogateescape"), 0o440)
         try:
