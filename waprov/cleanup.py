@@ -38,7 +38,7 @@ HANDLER_STATE_GLOBS = ("status/*.status", "config/*.settings", "config/HandlerSt
 GA_DROPINS = ("10-Slice.conf", "11-CPUAccounting.conf", "12-CPUQuota.conf", "13-MemoryAccounting.conf")
 
 
-def _empty_dir(system: System, directory: str) -> None:
+def empty_dir(system: System, directory: str) -> None:
     for path in system.glob(os.path.join(directory, "*")) + system.glob(os.path.join(directory, ".*")):
         system.remove(path, recursive=True)
 
@@ -46,7 +46,7 @@ def _empty_dir(system: System, directory: str) -> None:
 def remove_dhcp_leases(system: System) -> None:
     for directory in LEASE_DIRS:
         if system.kind(directory) == "dir":
-            _empty_dir(system, directory)
+            empty_dir(system, directory)
     for pattern in LEASE_GLOBS:
         for path in system.glob(pattern):
             system.remove(path, recursive=True)

@@ -23,6 +23,7 @@ USAGE = """\
 usage: waprov [-verbose] [-configuration-path:<path>] -help|-version|-show-configuration
        waprov [-verbose] [-configuration-path:<path>] -provision [--dry-run]
        waprov [-verbose] [-configuration-path:<path>] -resourcedisk [--dry-run]
+       waprov [-verbose] [-configuration-path:<path>] -deprovision[+user] [-force] [--dry-run]
 
   -help                        print this help
   -version                     print waprov's version, the distribution and Python's version
@@ -30,8 +31,12 @@ usage: waprov [-verbose] [-configuration-path:<path>] -help|-version|-show-confi
   -provision                   provision this VM once (ovf-env.xml/IMDS, wireserver reports)
   -resourcedisk                format and mount the resource disk, enable its swapfile
                                (every boot; ResourceDisk.* settings)
-  --dry-run                    with -provision or -resourcedisk: print the plan, change
-                               nothing, send nothing
+  -deprovision                 remove this VM's identity before capturing an image (WA's
+                               list: leases, host name, lib dir, resolv.conf, ...); asks first
+  -deprovision+user            the same, and delete the provisioned user and its home
+  -force                       with -deprovision: do not ask
+  --dry-run                    with -provision, -resourcedisk or -deprovision: print the plan,
+                               change nothing, send nothing
   -configuration-path:<path>   read <path> instead of /etc/waagent.conf
                                (then /usr/share/waprov/waagent.conf, then built-in defaults)
   -verbose                     log debug messages (also Logs.Verbose=y)
@@ -42,8 +47,8 @@ Arguments may be written -x, --x or /x. Exit codes: 0 success, 1 the operation f
 # Words in the order WALinuxAgent checks them; each is a command or a flag. An argument
 # matches a word when, after any leading '-' and '/', it starts with the word.
 _FLAGS = ("verbose", "force", "dry-run")
-_ORDER = ("version", "verbose", "force", "dry-run", "show-configuration", "provision", "resourcedisk", "help",
-          "usage", "?")  # fmt: skip
+_ORDER = ("deprovision+user", "deprovision", "version", "verbose", "force", "dry-run", "show-configuration",
+          "provision", "resourcedisk", "help", "usage", "?")  # fmt: skip
 _CONF = "configuration-path:"
 
 
@@ -143,7 +148,18 @@ def cmd_resourcedisk(args: Args) -> int:
     return main(args.conf_path, args.dry_run, args.verbose, os.environ)
 
 
+def cmd_deprovision(args: Args) -> int:
+    import os
+
+    from waprov.deprovision import main
+
+    deluser = args.command == "deprovision+user"
+    return main(args.conf_path, deluser, args.force, args.dry_run, args.verbose, os.environ)
+
+
 COMMANDS: Dict[str, Callable[[Args], int]] = {
+    "deprovision": cmd_deprovision,
+    "deprovision+user": cmd_deprovision,
     "provision": cmd_provision,
     "resourcedisk": cmd_resourcedisk,
     "version": cmd_version,

@@ -20,6 +20,7 @@ from waprov.steps import Ctx
 
 log = logging.getLogger("waprov")
 FLATCAR_DROPIN = "80-flatcar-walinuxagent.conf"
+DROPIN_MARK = "sshd-dropin"  # the journal entry saying waprov wrote FLATCAR_DROPIN
 
 
 def set_ssh_config(lines: List[str], name: str, value: str) -> List[str]:
@@ -120,6 +121,8 @@ def configure_sshd(ctx: Ctx) -> None:
             raise _fail(f"sshd -t rejects the edited {path} ({why}); the previous file is restored")
     elif sshd:
         log.warning("sshd -t already failed before the edit; %s written without a check", path)
+    if path != main:  # -deprovision removes the Flatcar drop-in only when waprov wrote it
+        ctx.mark(DROPIN_MARK)
     word = "Disabled" if ctx.data.disable_ssh_password_auth else "Enabled"
     log.info("%s SSH password-based authentication methods.", word)
     log.info("Configured SSH client probing to keep connections alive.")

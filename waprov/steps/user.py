@@ -18,8 +18,9 @@ import sys
 import warnings
 from typing import Callable, Optional
 
-from waprov.errors import ProvisionError
+from waprov.errors import HostError, ProvisionError
 from waprov.steps import Account, Ctx
+from waprov.system import System
 
 log = logging.getLogger("waprov")
 _USERNAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$")
@@ -122,15 +123,18 @@ def delete_root_password(ctx: Ctx) -> None:
     line dropped; written atomically with the file's mode and owner."""
     if not ctx.config.delete_root_password:
         return
-    path = ctx.config.password_path
-    raw, kept = ctx.system.read(path), ctx.system.mode_owner(path)
+    try:
+        lock_root_password(ctx.system, ctx.config.password_path)
+    except HostError as e:
+        raise ProvisionError("failed to delete root password", "rootpw", str(e)) from None
+
+
+def lock_root_password(system: System, path: str) -> None:
+    """WA's `del_root_password` (also used by -deprovision); HostError when `path` is missing."""
+    raw, kept = system.read(path), system.mode_owner(path)
     if raw is None or kept is None:
-        raise ProvisionError(
-            "failed to delete root password",
-            "rootpw",
-            f"Failed to delete root password: {path} does not exist",
-        )
+        raise HostError(f"Failed to delete root password: {path} does not exist")
     lines = [
         line for line in raw.decode("utf-8", "surrogateescape").split("\n") if not line.startswith("root:")
     ]
-    ctx.system.write(path, "\n".join([ROOT_LOCK, *lines]).encode("utf-8", "surrogateescape"), *kept)
+    system.write(path, "\n".join([ROOT_LOCK, *lines]).encode("utf-8", "surrogateescape"), *kept)

@@ -1,0 +1,162 @@
+"""-deprovision's plan (WA §7.2) on a root-prefixed tree with scripted commands.
+
+The dry run and the real run execute the same actions: a dry run on one copy of the tree
+and a real run on another must record the same actions, and the real run must leave
+exactly the expected files. Refusals happen before anything is touched.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from typing import Any, Dict, List
+
+import pytest
+
+from tests.fakerunner import ScriptedRunner, ok
+from tests.provisioning import ovf
+from waprov.config import Config
+from waprov.deprovision import apply, build, confirm
+from waprov.distro import Distro
+from waprov.errors import ConfigError
+from waprov.system import System
+
+DEBIAN = Distro("debian", "12")
+FLATCAR = Distro("flatcar", "3815.2.0", flatcar=True)
+UBUNTU = Distro("ubuntu", "22.04", ubuntu=True)
+TREE = {
+    "/etc/hostname": "vm1",
+    "/etc/resolv.conf": "nameserver 168.63.129.16\n",
+    "/etc/machine-id": "abc\n",
+    "/etc/dhcp/dhclient.conf": 'send host-name "vm1";\n',
+    "/etc/sudoers.d/waagent": "azureuser ALL=(ALL) ALL\nazureuser2 ALL=(ALL) ALL\n",
+    "/etc/ssh/ssh_host_rsa_key": "k",
+    "/etc/ssh/ssh_host_rsa_key.pub": "k",
+    "/etc/ssh/sshd_config": "PasswordAuthentication no\n",
+    "/var/lib/waagent/provisioned": "id",
+    "/var/lib/waagent/ovf-env.xml": ovf(),
+    "/var/lib/waagent/Microsoft.Foo-1.0/status/1.status": "{}",
+    "/var/log/azure/ext.log": "x",
+    "/var/lib/dhcp/dhclient.leases": "lease",
+    "/var/lib/waprov/provisioned": "id",
+    "/var/lib/waprov/journal": "id sshd-dropin\n",
+    "/var/log/waprov.log": "log",
+    "/var/log/waagent.log": "log",
+    "/root/.bash_history": "ls",
+    "/home/azureuser/.ssh/authorized_keys": "ssh-ed25519 AAAA",
+    "/lib/systemd/system/waagent.service.d/10-Slice.conf": "x",
+    "/etc/ssh/sshd_config.d/80-flatcar-walinuxagent.conf": "PasswordAuthentication no\n",
+}
+
+
+def make_tree(root: str) -> None:
+    for path, text in TREE.items():
+        full = os.path.join(root, path.lstrip("/"))
+        os.makedirs(os.path.dirname(full), exist_ok=True)
+        with open(full, "w", encoding="utf-8") as f:
+            f.write(text)
+
+
+def files(root: str) -> List[str]:
+    found = []
+    for base, _, names in os.walk(root):
+        found += ["/" + os.path.relpath(os.path.join(base, n), root) for n in names]
+    return sorted(found)
+
+
+def run(tmp: str, distro: Distro, deluser: bool, dry_run: bool, **conf: Any) -> Dict[str, Any]:
+    make_tree(tmp)
+    runner = ScriptedRunner(hostname=ok, touch=ok, userdel=ok, systemctl=ok)
+    system = System(root=tmp, runner=runner, dry_run=dry_run)
+    plan = build(system, Config(**conf), distro, deluser)
+    failed = apply(system, plan)
+    return {"warnings": plan.warnings, "actions": [str(a) for a in system.actions], "calls": runner.calls,
+            "failed": failed, "files": files(tmp)}  # fmt: skip
+
+
+def test_deprovision_user_removes_wa_list_and_waprov_state_and_dry_run_is_the_same_plan(
+    tmp_path: Any,
+) -> None:
+    dry = run(str(tmp_path / "a"), DEBIAN, True, True)
+    real = run(str(tmp_path / "b"), DEBIAN, True, False)
+    assert dry["actions"] == real["actions"] and dry["warnings"] == real["warnings"]
+    assert dry["files"] == sorted(TREE)  # nothing changed by the dry run
+    assert real["warnings"] == [
+        "WARNING! The waagent service will be stopped.",
+        "WARNING! Cached DHCP leases will be deleted.",
+        "WARNING! /etc/resolv.conf will be deleted.",
+        "WARNING! azureuser account and entire home directory will be deleted.",
+    ]
+    assert [c[0] for c in real["calls"]] == ["hostname", "touch", "userdel"]
+    assert real["calls"][2] == ["userdel", "-f", "-r", "azureuser"]
+    gone = set(TREE) - set(real["files"])
+    assert gone == {
+        "/etc/resolv.conf", "/var/lib/waagent/provisioned", "/var/lib/waagent/ovf-env.xml",
+        "/var/lib/waagent/Microsoft.Foo-1.0/status/1.status", "/var/log/azure/ext.log",
+        "/var/lib/dhcp/dhclient.leases", "/var/lib/waprov/provisioned", "/var/lib/waprov/journal",
+        "/var/log/waprov.log", "/var/log/waagent.log", "/root/.bash_history",
+        "/lib/systemd/system/waagent.service.d/10-Slice.conf",
+        "/etc/ssh/sshd_config.d/80-flatcar-walinuxagent.conf",  # the journal says waprov wrote it
+    }  # fmt: skip
+    root = str(tmp_path / "b")
+    assert open(f"{root}/etc/hostname").read() == "localhost.localdomain"
+    assert open(f"{root}/etc/dhcp/dhclient.conf").read() == 'send host-name "localhost.localdomain";\n'
+    assert open(f"{root}/etc/sudoers.d/waagent").read() == "azureuser2 ALL=(ALL) ALL\n"
+    assert os.path.isdir(f"{root}/var/lib/waagent") and os.path.isdir(f"{root}/var/log/azure")
+
+
+def test_without_user_the_home_keys_and_sudoers_stay(tmp_path: Any) -> None:
+    real = run(str(tmp_path), DEBIAN, False, False)
+    assert "/home/azureuser/.ssh/authorized_keys" in real["files"]
+    assert "userdel" not in [c[0] for c in real["calls"]]
+    assert open(f"{tmp_path}/etc/sudoers.d/waagent").read() == TREE["/etc/sudoers.d/waagent"]
+
+
+def test_options_and_distro_variants(tmp_path: Any) -> None:
+    flat = run(str(tmp_path / "f"), FLATCAR, False, False, regenerate_ssh_host_key_pair=True,
+               delete_root_password=False)  # fmt: skip
+    assert flat["warnings"][-1] == "WARNING! /etc/machine-id will be removed."
+    assert "WARNING! All SSH host key pairs will be deleted." in flat["warnings"]
+    assert ["systemctl", "stop", "waagent"] in flat["calls"]
+    assert "/etc/machine-id" not in flat["files"] and "/etc/ssh/ssh_host_rsa_key" not in flat["files"]
+    ubu = run(str(tmp_path / "u"), UBUNTU, False, False)
+    kept = "WARNING! /etc/resolv.conf will NOT be removed, this is a behavior change to earlier versions of"
+    assert kept + " Ubuntu." in ubu["warnings"]
+    assert "/etc/resolv.conf" in ubu["files"]
+
+
+def test_missing_ovf_env_skips_the_user(tmp_path: Any) -> None:
+    make_tree(str(tmp_path))
+    os.unlink(tmp_path / "var/lib/waagent/ovf-env.xml")
+    system = System(root=str(tmp_path), runner=ScriptedRunner(hostname=ok), dry_run=True)
+    plan = build(system, Config(), DEBIAN, True)
+    assert plan.warnings[-2:] == ["WARNING! ovf-env.xml is not found.", "WARNING! Skip delete user."]
+
+
+@pytest.mark.parametrize(
+    "value", ["/", "/etc", "", "relative", "/var/lib", "/home/azureuser", "/usr/lib/waagent"]
+)
+def test_dangerous_directories_are_refused_before_anything(tmp_path: Any, value: str) -> None:
+    make_tree(str(tmp_path))
+    runner = ScriptedRunner()
+    system = System(root=str(tmp_path), runner=runner)
+    for config in (Config(lib_dir=value), Config(extension_log_dir=value)):
+        with pytest.raises(ConfigError, match="empties this directory"):
+            build(system, config, DEBIAN, True)
+    assert system.actions == [] and runner.calls == [] and files(str(tmp_path)) == sorted(TREE)
+
+
+def test_symlinked_lib_dir_to_root_is_refused(tmp_path: Any) -> None:
+    link = tmp_path / "lib"
+    os.symlink("/", link)
+    with pytest.raises(ConfigError, match="resolves to /"):
+        build(System(root=str(tmp_path)), Config(lib_dir=str(link)), DEBIAN, False)
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"), [("y\n", True), ("Yes\n", True), ("n\n", False), ("", False), ("\n", False)]
+)
+def test_confirmation(answer: str, expected: bool) -> None:
+    out = io.StringIO()
+    assert confirm(io.StringIO(answer), out) is expected
+    assert out.getvalue().startswith("Do you want to proceed (y/n)")
