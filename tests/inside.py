@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import signal
 import stat
 import subprocess
 import sys
@@ -172,19 +173,29 @@ def main(spec_path: str, result_path: str) -> int:
             run_env = dict(env, **run.get("env", {}))
             if run.get("crash_after"):
                 run_env["WAPROV_CRASH_AFTER"] = run["crash_after"]
+            for line in run.get("before", []):
+                subprocess.run(["bash", "-euo", "pipefail", "-c", line], check=True)
             started = time.monotonic()
-            p = subprocess.run(
-                [sys.executable, LAUNCHER, *run.get("args", ["-provision"])],
-                capture_output=True, text=True, env=run_env, timeout=300,
-            )  # fmt: skip
-            result["runs"].append(
-                {
-                    "rc": p.returncode,
-                    "stdout": p.stdout,
-                    "stderr": p.stderr,
-                    "seconds": time.monotonic() - started,
-                }
-            )
+            argv = [sys.executable, LAUNCHER, *run.get("args", ["-provision"])]
+            if run.get("sigint_after") is not None:  # SIGINT while it waits at a prompt
+                proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, text=True, env=run_env)  # fmt: skip
+                time.sleep(run["sigint_after"])
+                proc.send_signal(signal.SIGINT)
+                out, err = proc.communicate(timeout=60)
+                p = subprocess.CompletedProcess(argv, proc.returncode, out, err)
+            else:
+                stdin = run.get("stdin")  # None: stdin is /dev/null (closed for a prompt)
+                p = subprocess.run(
+                    argv, input=stdin if stdin is not None else None,
+                    stdin=subprocess.DEVNULL if stdin is None else None,
+                    capture_output=True, text=True, env=run_env, timeout=300,
+                )  # fmt: skip
+            entry = {"rc": p.returncode, "stdout": p.stdout, "stderr": p.stderr,
+                     "seconds": time.monotonic() - started}  # fmt: skip
+            if run.get("snapshot"):
+                entry["snapshot"] = snapshot(run["snapshot"])
+            result["runs"].append(entry)
         result["requests"] = [
             {"route": r.route, "path": r.path, "body": r.body.decode("utf-8", "replace")}
             for r in fabric.requests

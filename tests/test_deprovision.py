@@ -125,6 +125,24 @@ def test_options_and_distro_variants(tmp_path: Any) -> None:
     assert "/etc/resolv.conf" in ubu["files"]
 
 
+def test_ubuntu_before_18_04_with_resolvconf_deletes_its_tail_and_original(tmp_path: Any) -> None:
+    make_tree(str(tmp_path))
+    os.unlink(tmp_path / "etc/resolv.conf")
+    os.makedirs(tmp_path / "run/resolvconf")
+    (tmp_path / "run/resolvconf/resolv.conf").write_text("nameserver 1.1.1.1\n")
+    os.symlink("../run/resolvconf/resolv.conf", tmp_path / "etc/resolv.conf")
+    for name in ("tail", "original"):
+        os.makedirs(tmp_path / "etc/resolvconf/resolv.conf.d", exist_ok=True)
+        (tmp_path / "etc/resolvconf/resolv.conf.d" / name).write_text("x\n")
+    system = System(root=str(tmp_path), runner=ScriptedRunner(hostname=ok))
+    plan = build(system, Config(), Distro("ubuntu", "16.04", ubuntu=True), False)
+    apply(system, plan)
+    tail, original = "/etc/resolvconf/resolv.conf.d/tail", "/etc/resolvconf/resolv.conf.d/original"
+    assert f"WARNING! {tail} and {original} will be deleted." in plan.warnings
+    left = files(str(tmp_path))
+    assert tail not in left and original not in left and os.path.islink(tmp_path / "etc/resolv.conf")
+
+
 def test_missing_ovf_env_skips_the_user(tmp_path: Any) -> None:
     make_tree(str(tmp_path))
     os.unlink(tmp_path / "var/lib/waagent/ovf-env.xml")

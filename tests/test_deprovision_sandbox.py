@@ -1,0 +1,114 @@
+"""-deprovision for real: a full provisioning in a sandbox, then each deprovision form.
+
+The host after each run is compared with WA §7.2's list: files gone, files kept (the
+user's home without +user), commands run; the dry-run plan equals the actions the real
+run reports; then the next boot (a new VM id) provisions from scratch.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List
+
+from tests.provisioning import PASSWORD, ovf, scenario, user_key
+
+SNAP = ["/etc/passwd", "/etc/hostname", "/etc/sudoers.d", "/home", "/var/lib/waagent", "/var/lib/waprov",
+        "/var/log/waprov.log", "/etc/resolv.conf", "/var/log/azure"]  # fmt: skip
+NEW_VM = "11111111-2222-3333-4444-555555555555"
+
+
+def spec(tmp: str, runs: List[Dict[str, Any]], **extra: Any) -> Dict[str, Any]:
+    _, pub = user_key(tmp)
+    document = ovf(password=PASSWORD, keys=[("/home/azureuser/.ssh/authorized_keys", None, pub)])
+    setup = [
+        "echo 'nameserver 127.0.0.53' > /etc/resolv.conf",
+        "mkdir -p /var/log/azure && echo x > /var/log/azure/a.log",
+    ]
+    return {"ovf": document, "snapshot": [], "setup": setup, "runs": [{"snapshot": SNAP}, *runs], **extra}
+
+
+def names(run: Dict[str, Any]) -> set[str]:
+    return set(run["snapshot"])
+
+
+def users(run: Dict[str, Any]) -> List[str]:
+    import base64
+
+    passwd = base64.b64decode(run["snapshot"]["/etc/passwd"]["data"]).decode()
+    return [line.split(":")[0] for line in passwd.splitlines()]
+
+
+def plan_lines(stdout: str, header: str) -> List[str]:
+    lines = stdout.splitlines()
+    return lines[lines.index(header) + 1 :]
+
+
+def test_deprovision_user_after_provisioning_then_the_next_boot_provisions_again(tmp_path: Any) -> None:
+    runs: List[Dict[str, Any]] = [
+        {"args": ["-deprovision+user", "--dry-run"], "snapshot": SNAP},
+        {"args": ["-deprovision+user", "-force"], "snapshot": SNAP},
+        {"env": {"WAPROV_VM_ID": NEW_VM}, "snapshot": SNAP},
+    ]
+    r = scenario(str(tmp_path), spec(str(tmp_path), runs))
+    provisioned, dry, real, again = r["runs"]
+    assert provisioned["rc"] == 0, provisioned["stderr"]
+    assert dry["rc"] == 0 and real["rc"] == 0, real["stderr"]
+    assert dry["snapshot"] == provisioned["snapshot"]  # the dry run changed nothing
+    plan = plan_lines(dry["stdout"], "Plan (dry run: nothing was changed):")
+    done = plan_lines(real["stdout"], "Done:")
+    assert plan == done and plan  # one mechanism: the same actions
+    assert "WARNING! azureuser account and entire home directory will be deleted." in real["stdout"]
+    assert "azureuser" in users(provisioned) and "azureuser" not in users(real)
+    gone = names(provisioned) - names(real)
+    for path in ("/home/azureuser/.ssh/authorized_keys", "/var/lib/waagent/provisioned",
+                 "/var/lib/waagent/ovf-env.xml", "/var/lib/waprov/provisioned", "/var/log/waprov.log",
+                 "/etc/resolv.conf", "/var/log/azure/a.log"):  # fmt: skip
+        assert path in gone, path
+    assert {"/var/lib/waagent", "/var/log/azure"} <= names(real)  # emptied, kept
+    assert any("userdel -f -r azureuser" in line for line in done)
+    # the next boot of a new VM provisions from scratch
+    assert again["rc"] == 0, again["stderr"]
+    assert "azureuser" in users(again) and "/home/azureuser/.ssh/authorized_keys" in names(again)
+
+
+def test_deprovision_keeps_the_user_and_asks_first(tmp_path: Any) -> None:
+    runs: List[Dict[str, Any]] = [
+        {"args": ["-deprovision"], "stdin": "n\n", "snapshot": SNAP},
+        {"args": ["-deprovision"], "snapshot": SNAP},  # stdin closed: "no"
+        {"args": ["-deprovision"], "sigint_after": 1.5, "snapshot": SNAP},
+        {"args": ["-deprovision"], "stdin": "y\n", "snapshot": SNAP},
+    ]
+    r = scenario(str(tmp_path), spec(str(tmp_path), runs))
+    provisioned, no, closed, interrupted, yes = r["runs"]
+    for run in (no, closed, interrupted):
+        assert run["rc"] == 0 and run["snapshot"] == provisioned["snapshot"], run["stderr"]
+        assert "Do you want to proceed (y/n)" in run["stdout"] or run is interrupted
+    assert "Deprovision is interrupted." in interrupted["stdout"]
+    assert yes["rc"] == 0, yes["stderr"]
+    assert "azureuser" in users(yes) and "/home/azureuser/.ssh/authorized_keys" in names(yes)
+    assert "/var/lib/waagent/provisioned" not in names(yes)
+
+
+def test_sigint_during_the_actions_is_ignored_and_a_read_only_directory_is_reported(tmp_path: Any) -> None:
+    script = '#!/bin/sh\\nkill -INT $PPID\\nexec /usr/sbin/userdel "$@"\\n'
+    fake = "/usr/local/sbin/userdel"
+    fake_userdel = f"mkdir -p /usr/local/sbin && printf '{script}' > {fake}; chmod 755 {fake}"
+    runs = [{
+        "args": ["-deprovision+user", "-force"], "snapshot": SNAP,
+        "before": [fake_userdel, "mount --bind -o ro /var/log/azure /var/log/azure"],
+        "env": {"PATH": "/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin"},
+    }]  # fmt: skip
+    r = scenario(str(tmp_path), spec(str(tmp_path), runs))
+    run = r["runs"][1]
+    assert "Deprovisioning may not be interrupted." in run["stdout"]
+    assert run["rc"] == 1
+    assert "deprovision: lib dirs:" in run["stderr"] and "a.log" in run["stderr"]
+    assert "/var/log/azure/a.log" in names(run)  # read-only: kept, reported
+    assert "azureuser" not in users(run) and "/var/lib/waprov/provisioned" not in names(run)  # the rest ran
+
+
+def test_a_user_that_no_longer_exists_is_not_an_error(tmp_path: Any) -> None:
+    runs = [{"args": ["-deprovision+user", "-force"], "before": ["userdel -r azureuser"], "snapshot": SNAP}]
+    r = scenario(str(tmp_path), spec(str(tmp_path), runs))
+    run = r["runs"][1]
+    assert run["rc"] == 0, run["stderr"]
+    assert "/var/lib/waagent/provisioned" not in names(run)
