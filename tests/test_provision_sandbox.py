@@ -278,9 +278,10 @@ def test_flatcar_gets_the_drop_in_and_an_untouched_sshd_config(tmp_path: Any) ->
         files={"/etc/os-release": FLATCAR},
         setup=["mkdir -p /etc/ssh/sshd_config.d", "cp /etc/ssh/sshd_config /var/lib/sshd_config.orig"],
         ovf=ovf(disable_password_auth="true"),
-        snapshot=["/etc/ssh", "/var/lib/sshd_config.orig"],
+        snapshot=["/etc/ssh", "/var/lib/sshd_config.orig", "/var/lib/waprov/journal"],
     )
     assert r["runs"][0]["rc"] == 0, r["runs"][0]["stderr"]
+    assert text(r, "/var/lib/waprov/journal").endswith(" sshd-dropin\n")  # so -deprovision removes it
     dropin = files(r)["/etc/ssh/sshd_config.d/80-flatcar-walinuxagent.conf"]["bytes"]
     assert dropin == b"PasswordAuthentication no\nChallengeResponseAuthentication no\nClientAliveInterval 180"
     assert text(r, "/etc/ssh/sshd_config") == text(r, "/var/lib/sshd_config.orig")
