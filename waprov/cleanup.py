@@ -43,10 +43,15 @@ def empty_dir(system: System, directory: str) -> None:
         system.remove(path, recursive=True)
 
 
-def remove_dhcp_leases(system: System) -> None:
-    for directory in LEASE_DIRS:
+def empty_dirs(system: System, *dirs: str) -> None:
+    """Remove what the existing directories among `dirs` hold; they stay."""
+    for directory in dirs:
         if system.kind(directory) == "dir":
             empty_dir(system, directory)
+
+
+def remove_dhcp_leases(system: System) -> None:
+    empty_dirs(system, *LEASE_DIRS)
     for pattern in LEASE_GLOBS:
         for path in system.glob(pattern):
             system.remove(path, recursive=True)

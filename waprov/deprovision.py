@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Callable, List, Mapping, Optional, TextIO, Tuple
 
-from waprov.cleanup import empty_dir, remove_dhcp_leases, remove_ga_unit_files
+from waprov.cleanup import empty_dirs, remove_dhcp_leases, remove_ga_unit_files
 from waprov.config import Config
 from waprov.distro import Distro
 from waprov.errors import ConfigError, HostError, WaprovError
 from waprov.log import LOG_FILE
 from waprov.steps import STATE_DIR
-from waprov.steps.hostname import DHCLIENT_CONFS, dhclient_edit
+from waprov.steps.hostname import set_dhcp_hostname
 from waprov.steps.sshd import DROPIN_MARK, FLATCAR_DROPIN
 from waprov.steps.user import lock_root_password
 from waprov.system import System
@@ -85,11 +85,7 @@ def reset_hostname(distro: Distro) -> Action:
     def run(system: System) -> None:
         system.write("/etc/hostname", LOCALHOST, 0o644)
         system.run(list(distro.hostname_argv(LOCALHOST)), check=False, timeout=30)
-        for path in DHCLIENT_CONFS:
-            raw, kept = system.read(path), system.mode_owner(path)
-            new = None if raw is None else dhclient_edit(raw.decode("utf-8", "replace"), LOCALHOST)
-            if new is not None and kept is not None:
-                system.write(path, new, *kept)
+        set_dhcp_hostname(system, LOCALHOST)
 
     return run
 
@@ -114,15 +110,6 @@ def remove_all(*paths: str) -> Action:
     def run(system: System) -> None:
         for path in paths:
             system.remove(path, recursive=True)
-
-    return run
-
-
-def empty_dirs(*dirs: str) -> Action:
-    def run(system: System) -> None:
-        for directory in dirs:
-            if system.kind(directory) == "dir":
-                empty_dir(system, directory)
 
     return run
 
@@ -153,14 +140,17 @@ def build(system: System, config: Config, distro: Distro, deluser: bool) -> Plan
     plan.add("WARNING! The waagent service will be stopped.", "stop agent", stop)
     if config.regenerate_ssh_host_key_pair:
         keys = os.path.join(config.ssh_dir, "ssh_host_*key*")
-        plan.add("WARNING! All SSH host key pairs will be deleted.", "host keys",
-                 lambda s: remove_all(*s.glob(keys))(s))  # fmt: skip
+        plan.add(
+            "WARNING! All SSH host key pairs will be deleted.",
+            "host keys",
+            lambda s: remove_all(*s.glob(keys))(s),
+        )  # the glob is read when the action runs
     plan.add("WARNING! Cached DHCP leases will be deleted.", "dhcp leases", remove_dhcp_leases)
     plan.add(None, "hostname", reset_hostname(distro))
     if config.delete_root_password:
         plan.add("WARNING! root password will be disabled. You will not be able to login as root.",
                  "root password", lambda s: lock_root_password(s, config.password_path))  # fmt: skip
-    plan.add(None, "lib dirs", empty_dirs(config.lib_dir, config.extension_log_dir))
+    plan.add(None, "lib dirs", lambda s: empty_dirs(s, config.lib_dir, config.extension_log_dir))
     plan.add(None, "files", remove_all(*OTHER_FILES))
     _resolv(plan, system, distro)
     if deluser:
@@ -237,15 +227,13 @@ def main(
     system = System(dry_run=dry_run, redactor=redactor)
     distro = Distro.detect(read_os_release())
     plan = build(system, config, distro, deluser)
-    if dry_run:
+    for warning in plan.warnings:
+        print(warning, file=out)
+    if dry_run:  # the same actions, on a System that only records them
         apply(system, plan)
-        for warning in plan.warnings:
-            print(warning, file=out)
         print("Plan (dry run: nothing was changed):", file=out)
         print(system.plan(), file=out)
         return 0
-    for warning in plan.warnings:
-        print(warning, file=out)
     if not force and not confirm(stdin, out):
         return 0
     interrupts.running = True

@@ -17,6 +17,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 from waprov.errors import CommandNotFound, HostError, ProvisionError
 from waprov.steps import Ctx
+from waprov.system import System
 
 log = logging.getLogger("waprov")
 DHCLIENT_CONFS = ("/etc/dhcp/dhclient.conf", "/etc/dhcp3/dhclient.conf", "/etc/dhclient.conf")
@@ -58,16 +59,21 @@ def dhclient_edit(text: str, name: str) -> Optional[str]:
     return "\n".join([*kept, f'send host-name "{name}";']) + "\n"
 
 
-def publish_hostname(ctx: Ctx) -> None:
-    name = ctx.data.hostname
+def set_dhcp_hostname(system: System, name: str) -> None:
+    """WA's `set_dhcp_hostname`: the existing dhclient.conf files send `name`."""
     for path in DHCLIENT_CONFS:
-        raw = ctx.system.read(path)
+        raw = system.read(path)
         if raw is None:
             continue
         new = dhclient_edit(raw.decode("utf-8", "replace"), name)
-        kept = ctx.system.mode_owner(path)
+        kept = system.mode_owner(path)
         if new is not None and kept is not None:
-            ctx.system.write(path, new, *kept)
+            system.write(path, new, *kept)
+
+
+def publish_hostname(ctx: Ctx) -> None:
+    name = ctx.data.hostname
+    set_dhcp_hostname(ctx.system, name)
     ctx.system.write(ctx.lib("published_hostname"), name, 0o644)
     reannounce(ctx)
 
