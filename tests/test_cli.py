@@ -77,7 +77,7 @@ def test_help_lists_only_commands_that_work() -> None:
     assert p.returncode == 0
     listed = set(re.findall(r"^  (-[a-z-]+)", p.stdout, re.M))
     flags = {"-configuration-path", "-verbose", "--dry-run", "-force"}
-    host_changing = {"-provision", "-resourcedisk", "-deprovision"}  # sandboxes only (+user too)
+    host_changing = {"-provision", "-resourcedisk", "-deprovision", "-enable", "-disable"}  # sandboxes only
     assert listed == {"-help", "-version", "-show-configuration", *host_changing, *flags}
     for word in listed - flags - host_changing:
         assert run_waprov([word]).returncode == 0, word

@@ -24,6 +24,7 @@ usage: waprov [-verbose] [-configuration-path:<path>] -help|-version|-show-confi
        waprov [-verbose] [-configuration-path:<path>] -provision [--dry-run]
        waprov [-verbose] [-configuration-path:<path>] -resourcedisk [--dry-run]
        waprov [-verbose] [-configuration-path:<path>] -deprovision[+user] [-force] [--dry-run]
+       waprov [-verbose] [-configuration-path:<path>] -enable|-disable [--dry-run]
 
   -help                        print this help
   -version                     print waprov's version, the distribution and Python's version
@@ -35,10 +36,15 @@ usage: waprov [-verbose] [-configuration-path:<path>] -help|-version|-show-confi
                                list: leases, host name, lib dir, resolv.conf, ...); asks first
   -deprovision+user            the same, and delete the provisioned user and its home
   -force                       with -deprovision: do not ask
-  --dry-run                    with -provision, -resourcedisk or -deprovision: print the plan,
-                               change nothing, send nothing
+  -enable                      swap waprov in on an image: Provisioning.Agent=disabled in
+                               WALinuxAgent's configuration (that line only; the previous
+                               one is kept), the guest agent drop-ins, units enabled
+  -disable                     undo -enable: the previous line back, units disabled
+  --dry-run                    with -provision, -resourcedisk, -deprovision, -enable or
+                               -disable: print the plan, change nothing, send nothing
   -configuration-path:<path>   read <path> instead of /etc/waagent.conf
-                               (then /usr/share/waprov/waagent.conf, then built-in defaults)
+                               (then /usr/share/waprov/waagent.conf, then built-in defaults);
+                               with -enable: the guest agent's file to change
   -verbose                     log debug messages (also Logs.Verbose=y)
 
 Arguments may be written -x, --x or /x. Exit codes: 0 success, 1 the operation failed,
@@ -48,7 +54,7 @@ Arguments may be written -x, --x or /x. Exit codes: 0 success, 1 the operation f
 # matches a word when, after any leading '-' and '/', it starts with the word.
 _FLAGS = ("verbose", "force", "dry-run")
 _ORDER = ("deprovision+user", "deprovision", "version", "verbose", "force", "dry-run", "show-configuration",
-          "provision", "resourcedisk", "help", "usage", "?")  # fmt: skip
+          "provision", "resourcedisk", "enable", "disable", "help", "usage", "?")  # fmt: skip
 _CONF = "configuration-path:"
 
 
@@ -157,7 +163,15 @@ def cmd_deprovision(args: Args) -> int:
     return main(args.conf_path, deluser, args.force, args.dry_run, args.verbose, os.environ)
 
 
+def cmd_swapin(args: Args) -> int:
+    from waprov.swapin import main
+
+    return main(args.command, args.conf_path, args.dry_run, args.verbose)
+
+
 COMMANDS: Dict[str, Callable[[Args], int]] = {
+    "enable": cmd_swapin,
+    "disable": cmd_swapin,
     "deprovision": cmd_deprovision,
     "deprovision+user": cmd_deprovision,
     "provision": cmd_provision,

@@ -392,6 +392,29 @@ class System:
             raise HostError(f"cannot remove {path}: {e.strerror}") from None
         return True
 
+    def readlink(self, path: str) -> Optional[str]:
+        """The target text of the symlink `path`; None when `path` is not a symlink."""
+        if self._kind(path) != "link":
+            return None
+        try:
+            return os.readlink(self.path(path))
+        except OSError as e:
+            raise HostError(f"cannot read the symbolic link {path}: {e.strerror}") from None
+
+    def symlink(self, path: str, target: str) -> None:
+        """Create the symbolic link `path` -> `target` (the text, kept as given); `path`
+        must not exist."""
+        if self._kind(path) != "absent":
+            raise HostError(f"refusing to create the symbolic link {path}: it exists")
+        self._record("symlink", path, f"-> {target}")
+        if self.dry_run:
+            self._planned[path] = "link"
+            return
+        try:
+            os.symlink(target, self.path(path))
+        except OSError as e:
+            raise HostError(f"cannot create the symbolic link {path}: {e.strerror}") from None
+
     def makedirs(self, path: str, mode: int = 0o755, owner: Optional[Owner] = None) -> None:
         """Ensure `path` is a directory with `mode` (and `owner`); missing parents are
         created with the same mode and owner. Changes are recorded only when made."""

@@ -1,0 +1,293 @@
+"""`waprov -enable` / `-disable` on image trees (a root prefix; the real `systemctl --root`).
+
+Debian's layout (the WALinuxAgent README's sample waagent.conf, walinuxagent.service) and
+Flatcar's (`/etc/waagent.conf -> ../usr/share/waagent/waagent.conf`, `/oem/waagent.conf`)
+must come back byte-identical after -enable then -disable; every entry of the tree
+(files by bytes and mode, symlinks by target, directories) is compared.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+from typing import Dict, Tuple
+
+import pytest
+
+from tests.conftest import DATA, ROOT
+from waprov.errors import HostError
+from waprov.swapin import DROPIN, disable, enable
+from waprov.system import System
+
+Entry = Tuple[str, object, int]
+DEBIAN_GA_UNIT = """\
+[Unit]
+Description=Microsft Azure Linux Agent
+After=multi-user.target
+ConditionVirtualization=microsoft
+[Service]
+ExecStart=/usr/sbin/waagent -daemon
+[Install]
+WantedBy=multi-user.target
+"""
+# spec WA §1.4: Flatcar's shipped config (non-comment keys, in order), with comments
+FLATCAR_CONF = """\
+#
+# Microsoft Azure Linux Agent Configuration
+#
+
+# Enable extension handling. Do not disable this unless you do not need password reset,
+# backup, monitoring, or any extension handling whatsoever.
+Extensions.Enabled=y
+
+# Which provisioning agent to use. Supported values are "auto" (default), "waagent",
+# "cloud-init", or "disabled".
+Provisioning.Agent=waagent
+
+Provisioning.DeleteRootPassword=n
+Provisioning.RegenerateSshHostKeyPair=n
+Provisioning.SshHostKeyPairType=auto
+Provisioning.MonitorHostName=y
+Provisioning.DecodeCustomData=y
+Provisioning.ExecuteCustomData=n
+Provisioning.AllowResetSysUser=n
+ResourceDisk.Format=y
+ResourceDisk.Filesystem=ext4
+ResourceDisk.MountPoint=/mnt/resource
+ResourceDisk.EnableSwap=n
+ResourceDisk.SwapSizeMB=0
+ResourceDisk.MountOptions=None
+LBProbeResponder=y
+Logs.Verbose=n
+OS.EnableFIPS=n
+OS.SshDir=/etc/ssh
+OS.RootDeviceScsiTimeout=300
+OS.OpensslPath=None
+AutoUpdate.Enabled=n
+OS.EnableFirewall=y
+"""
+
+
+def tree(root: str) -> Dict[str, Entry]:
+    """Every entry under `root`: (kind, bytes or link target, permission bits)."""
+    out: Dict[str, Entry] = {}
+    for base, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = os.path.join(base, name)
+            st = os.lstat(path)
+            rel = "/" + os.path.relpath(path, root)
+            if stat.S_ISLNK(st.st_mode):
+                out[rel] = ("link", os.readlink(path), 0)
+            elif stat.S_ISDIR(st.st_mode):
+                out[rel] = ("dir", None, stat.S_IMODE(st.st_mode))
+            else:
+                with open(path, "rb") as f:
+                    out[rel] = ("file", f.read(), stat.S_IMODE(st.st_mode))
+    return out
+
+
+def put(root: str, path: str, text: str, mode: int = 0o644) -> None:
+    real = os.path.join(root, path.lstrip("/"))
+    os.makedirs(os.path.dirname(real), exist_ok=True)
+    with open(real, "w", encoding="utf-8", newline="") as f:
+        f.write(text)
+    os.chmod(real, mode)
+
+
+def link(root: str, path: str, target: str) -> None:
+    real = os.path.join(root, path.lstrip("/"))
+    os.makedirs(os.path.dirname(real), exist_ok=True)
+    os.symlink(target, real)
+
+
+def install_units(root: str, unitdir: str) -> None:
+    for unit in ("waprov.service", "waprov-resourcedisk.service"):
+        real = os.path.join(root, unitdir.lstrip("/"), unit)
+        os.makedirs(os.path.dirname(real), exist_ok=True)
+        shutil.copy(os.path.join(ROOT, "init", unit), real)
+
+
+def sample() -> str:
+    """The sample waagent.conf of WALinuxAgent's README (the seed)."""
+    with open(os.path.join(DATA, "readme-sample.conf"), encoding="utf-8", newline="") as f:
+        return f.read()
+
+
+@pytest.fixture
+def debian(tmp_path: os.PathLike[str]) -> str:
+    root = str(tmp_path)
+    put(root, "/etc/waagent.conf", sample())
+    put(root, "/etc/os-release", "ID=debian\nVERSION_ID=12\n")
+    put(root, "/lib/systemd/system/walinuxagent.service", DEBIAN_GA_UNIT)
+    # enabled by Debian's waagent package
+    link(
+        root,
+        "/etc/systemd/system/multi-user.target.wants/walinuxagent.service",
+        "/lib/systemd/system/walinuxagent.service",
+    )
+    install_units(root, "/lib/systemd/system")
+    return root
+
+
+@pytest.fixture
+def flatcar(tmp_path: os.PathLike[str]) -> str:
+    root = str(tmp_path)
+    put(root, "/usr/share/waagent/waagent.conf", FLATCAR_CONF)
+    link(root, "/etc/waagent.conf", "../usr/share/waagent/waagent.conf")
+    link(root, "/oem/waagent.conf", "/etc/waagent.conf")
+    put(root, "/etc/os-release", "ID=flatcar\nVERSION_ID=4152.2.0\n")
+    put(root, "/etc/systemd/system/waagent.service", "[Service]\nExecStart=/usr/sbin/waagent -daemon\n")
+    install_units(root, "/usr/lib/systemd/system")
+    return root
+
+
+def wants(root: str) -> list[str]:
+    d = os.path.join(root, "etc/systemd/system/multi-user.target.wants")
+    return sorted(os.listdir(d)) if os.path.isdir(d) else []
+
+
+def conf_text(root: str, path: str = "/etc/waagent.conf") -> str:
+    with open(os.path.join(root, path.lstrip("/")), encoding="utf-8", newline="") as f:
+        return f.read()
+
+
+def test_init_dropin_is_the_text_enable_installs() -> None:
+    with open(os.path.join(ROOT, "init", "ga-dropin.conf"), encoding="utf-8") as f:
+        assert f.read() == DROPIN
+
+
+def test_debian_round_trip_is_byte_identical(debian: str) -> None:
+    before = tree(debian)
+    changes = enable(System(root=debian))
+    assert conf_text(debian).split("\n")[2] == "Provisioning.Agent=disabled"
+    lines = zip(conf_text(debian).split("\n"), sample().split("\n"))
+    assert sum(a != b for a, b in lines) == 1
+    for unit in ("waagent.service", "walinuxagent.service"):
+        assert conf_text(debian, f"/etc/systemd/system/{unit}.d/50-waprov.conf") == DROPIN
+    assert wants(debian) == ["walinuxagent.service", "waprov-resourcedisk.service", "waprov.service"]
+    assert "/etc/waagent.conf: line 3: Provisioning.Agent=auto -> Provisioning.Agent=disabled" in changes[0]
+    assert changes[-2:] == ["waprov.service: enabled", "waprov-resourcedisk.service: enabled"]
+
+    enabled = tree(debian)
+    again = System(root=debian)
+    assert "already disabled" in enable(again)[0]
+    assert again.actions == [] and tree(debian) == enabled  # idempotent
+
+    changes, problems = disable(System(root=debian))
+    assert problems == []
+    assert "/etc/waagent.conf: line 3: Provisioning.Agent=disabled -> Provisioning.Agent=auto" in changes
+    assert tree(debian) == before
+    again = System(root=debian)
+    assert disable(again)[1] == [] and again.actions == [] and tree(debian) == before
+
+
+def test_flatcar_symlink_becomes_a_file_and_comes_back(flatcar: str) -> None:
+    before = tree(flatcar)
+    enable(System(root=flatcar))
+    assert not os.path.islink(os.path.join(flatcar, "etc/waagent.conf"))
+    assert conf_text(flatcar) == FLATCAR_CONF.replace(
+        "Provisioning.Agent=waagent", "Provisioning.Agent=disabled"
+    )
+    assert (
+        conf_text(flatcar, "/usr/share/waagent/waagent.conf") == FLATCAR_CONF
+    )  # the vendor file is read-only
+    assert os.readlink(os.path.join(flatcar, "oem/waagent.conf")) == "/etc/waagent.conf"  # reads the new file
+    assert os.path.isfile(os.path.join(flatcar, "etc/systemd/system/waagent.service.d/50-waprov.conf"))
+    changes, problems = disable(System(root=flatcar))
+    assert problems == []
+    assert "/etc/waagent.conf: the symbolic link to ../usr/share/waagent/waagent.conf again" in changes
+    assert tree(flatcar) == before
+
+
+def test_flatcar_before_the_agent_made_its_link(flatcar: str) -> None:
+    os.unlink(os.path.join(flatcar, "etc/waagent.conf"))
+    before = tree(flatcar)
+    changes = enable(System(root=flatcar))
+    assert changes[0] == "/etc/waagent.conf: copied from /usr/share/waagent/waagent.conf"
+    assert "Provisioning.Agent=disabled" in conf_text(flatcar)
+    disable(System(root=flatcar))
+    assert tree(flatcar) == before
+
+
+def test_flatcar_file_edited_since_is_kept_as_a_file(flatcar: str) -> None:
+    enable(System(root=flatcar))
+    put(flatcar, "/etc/waagent.conf", conf_text(flatcar) + "Logs.Verbose=y\n")
+    problems = disable(System(root=flatcar))[1]
+    assert problems == ["/etc/waagent.conf: kept as a file: other lines were changed since waprov -enable"]
+    assert conf_text(flatcar) == FLATCAR_CONF + "Logs.Verbose=y\n"
+
+
+def test_package_dropins_are_used_and_disable_skips_the_units_by_flag(debian: str) -> None:
+    for unit in ("waagent.service", "walinuxagent.service"):
+        put(debian, f"/lib/systemd/system/{unit}.d/50-waprov.conf", DROPIN)
+    changes = enable(System(root=debian))
+    package = "/lib/systemd/system/walinuxagent.service.d/50-waprov.conf"
+    assert f"walinuxagent.service: the package's drop-in {package} is in place" in changes
+    assert not os.path.exists(os.path.join(debian, "etc/systemd/system/walinuxagent.service.d"))
+    changes, _ = disable(System(root=debian))
+    assert os.path.isfile(os.path.join(debian, "etc/waprov/disabled"))  # Requires= still pulls waprov in
+    assert any(c.startswith("/etc/waprov/disabled: written") for c in changes)
+    assert conf_text(debian) == sample()
+    with open(os.path.join(ROOT, "init", "waprov.service"), encoding="utf-8") as f:
+        assert "ConditionPathExists=!/etc/waprov/disabled\n" in f.read()
+    changes = enable(System(root=debian))
+    assert "/etc/waprov/disabled: removed" in changes
+    assert not os.path.exists(os.path.join(debian, "etc/waprov/disabled"))
+
+
+def test_already_disabled_conf_is_left_and_not_recorded(debian: str) -> None:
+    put(debian, "/etc/waagent.conf", "Provisioning.Agent=disabled  # by the image\n")
+    changes = enable(System(root=debian))
+    assert changes[0] == "/etc/waagent.conf: Provisioning.Agent is already disabled (left as it is)"
+    assert not os.path.exists(os.path.join(debian, "etc/waprov/swap-in.json"))
+    changes, problems = disable(System(root=debian))
+    assert problems == [] and changes[0].startswith("Provisioning.Agent: no record of a change")
+    assert conf_text(debian) == "Provisioning.Agent=disabled  # by the image\n"
+
+
+def test_line_changed_after_enable_is_not_overwritten(debian: str) -> None:
+    enable(System(root=debian))
+    changed = conf_text(debian).replace("Provisioning.Agent=disabled", "Provisioning.Agent=cloud-init")
+    put(debian, "/etc/waagent.conf", changed)
+    problems = disable(System(root=debian))[1]
+    assert len(problems) == 1 and "not restored: the Provisioning.Agent line was changed since" in problems[0]
+    assert conf_text(debian) == changed
+    assert os.path.isfile(os.path.join(debian, "etc/waprov/swap-in.json"))  # kept for the admin
+    assert wants(debian) == ["walinuxagent.service"]  # the rest was still undone
+
+
+def test_missing_units_are_refused_before_any_change(debian: str) -> None:
+    os.unlink(os.path.join(debian, "lib/systemd/system/waprov.service"))
+    before = tree(debian)
+    with pytest.raises(HostError, match=r"waprov.service is not installed \(looked in /etc/systemd/system, "):
+        enable(System(root=debian))
+    assert tree(debian) == before
+
+
+def test_no_guest_agent_configuration_still_enables_the_units(debian: str) -> None:
+    os.unlink(os.path.join(debian, "etc/waagent.conf"))
+    changes = enable(System(root=debian))
+    assert changes[0].startswith("/etc/waagent.conf: not found")
+    assert wants(debian) == ["walinuxagent.service", "waprov-resourcedisk.service", "waprov.service"]
+
+
+def test_dry_run_changes_nothing_and_plans_the_real_actions(debian: str) -> None:
+    before = tree(debian)
+    dry = System(root=debian, dry_run=True)
+    planned = enable(dry)
+    assert tree(debian) == before
+    real = System(root=debian)
+    assert enable(real) == planned
+    assert [str(a) for a in dry.actions] == [str(a) for a in real.actions]
+
+
+def test_damaged_record_is_a_clear_error(debian: str) -> None:
+    enable(System(root=debian))
+    put(debian, "/etc/waprov/swap-in.json", "{not json")
+    from waprov.errors import ConfigError
+
+    with pytest.raises(
+        ConfigError, match=r"/etc/waprov/swap-in.json: is not a record written by waprov -enable"
+    ):
+        disable(System(root=debian))
