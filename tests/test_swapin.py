@@ -291,3 +291,70 @@ def test_damaged_record_is_a_clear_error(debian: str) -> None:
         ConfigError, match=r"/etc/waprov/swap-in.json: is not a record written by waprov -enable"
     ):
         disable(System(root=debian))
+
+
+SANDBOX_SETUP = """
+cp tests/data/readme-sample.conf /etc/waagent.conf
+mkdir -p /lib/systemd/system
+cp init/waprov.service init/waprov-resourcedisk.service /lib/systemd/system/
+"""
+
+
+@pytest.mark.sandbox
+def test_command_on_a_real_root_in_a_sandbox() -> None:
+    """The real command (root "/", systemctl --root=/) in a sandbox: output, exit codes,
+    the file back to its bytes, a changed line refused (1), a damaged record (2)."""
+    from tests.conftest import waprov_argv
+    from tests.sandbox import sandbox_run
+
+    w = " ".join(waprov_argv())
+    script = f"""
+    {w} -enable --dry-run; echo "rc=$?"; cmp -s /etc/waagent.conf tests/data/readme-sample.conf && echo untouched
+    {w} -enable; echo "rc=$?"; {w} -enable; echo "rc=$?"
+    systemctl --root=/ is-enabled waprov.service waprov-resourcedisk.service
+    {w} -disable; echo "rc=$?"; cmp /etc/waagent.conf tests/data/readme-sample.conf && echo identical
+    {w} -enable >/dev/null; sed -i 's/^Provisioning.Agent=disabled/Provisioning.Agent=waagent/' /etc/waagent.conf
+    {w} -disable; echo "rc=$?"
+    echo '{{' > /etc/waprov/swap-in.json; {w} -disable; echo "rc=$?"
+    """
+    p = sandbox_run(["bash", "-c", script], SANDBOX_SETUP)
+    out = p.stdout.split("\n")
+    assert out[:7] == [
+        "waprov -enable (dry run: nothing was changed):",
+        "  /etc/waagent.conf: line 3: Provisioning.Agent=auto -> Provisioning.Agent=disabled"
+        " (previous line kept in /etc/waprov/swap-in.json)",
+        "  /etc/systemd/system/waagent.service.d/50-waprov.conf: written"
+        " (waagent.service requires and follows waprov.service)",
+        "  /etc/systemd/system/walinuxagent.service.d/50-waprov.conf: written"
+        " (walinuxagent.service requires and follows waprov.service)",
+        "  waprov.service: enabled",
+        "  waprov-resourcedisk.service: enabled",
+        "rc=0",
+    ], p.stdout + p.stderr
+    assert out[7] == "untouched"
+    assert out[8:15] == ["waprov -enable:", *out[1:6], "rc=0"]
+    assert out[15:19] == [
+        "waprov -enable:",
+        "  /etc/waagent.conf: Provisioning.Agent is already disabled (left as it is)",
+        "  nothing to change: waprov is already enabled",
+        "rc=0",
+    ]
+    assert out[19:21] == ["enabled", "enabled"]
+    assert out[21:29] == [
+        "waprov -disable:",
+        "  /etc/waagent.conf: line 3: Provisioning.Agent=disabled -> Provisioning.Agent=auto",
+        "  /etc/systemd/system/waagent.service.d/50-waprov.conf: removed",
+        "  /etc/systemd/system/walinuxagent.service.d/50-waprov.conf: removed",
+        "  waprov.service: disabled",
+        "  waprov-resourcedisk.service: disabled",
+        "rc=0",
+        "identical",
+    ]
+    assert out[29] == "waprov -disable:"
+    assert any(
+        line.startswith("  NOT DONE: /etc/waagent.conf: not restored: the Provisioning.Agent line")
+        for line in out
+    )
+    assert "rc=1" in out and out[-2:] == ["rc=2", ""]
+    assert "/etc/waprov/swap-in.json: is not a record written by waprov -enable" in p.stderr
+    assert "Traceback" not in p.stderr
