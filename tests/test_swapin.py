@@ -265,6 +265,14 @@ def test_missing_units_are_refused_before_any_change(debian: str) -> None:
     assert tree(debian) == before
 
 
+def test_without_systemctl_nothing_is_changed(debian: str) -> None:
+    before = tree(debian)
+    for command in (enable, disable):
+        with pytest.raises(HostError, match="systemctl is not installed"):
+            command(System(root=debian, which=lambda name: None))
+    assert tree(debian) == before
+
+
 def test_no_guest_agent_configuration_still_enables_the_units(debian: str) -> None:
     os.unlink(os.path.join(debian, "etc/waagent.conf"))
     changes = enable(System(root=debian))
