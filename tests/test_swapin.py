@@ -317,11 +317,13 @@ def test_command_on_a_real_root_in_a_sandbox() -> None:
 
     w = " ".join(waprov_argv())
     script = f"""
-    {w} -enable --dry-run; echo "rc=$?"; cmp -s /etc/waagent.conf tests/data/readme-sample.conf && echo untouched
+    S=tests/data/readme-sample.conf
+    {w} -enable --dry-run; echo "rc=$?"; cmp -s /etc/waagent.conf $S && echo untouched
     {w} -enable; echo "rc=$?"; {w} -enable; echo "rc=$?"
     systemctl --root=/ is-enabled waprov.service waprov-resourcedisk.service
-    {w} -disable; echo "rc=$?"; cmp /etc/waagent.conf tests/data/readme-sample.conf && echo identical
-    {w} -enable >/dev/null; sed -i 's/^Provisioning.Agent=disabled/Provisioning.Agent=waagent/' /etc/waagent.conf
+    {w} -disable; echo "rc=$?"; cmp /etc/waagent.conf $S && echo identical
+    {w} -enable >/dev/null; sed -i 's/^Provisioning.Agent=disabled/Provisioning.Agent=waagent/' \
+        /etc/waagent.conf
     {w} -disable; echo "rc=$?"
     echo '{{' > /etc/waprov/swap-in.json; {w} -disable; echo "rc=$?"
     """
