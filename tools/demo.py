@@ -4,7 +4,8 @@ Runs the real launcher on the shipped waagent.conf and on a deliberately tricky 
 shows the one-line error for a bad file; then `demo_fabric.py` shows the fabric exchange
 (OVF, IMDS, wireserver, certificates, health reports) against the fake fabric, and
 `demo_provision.py` runs a full `waprov -provision` in a sandbox, and
-`demo_resourcedisk.py` runs `waprov -resourcedisk` on a loop device in a sandbox.
+`demo_resourcedisk.py` runs `waprov -resourcedisk` on a loop device in a sandbox, and
+`demo_swapin.py` runs `waprov -enable` and `-disable` on an image in a sandbox.
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ def main() -> None:
     subprocess.run([sys.executable, os.path.join(ROOT, "tools", "demo_fabric.py")], check=True)
     subprocess.run([sys.executable, os.path.join(ROOT, "tools", "demo_provision.py")], check=True)
     subprocess.run([sys.executable, os.path.join(ROOT, "tools", "demo_resourcedisk.py")], check=True)
+    subprocess.run([sys.executable, os.path.join(ROOT, "tools", "demo_swapin.py")], check=True)
 
 
 if __name__ == "__main__":
