@@ -1,6 +1,6 @@
 """waprov packaging: static metadata; the runtime dependencies are fixed (design.md)."""
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 setup(
     name="waprov",
@@ -8,7 +8,8 @@ setup(
     description="Provisioning agent for Azure Linux VMs, a drop-in for WALinuxAgent's provisioning",
     license="Apache-2.0",
     python_requires=">=3.9",
-    packages=["waprov"],
+    # waprov and its subpackages (waprov.steps); the tests and tools are not installed
+    packages=find_packages(include=["waprov", "waprov.*"]),
     scripts=["bin/waprov"],
     install_requires=[
         "configobj",
