@@ -7,13 +7,17 @@ VPY := $(VENV)/bin/python
 # python3-pkg-resources: what WALinuxAgent's code (unpacked, not installed) imports.
 APT_TEST := python3-venv util-linux mount passwd login sudo openssh-server openssh-client iproute2 procps \
 	parted fdisk e2fsprogs xfsprogs python3-distro python3-pkg-resources
+# What tools/build-packages (make deb/rpm) and the package tests use: the Debian build
+# tools, rpm and the linters, and mmdebstrap for the bookworm chroot test.
+APT_PKG := build-essential dpkg-dev debhelper dh-python python3-all python3-setuptools \
+	pybuild-plugin-pyproject lintian rpm rpmlint mmdebstrap systemd
 WAAGENT := .cache/waagent
 
-.PHONY: all demo test lint unit bench deps venv clean
+.PHONY: all demo test lint unit bench deps pkg-deps venv deb rpm packages clean
 
 all: test
 
-deps:
+deps: pkg-deps
 	@sh tools/install-deps $(APT_TEST)
 	@sh tools/fetch-waagent $(WAAGENT)
 
@@ -36,7 +40,22 @@ lint: venv
 unit: venv
 	$(VPY) -m pytest -q
 
-test: lint unit
+pkg-deps:
+	@sh tools/install-deps $(APT_PKG)
+
+# Packages from the working tree, into dist/ (tools/build-packages: lintian, rpmlint).
+deb: pkg-deps
+	tools/build-packages deb
+
+rpm: pkg-deps
+	tools/build-packages rpm
+
+packages: pkg-deps
+	tools/build-packages deb rpm
+
+# packages first: tests/test_packages.py and test_chroot.py use dist/ (and rebuild it
+# only when it is missing or older than the tree).
+test: lint packages unit
 
 bench: venv
 	$(VPY) tools/bench.py
@@ -45,4 +64,4 @@ bench: venv
 	$(VPY) tools/bench_resourcedisk.py
 
 clean:
-	rm -rf $(VENV) .cache build *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) .cache build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis
