@@ -138,9 +138,9 @@ def main(spec_path: str, result_path: str) -> int:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "w", encoding="utf-8") as fh:
             fh.write(content)
-    if spec.get("conf") is not None:
+    if spec.get("conf") is not None:  # as on an image after `waprov -enable` (a test may override it)
         with open("/etc/waagent.conf", "w", encoding="utf-8") as fh:
-            fh.write(spec["conf"])
+            fh.write("Provisioning.Agent=disabled\n" + spec["conf"])
     for line in spec.get("setup", []):
         subprocess.run(["bash", "-euo", "pipefail", "-c", line], check=True)
     imds = spec.get("imds", DEFAULT_IMDS)

@@ -210,15 +210,45 @@ def test_a_second_run_on_the_same_vm_does_nothing_and_reports_nothing(tmp_path: 
     assert first_run_requests == 3  # the second run asked the fabric nothing at all (speed: make bench)
 
 
-def test_a_provisioned_file_from_the_ga_alone_does_not_count_as_done(tmp_path: Any) -> None:
+def test_a_vm_provisioned_before_waprov_was_installed_is_adopted_not_reprovisioned(tmp_path: Any) -> None:
     r = run(
         tmp_path,
         ovf=ovf(),
         setup=[f"mkdir -p /var/lib/waagent && printf {SWAPPED_ID} > /var/lib/waagent/provisioned"],
+        runs=[{}, {}],
+    )
+    assert [x["rc"] for x in r["runs"]] == [0, 0]
+    assert "provisioned before waprov was installed" in r["runs"][0]["stderr"]
+    assert "Provisioning already completed, skipping." in r["runs"][1]["stderr"]
+    assert "/home/azureuser" not in r["snapshot"]
+    assert text(r, "/var/lib/waprov/provisioned") == SWAPPED_ID
+    assert health_states(r) == [] and r["requests"] == []  # the GA reports; waprov asked nothing
+
+
+def test_a_provisioned_file_written_after_waprov_started_does_not_count_as_done(tmp_path: Any) -> None:
+    """waprov started on this VM (its attempt record), then the GA wrote `provisioned`
+    (no drop-ins, so it ran after waprov's failure): the next run still provisions."""
+    r = run(
+        tmp_path,
+        ovf=ovf(),
+        setup=[
+            f"mkdir -p /var/lib/waagent && printf {SWAPPED_ID} > /var/lib/waagent/provisioned",
+            f"mkdir -p -m 0700 /var/lib/waprov && printf {SWAPPED_ID} > /var/lib/waprov/attempt",
+        ],
     )
     assert r["runs"][0]["rc"] == 0
     assert "/home/azureuser" in r["snapshot"]
     assert health_states(r) == ["NotReady/Provisioning", "Ready"]
+
+
+@pytest.mark.parametrize("agent", ["auto", "waagent", "cloud-init"])
+def test_when_the_guest_agent_provisions_waprov_does_nothing(tmp_path: Any, agent: str) -> None:
+    r = run(tmp_path, ovf=ovf(), conf=f"Provisioning.Agent={agent}\n")
+    assert r["runs"][0]["rc"] == 0
+    assert f"Provisioning.Agent={agent} in /etc/waagent.conf: " in r["runs"][0]["stderr"]
+    assert "`waprov -enable` hands provisioning over); nothing to do" in r["runs"][0]["stderr"]
+    assert "/home/azureuser" not in r["snapshot"] and "/var/lib/waprov" not in r["snapshot"]
+    assert health_states(r) == [] and r["requests"] == []
 
 
 def test_another_vms_id_clears_cached_state_reports_ready_and_provisions_nothing(tmp_path: Any) -> None:

@@ -15,7 +15,7 @@ from waprov.distro import Distro
 from waprov.errors import ProvisionError
 from waprov.log import Redactor
 from waprov.model import ProvisioningData, PublicKey
-from waprov.provision import CHANGED, DONE, TODO, provisioned_state
+from waprov.provision import ADOPT, CHANGED, DONE, TODO, provisioned_state
 from waprov.report import failure_description
 from waprov.steps import Ctx
 from waprov.steps.hostname import dhclient_edit, primary_interface, reannounce, valid_hostname
@@ -207,10 +207,11 @@ SWAPPED = "D0DF4C54-4ECB-4A4B-9954-5BDF3ED5C3B8"
 RAW = "544CDFD0-CB4E-4B4A-9954-5BDF3ED5C3B8"
 
 
-def _state(tmp_path: Any, provisioned: str | None, marker: str | None) -> str:
+def _state(tmp_path: Any, provisioned: str | None, marker: str | None, attempt: str | None = None) -> str:
     for path, content in (
         ("var/lib/waagent/provisioned", provisioned),
         ("var/lib/waprov/provisioned", marker),
+        ("var/lib/waprov/attempt", attempt),
     ):
         if content is not None:
             os.makedirs(os.path.dirname(tmp_path / path), exist_ok=True)
@@ -222,7 +223,7 @@ def _state(tmp_path: Any, provisioned: str | None, marker: str | None) -> str:
     ("provisioned", "marker", "state"),
     [
         (None, None, TODO),
-        (SWAPPED, None, TODO),  # the GA wrote it
+        (SWAPPED, None, ADOPT),  # provisioned before waprov was installed
         (SWAPPED, SWAPPED, DONE),
         (RAW.lower(), SWAPPED, DONE),  # either byte order, any case
         (SWAPPED + "\n", SWAPPED.lower(), DONE),
@@ -232,6 +233,11 @@ def _state(tmp_path: Any, provisioned: str | None, marker: str | None) -> str:
 )
 def test_provisioned_state(tmp_path: Any, provisioned: str | None, marker: str | None, state: str) -> None:
     assert _state(tmp_path, provisioned, marker) == state
+
+
+def test_a_started_run_resumes_even_when_provisioned_holds_this_vm(tmp_path: Any) -> None:
+    assert _state(tmp_path, SWAPPED, None, attempt=SWAPPED.lower()) == TODO
+    assert _state(tmp_path, SWAPPED, None, attempt="11111111-2222-3333-4444-555555555555") == ADOPT
 
 
 # ---- reports and distributions -----------------------------------------------------------------

@@ -42,7 +42,8 @@ class Config:
     provisioning_agent: str = _key(
         "Provisioning.Agent",
         "auto",
-        "auto|waagent|cloud-init|disabled: which agent provisions (read by the GA; waprov ignores it)",
+        "auto|waagent|cloud-init|disabled: which agent provisions; waprov provisions only when it is "
+        "disabled (or no configuration file exists)",
     )
     allow_reset_sys_user: bool = _key(
         "Provisioning.AllowResetSysUser", False, "allow setting a password on a UID below UID_MIN"

@@ -1,7 +1,11 @@
 """`waprov -provision`: WALinuxAgent's provisioning run (WA §2.3), top to bottom.
 
+0. Whose job? A configuration file whose `Provisioning.Agent` is not `disabled` means
+   WALinuxAgent or cloud-init provisions this VM (`waprov -enable` hands it over): exit 0.
 1. Done already? `<Lib.Dir>/provisioned` and waprov's marker both hold this VM's id →
-   exit 0, no report. Another VM's id → WA §2.5: clear cached state, rewrite, Ready.
+   exit 0, no report. `provisioned` holds this VM's id but waprov never started on this
+   VM (no `attempt` record): provisioned before waprov was installed → adopted (marker
+   written, exit 0, no report). Another VM's id → WA §2.5: clear cached state, rewrite, Ready.
 2. Data (DVD/IMDS), the wireserver (and certificates when a key needs them), NotReady
    `Provisioning`/`Starting`.
 3. The steps of STEPS in WALinuxAgent's order, then `provisioned`, `disable_agent`, Ready,
@@ -68,11 +72,21 @@ CHANGED_ID_MESSAGE = (
     "from an image that was not properly deprovisioned or generalized, which can result in unexpected "
     "behavior from the guest agent -- clearing cached state"
 )
-DONE, TODO, CHANGED = "done", "todo", "changed"
+DONE, TODO, CHANGED, ADOPT = "done", "todo", "changed", "adopt"
 
 
 def marker_path(state_dir: str = STATE_DIR) -> str:
     return os.path.join(state_dir, "provisioned")
+
+
+def attempt_path(state_dir: str = STATE_DIR) -> str:
+    """Holds the id of the VM waprov last started provisioning (before any change)."""
+    return os.path.join(state_dir, "attempt")
+
+
+def _holds(system: System, path: str, vm_id: str) -> bool:
+    raw = system.read(path)
+    return raw is not None and same_vm(raw.decode("utf-8", "replace"), vm_id)
 
 
 def provisioned_state(
@@ -85,10 +99,11 @@ def provisioned_state(
     stored = raw.decode("utf-8", "replace").strip()
     if not same_vm(stored, vm_id):
         return CHANGED, stored
-    mark = system.read(marker_path(state_dir))
-    if mark is not None and same_vm(mark.decode("utf-8", "replace"), vm_id):
+    if _holds(system, marker_path(state_dir), vm_id):
         return DONE, stored
-    return TODO, stored  # the GA wrote it (Provisioning.Agent=disabled), or waprov never finished
+    if _holds(system, attempt_path(state_dir), vm_id):
+        return TODO, stored  # waprov started on this VM and did not finish: resume
+    return ADOPT, stored  # provisioned before waprov was installed (WALinuxAgent did it)
 
 
 def write_own_marker(system: System, vm_id: str, state_dir: str = STATE_DIR) -> None:
@@ -161,6 +176,8 @@ class Run:
 
     def provision(self) -> int:
         started = time.monotonic()
+        self.system.makedirs(self.state_dir, 0o700)
+        self.system.write(attempt_path(self.state_dir), self.vm_id, 0o600)
         try:
             ctx = self._prepare()
             for name, reason, fn in STEPS:
@@ -206,6 +223,15 @@ def main(conf_path: Optional[str], dry_run: bool, verbose: bool, environ: Mappin
     if crash is not None and crash not in STEP_NAMES:  # checked before anything changes
         raise bad_override("WAPROV_CRASH_AFTER", crash, "expected one of " + ", ".join(STEP_NAMES))
     redactor = setup_logging(verbose or config.logs_verbose, None if dry_run else LOG_FILE)
+    if config.source and config.provisioning_agent != "disabled":
+        log.info(
+            "Provisioning.Agent=%s in %s: %s provisions this VM, not waprov (`waprov -enable` hands "
+            "provisioning over); nothing to do",
+            config.provisioning_agent,
+            config.source,
+            "cloud-init" if config.provisioning_agent == "cloud-init" else "WALinuxAgent (or cloud-init)",
+        )
+        return 0
     system = System(dry_run=dry_run, redactor=redactor)
     distro = Distro.detect(read_os_release())
     clock = Clock(overrides.retry_scale)
@@ -213,6 +239,11 @@ def main(conf_path: Optional[str], dry_run: bool, verbose: bool, environ: Mappin
     state, stored = provisioned_state(system, config, vm_id)
     if state == DONE:
         log.info("Provisioning already completed, skipping.")
+        return 0
+    if state == ADOPT:
+        log.info("This VM was provisioned before waprov was installed (%s/provisioned holds its id): "
+                 "recorded as done, nothing provisioned", config.lib_dir)  # fmt: skip
+        write_own_marker(system, vm_id)
         return 0
     client = HttpClient(
         clock, proxy_host=config.http_proxy_host, proxy_port=config.http_proxy_port, environ=environ
