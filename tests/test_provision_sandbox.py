@@ -471,6 +471,7 @@ def test_a_system_user_is_allowed_with_allow_reset_sys_user(tmp_path: Any) -> No
 
 
 RANDOM_FILES = {  # made anew by every protocol detection, as WALinuxAgent does (WA §11.29)
+    "/var/lib/waprov/report.json",  # and the last run's report: its times (tests/test_runreport_sandbox.py)
     "/var/lib/waagent/TransportCert.pem",
     "/var/lib/waagent/TransportPrivate.pem",
     "/var/lib/waagent/Certificates.p7m",

@@ -25,6 +25,7 @@ usage: waprov [-verbose] [-configuration-path:<path>] -help|-version|-show-confi
        waprov [-verbose] [-configuration-path:<path>] -resourcedisk [--dry-run]
        waprov [-verbose] [-configuration-path:<path>] -deprovision[+user] [-force] [--dry-run]
        waprov [-verbose] [-configuration-path:<path>] -enable|-disable [--dry-run]
+       waprov -status [--json]
 
   -help                        print this help
   -version                     print waprov's version, the distribution and Python's version
@@ -40,6 +41,9 @@ usage: waprov [-verbose] [-configuration-path:<path>] -help|-version|-show-confi
                                WALinuxAgent's configuration (that line only; the previous
                                one is kept), the guest agent drop-ins, units enabled
   -disable                     undo -enable: the previous line back, units disabled
+  -status                      what the last provisioning run did (steps, durations, reports,
+                               the last error), from /var/lib/waprov/report.json
+  --json                       with -status: the report as JSON
   --dry-run                    with -provision, -resourcedisk, -deprovision, -enable or
                                -disable: print the plan, change nothing, send nothing
   -configuration-path:<path>   read <path> instead of /etc/waagent.conf
@@ -52,16 +56,17 @@ Arguments may be written -x, --x or /x. Exit codes: 0 success, 1 the operation f
 
 # Words in the order WALinuxAgent checks them; each is a command or a flag. An argument
 # matches a word when, after any leading '-' and '/', it starts with the word.
-_FLAGS = ("verbose", "force", "dry-run")
+_FLAGS = ("verbose", "force", "dry-run", "json")
 _ORDER = ("deprovision+user", "deprovision", "version", "verbose", "force", "dry-run", "show-configuration",
-          "provision", "resourcedisk", "enable", "disable", "help", "usage", "?")  # fmt: skip
+          "provision", "resourcedisk", "enable", "disable", "status", "json", "help", "usage",
+          "?")  # fmt: skip
 _CONF = "configuration-path:"
 
 
 class Args:
     """The parsed command line."""
 
-    __slots__ = ("command", "conf_path", "dry_run", "force", "verbose")
+    __slots__ = ("command", "conf_path", "dry_run", "force", "json", "verbose")
 
     def __init__(
         self,
@@ -70,7 +75,9 @@ class Args:
         verbose: bool = False,
         force: bool = False,
         dry_run: bool = False,
+        json: bool = False,
     ) -> None:
+        self.json = json
         self.command = command
         self.conf_path = conf_path
         self.verbose = verbose
@@ -78,7 +85,7 @@ class Args:
         self.dry_run = dry_run
 
     def _fields(self) -> tuple[object, ...]:
-        return (self.command, self.conf_path, self.verbose, self.force, self.dry_run)
+        return (self.command, self.conf_path, self.verbose, self.force, self.dry_run, self.json)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Args) and self._fields() == other._fields()
@@ -169,7 +176,14 @@ def cmd_swapin(args: Args) -> int:
     return main(args.command, args.conf_path, args.dry_run, args.verbose)
 
 
+def cmd_status(args: Args) -> int:
+    from waprov.status import main
+
+    return main(args.json)
+
+
 COMMANDS: Dict[str, Callable[[Args], int]] = {
+    "status": cmd_status,
     "enable": cmd_swapin,
     "disable": cmd_swapin,
     "deprovision": cmd_deprovision,

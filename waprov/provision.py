@@ -26,7 +26,9 @@ from waprov.cleanup import changed_vm_cleanup
 from waprov.config import Config
 from waprov.distro import Distro
 from waprov.errors import CommandError, ProvisionError, WaprovError
+from waprov.kvp import Kvp
 from waprov.report import Reporter, failure_description
+from waprov.runreport import RunRecord, success_line
 from waprov.sources import Fabric, gather
 from waprov.steps import STATE_DIR, Ctx
 from waprov.steps.customdata import save_custom_data
@@ -134,17 +136,23 @@ class Run:
         vm_id: str,
         *,
         state_dir: str = STATE_DIR,
+        record: Optional[RunRecord] = None,
     ) -> None:
         self.fabric, self.system, self.config = fabric, fabric.system, fabric.config
         self.distro, self.reporter, self.vm_id = distro, reporter, vm_id
         self.state_dir = state_dir
+        self.record = record or RunRecord(self.system, Kvp("", enabled=False), vm_id, 0.0)
+        self.record.reports = reporter.sent
 
     def _step(self, name: str, reason: str, fn: Callable[[], _T]) -> _T:
-        started = time.monotonic()
+        wall, started = time.time(), time.monotonic()
         try:
             result = fn()
         except Exception as e:
-            raise _as_provision_error(name, reason, e) from None
+            error = _as_provision_error(name, reason, e)
+            self.record.step(name, wall, time.monotonic() - started, str(error))
+            raise error from None
+        self.record.step(name, wall, time.monotonic() - started)
         log.debug("Step %s done in %.0f ms", name, (time.monotonic() - started) * 1000)
         if (
             self.fabric.overrides.crash_after == name
@@ -159,6 +167,7 @@ class Run:
             changed_vm_cleanup(self.system, self.config, self.distro)
         self.system.write(os.path.join(self.config.lib_dir, "provisioned"), self.vm_id, 0o644)
         ok = self.reporter.ready()
+        self.record.finish("success" if ok else "error", success_line(self.vm_id), self.state_dir)
         write_own_marker(self.system, self.vm_id, self.state_dir)
         log.info("Provisioning already completed under another VM id: reported Ready, nothing re-provisioned")
         return 0 if ok else 1
@@ -169,6 +178,7 @@ class Run:
             self.system.makedirs(lib, 0o700)
         self._step("data", "cloud-init is enabled", lambda: refuse_cloud_init(self.system))
         data = self._step("data", "failed to read provisioning data", lambda: gather(self.fabric))
+        self.record.sources = list(data.sources)
         self._step("wireserver", "failed to reach the wireserver", self.reporter.connect)
         self._step("wireserver", "failed to get the certificates", lambda: self.reporter.certificates(data))
         self._step("wireserver", "failed to report provisioning", self.reporter.provisioning)
@@ -187,8 +197,11 @@ class Run:
             log.error("Provisioning failed: %s", e)
             log.info("Failure report: %s", desc)
             self.reporter.failed(desc)
+            failure = {"step": e.step, "reason": e.reason, "message": self.system.redactor.redact(str(e))}
+            self.record.finish("error", desc, self.state_dir, failure)
             return 1
         self._step("ready", "failed to report ready", self.reporter.ready)
+        self.record.finish("success", success_line(self.vm_id), self.state_dir)
         write_own_marker(self.system, self.vm_id, self.state_dir)
         took = time.monotonic() - started
         log.info(
@@ -249,7 +262,14 @@ def main(conf_path: Optional[str], dry_run: bool, verbose: bool, environ: Mappin
         clock, proxy_host=config.http_proxy_host, proxy_port=config.http_proxy_port, environ=environ
     )
     fabric = Fabric(system, config, overrides, clock, client, distro.id)
-    run = Run(fabric, distro, Reporter(system, config, overrides, clock, client), vm_id)
+    import psutil
+
+    from waprov import __version__
+
+    boot = float(psutil.boot_time())
+    kvp = Kvp(f"waprov-{__version__}|{vm_id}", enabled=not dry_run, boot_time=lambda: boot)
+    record = RunRecord(system, kvp, vm_id, boot)
+    run = Run(fabric, distro, Reporter(system, config, overrides, clock, client), vm_id, record=record)
     log.info("Running waprov provisioning (VM id %s, %s %s)", vm_id or "unknown", distro.id, distro.version)
     rc = run.changed_vm(stored) if state == CHANGED else run.provision()
     if dry_run:

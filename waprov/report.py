@@ -13,7 +13,7 @@ import csv
 import io
 import logging
 import time
-from typing import Dict, Optional
+from typing import Any, Dict, List, Optional
 
 from waprov import __version__
 from waprov.certs import fetch_certificates
@@ -23,6 +23,7 @@ from waprov.http import HttpClient
 from waprov.log import Redactor
 from waprov.model import ProvisioningData
 from waprov.overrides import Overrides
+from waprov.runreport import iso
 from waprov.system import System
 from waprov.timing import Clock
 from waprov.wireserver import GoalState, WireServer, connect, discover_endpoint
@@ -60,6 +61,7 @@ class Reporter:
         self.ws: Optional[WireServer] = None
         self.gs: Optional[GoalState] = None
         self.unreachable: Optional[str] = None
+        self.sent: List[Dict[str, Any]] = []  # each report: state, substatus, http_status (run report)
 
     def connect(self) -> None:
         if self.ws is not None:
@@ -87,12 +89,22 @@ class Reporter:
         fetch_certificates(self.system, self.config, self.ws, self.gs)
 
     def _post(self, state: str, substatus: str = "", description: str = "") -> None:
-        self.connect()
-        shown = f"{state} {substatus}".strip()
-        if self.ws is None or self.gs is None:
-            self.system.note("report", shown, "dry run: not sent")
-            return
-        self.ws.report(self.gs, state, substatus, description)
+        entry: Optional[Dict[str, Any]] = None
+        if not self.system.dry_run:  # the run report lists every report tried, sent or not
+            entry = {"state": state, "substatus": substatus, "time": iso(time.time()), "http_status": None}
+            self.sent.append(entry)
+        try:
+            self.connect()
+            if self.ws is None or self.gs is None:
+                self.system.note("report", f"{state} {substatus}".strip(), "dry run: not sent")
+                return
+            status = self.ws.report(self.gs, state, substatus, description)
+        except ProtocolError as e:
+            if entry is not None:
+                entry["http_status"], entry["error"] = getattr(e, "status", None), str(e)
+            raise
+        if entry is not None:
+            entry["http_status"] = status
 
     def provisioning(self) -> None:
         self._post("NotReady", "Provisioning", "Starting")

@@ -236,16 +236,18 @@ class WireServer:
                 self.client.clock.sleep(ROLE_INSTANCE_WAIT, "goal state without RoleInstance")
         raise ProtocolError(f"Fetched goal state without a RoleInstance [incarnation {gs.incarnation}]")
 
-    def report(self, gs: GoalState, state: str, substatus: str = "", description: str = "") -> None:
+    def report(self, gs: GoalState, state: str, substatus: str = "", description: str = "") -> int:
+        """POST a health document; the HTTP status of the answer."""
         body = health_document(gs, state, substatus, description).encode("utf-8")
         headers = {**self.headers, "Content-Type": "text/xml;charset=utf-8"}
         try:
-            self.client.request(
+            resp = self.client.request(
                 "POST", f"{self.base}/machine?comp=health", HEALTH_POLICY, headers=headers, body=body
             )
         except ProtocolError as e:
             raise ProtocolError(f"Failed to send provision status: {e}") from None
         log.info("Reported %s%s to the wireserver", state, f" ({substatus})" if substatus else "")
+        return resp.status
 
     def report_ready(self, gs: GoalState) -> None:
         self.report(gs, "Ready")

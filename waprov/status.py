@@ -1,0 +1,95 @@
+"""`waprov -status [--json]`: what the last provisioning run did, from report.json.
+
+A human summary (provisioned or not, when, the sources, each step's duration and result,
+the health reports and their HTTP status, the last error and the structured report line)
+or, with `--json`, the report itself plus `provisioned`. Exit 0 when this VM is
+provisioned by waprov, 1 when the last run failed or waprov has not provisioned this VM,
+2 when the report is unreadable. Read-only: nothing is changed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any, Dict, List, Optional, TextIO
+
+from waprov.errors import ConfigError
+from waprov.runreport import REPORT
+from waprov.steps import STATE_DIR
+from waprov.vmid import same_vm
+
+
+def load(state_dir: str = STATE_DIR) -> Optional[Dict[str, Any]]:
+    path = os.path.join(state_dir, REPORT)
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        raise ConfigError(path, f"cannot be read as waprov's run report ({e})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("steps"), list):
+        raise ConfigError(path, "is not a waprov run report (no list of steps)")
+    return doc
+
+
+def provisioned(doc: Dict[str, Any], state_dir: str = STATE_DIR) -> bool:
+    try:
+        with open(os.path.join(state_dir, "provisioned"), encoding="utf-8") as f:
+            return same_vm(f.read(), str(doc.get("vm_id", "")))
+    except OSError:
+        return False
+
+
+def summary(doc: Dict[str, Any], done: bool) -> List[str]:
+    ok = doc.get("result") == "success"
+    state = "provisioned" if done else "NOT provisioned"
+    boot = doc.get("seconds_since_boot")
+    after_boot = "" if boot is None else f" ({float(boot):.1f}s after boot)"
+    took = float(doc.get("seconds_since_start") or 0)
+    lines = [
+        f"waprov: this VM ({doc.get('vm_id') or 'unknown id'}) is {state}",
+        f"last run: {doc.get('started')} to {doc.get('finished')}, "
+        f"{'succeeded' if ok else 'FAILED'} in {took:.3f}s{after_boot}",
+        "sources: " + (", ".join(doc.get("sources") or []) or "none read"),
+        "steps:",
+    ]
+    for step in doc["steps"]:
+        if isinstance(step, dict):
+            why = f"  {step['error']}" if step.get("error") else ""
+            seconds = float(step.get("duration") or 0)
+            lines.append(f"  {step.get('name', '?'):<18} {seconds:8.3f}s  {step.get('result')}{why}")
+    reports = doc.get("health_reports") or []
+    shown = [
+        "{}{} -> {}".format(
+            r.get("state"),
+            f"/{r['substatus']}" if r.get("substatus") else "",
+            r.get("http_status") or r.get("error") or "not sent",
+        )
+        for r in reports
+        if isinstance(r, dict)
+    ]
+    lines.append("health reports: " + ("; ".join(shown) or "none sent"))
+    err = doc.get("error")
+    if isinstance(err, dict):
+        lines.append(f"last error: step {err.get('step')}: {err.get('reason')}: {err.get('message')}")
+    lines.append(f"report line: {doc.get('report_line')}")
+    return lines
+
+
+def main(as_json: bool, out: TextIO = sys.stdout, state_dir: str = STATE_DIR) -> int:
+    doc = load(state_dir)
+    if doc is None:
+        if as_json:
+            print(json.dumps({"provisioned": False, "report": None}), file=out)
+        else:
+            missing = os.path.join(state_dir, REPORT)
+            print(f"waprov has not run a provisioning on this VM ({missing} is missing)", file=out)
+        return 1
+    done = provisioned(doc, state_dir)
+    if as_json:
+        print(json.dumps({"provisioned": done, "report": doc}, indent=2), file=out)
+    else:
+        print("\n".join(summary(doc, done)), file=out)
+    return 0 if done and doc.get("result") == "success" else 1
