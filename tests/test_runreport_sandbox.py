@@ -32,8 +32,8 @@ def kvp(r: Dict[str, Any]) -> List[Tuple[str, str]]:
 
 
 def test_success_leaves_a_report_kvp_records_and_a_status(tmp_path: Any) -> None:
-    r = scenario(str(tmp_path), {"ovf": ovf(password=PASSWORD), "setup": [HYPERV], "snapshot": SNAP, "search": PASSWORD,
-                                 "runs": [{}, STATUS, STATUS_JSON]})  # fmt: skip
+    spec = {"ovf": ovf(password=PASSWORD), "setup": [HYPERV], "snapshot": SNAP, "search": PASSWORD}
+    r = scenario(str(tmp_path), {**spec, "runs": [{}, STATUS, STATUS_JSON]})
     assert [x["rc"] for x in r["runs"]] == [0, 0, 0]
     doc = report_json(r)
     assert doc["result"] == "success" and doc["vm_id"] == SWAPPED_ID and doc["agent"] == "waprov/0.1.0"
