@@ -21,6 +21,7 @@ from typing import Dict, List, Set
 
 import pytest
 
+from tests.conftest import DATA
 from tests.pkgfiles import ROOT, Packages, deb_depends, deb_files, out, packages, run, version
 from tests.sandbox import sandbox_run
 
@@ -30,15 +31,8 @@ GA_UNITS = ["waagent.service", "walinuxagent.service"]
 DROPIN = "50-waprov.conf"
 # Debian's walinuxagent.service (bookworm and sid, spec/packaging.md §1.3) and a unit
 # like upstream's generic waagent.service: what the drop-in is applied to.
-WALINUXAGENT_SERVICE = """[Unit]
-Description=Microsft Azure Linux Agent
-After=multi-user.target
-ConditionVirtualization=microsoft
-[Service]
-ExecStart=/usr/sbin/waagent -daemon
-[Install]
-WantedBy=multi-user.target
-"""
+with open(os.path.join(DATA, "walinuxagent.service"), encoding="utf-8") as _f:
+    WALINUXAGENT_SERVICE = _f.read()
 WAAGENT_SERVICE = """[Unit]
 Description=Azure Linux Agent
 Wants=network-online.target sshd.service sshd-keygen.service

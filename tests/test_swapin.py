@@ -21,16 +21,8 @@ from waprov.swapin import DROPIN, disable, enable
 from waprov.system import System
 
 Entry = Tuple[str, object, int]
-DEBIAN_GA_UNIT = """\
-[Unit]
-Description=Microsft Azure Linux Agent
-After=multi-user.target
-ConditionVirtualization=microsoft
-[Service]
-ExecStart=/usr/sbin/waagent -daemon
-[Install]
-WantedBy=multi-user.target
-"""
+with open(os.path.join(DATA, "walinuxagent.service"), encoding="utf-8") as _f:
+    DEBIAN_GA_UNIT = _f.read()  # Debian's unit, verbatim (spec/packaging.md §1.3)
 # spec WA §1.4: Flatcar's shipped config (non-comment keys, in order), with comments
 FLATCAR_CONF = """\
 #
