@@ -265,6 +265,15 @@ def test_without_systemctl_nothing_is_changed(debian: str) -> None:
     assert tree(debian) == before
 
 
+def test_disable_after_the_package_is_gone_still_restores_the_line(debian: str) -> None:
+    enable(System(root=debian))
+    for unit in ("waprov.service", "waprov-resourcedisk.service"):
+        os.unlink(os.path.join(debian, "lib/systemd/system", unit))
+    changes, problems = disable(System(root=debian, which=lambda name: None))
+    assert problems == [] and conf_text(debian) == sample()
+    assert "/etc/waagent.conf: line 3: Provisioning.Agent=disabled -> Provisioning.Agent=auto" in changes
+
+
 def test_no_guest_agent_configuration_still_enables_the_units(debian: str) -> None:
     os.unlink(os.path.join(debian, "etc/waagent.conf"))
     changes = enable(System(root=debian))

@@ -58,8 +58,8 @@ def encode(key: str, value: str) -> bytes:
 
 
 def decode(data: bytes) -> Iterator[Tuple[str, str]]:
-    """(key, value) per record of a pool file (what hv_kvp_daemon reads; used by tests
-    and `-status`)."""
+    """(key, value) per record of a pool file, as hv_kvp_daemon reads it (for tests and
+    for whoever inspects a pool)."""
     for off in range(0, len(data) - len(data) % RECORD, RECORD):
         key = data[off : off + KEY_FIELD].split(b"\0", 1)[0]
         value = data[off + KEY_FIELD : off + RECORD].split(b"\0", 1)[0]

@@ -142,7 +142,6 @@ class Run:
         self.distro, self.reporter, self.vm_id = distro, reporter, vm_id
         self.state_dir = state_dir
         self.record = record or RunRecord(self.system, Kvp("", enabled=False), vm_id, 0.0)
-        self.record.reports = reporter.sent
 
     def _step(self, name: str, reason: str, fn: Callable[[], _T]) -> _T:
         wall, started = time.time(), time.monotonic()
@@ -167,7 +166,9 @@ class Run:
             changed_vm_cleanup(self.system, self.config, self.distro)
         self.system.write(os.path.join(self.config.lib_dir, "provisioned"), self.vm_id, 0o644)
         ok = self.reporter.ready()
-        self.record.finish("success" if ok else "error", success_line(self.vm_id), self.state_dir)
+        self.record.finish(
+            "success" if ok else "error", success_line(self.vm_id), self.state_dir, self.reporter.sent
+        )
         write_own_marker(self.system, self.vm_id, self.state_dir)
         log.info("Provisioning already completed under another VM id: reported Ready, nothing re-provisioned")
         return 0 if ok else 1
@@ -198,10 +199,10 @@ class Run:
             log.info("Failure report: %s", desc)
             self.reporter.failed(desc)
             failure = {"step": e.step, "reason": e.reason, "message": self.system.redactor.redact(str(e))}
-            self.record.finish("error", desc, self.state_dir, failure)
+            self.record.finish("error", desc, self.state_dir, self.reporter.sent, failure)
             return 1
         self._step("ready", "failed to report ready", self.reporter.ready)
-        self.record.finish("success", success_line(self.vm_id), self.state_dir)
+        self.record.finish("success", success_line(self.vm_id), self.state_dir, self.reporter.sent)
         write_own_marker(self.system, self.vm_id, self.state_dir)
         took = time.monotonic() - started
         log.info(

@@ -1,8 +1,9 @@
 """What one provisioning run did, for the admin and the host: report.json and KVP.
 
 `RunRecord` collects, as the run goes: each step (name, start, duration, result, error),
-the data sources used, the health reports sent with their HTTP status, the commands run
-(System's recorded `run` actions, already redacted). At the end `finish()` writes
+the data sources used, the commands run (System's recorded `run` actions, already
+redacted). At the end `finish()` adds the health reports tried (with their HTTP status,
+from the Reporter) and writes
 `/var/lib/waprov/report.json` (0600, through System) and the KVP `PROVISIONING_REPORT`
 (the structured success or failure line). Every step also goes to KVP as it ends, so the
 host sees how far a run got even if it never finishes. Secrets never enter: errors and
@@ -41,7 +42,6 @@ class RunRecord:
         self.started = time.time()
         self._mono = time.monotonic()
         self.steps: List[Dict[str, Any]] = []
-        self.reports: List[Dict[str, Any]] = []  # the Reporter's `sent` list, shared
         self.sources: List[str] = []
 
     def step(self, name: str, started: float, seconds: float, error: Optional[str] = None) -> None:
@@ -57,8 +57,16 @@ class RunRecord:
         self.steps.append(entry)
         self.kvp.event(f"step:{name}", **{k: v for k, v in entry.items() if k != "name"})
 
-    def finish(self, result: str, line: str, state_dir: str, error: Optional[Dict[str, str]] = None) -> None:
-        """Write report.json and PROVISIONING_REPORT; `line` is the structured row."""
+    def finish(
+        self,
+        result: str,
+        line: str,
+        state_dir: str,
+        reports: List[Dict[str, Any]],
+        error: Optional[Dict[str, str]] = None,
+    ) -> None:
+        """Write report.json and PROVISIONING_REPORT; `line` is the structured row,
+        `reports` the health reports tried (Reporter.sent)."""
         now = time.time()
         self.kvp.report(line)
         doc: Dict[str, Any] = {
@@ -73,7 +81,7 @@ class RunRecord:
             "seconds_since_boot": round(now - self.boot_time, 3) if self.boot_time else None,
             "sources": self.sources,
             "steps": self.steps,
-            "health_reports": self.reports,
+            "health_reports": reports,
             "commands": [a.target for a in self.system.actions if a.kind == "run"],
         }
         if error:

@@ -84,14 +84,18 @@ def _enabled(system: System, unit: str) -> bool:
     return system.query(_systemctl(system, "is-enabled", unit)).rc == 0
 
 
+def _installed_units(system: System) -> List[str]:
+    places = [ETC_UNITS, *PACKAGE_UNITS]
+    return [u for u in UNITS if any(system.kind(f"{d}/{u}") != "absent" for d in places)]
+
+
 def _check_units(system: System) -> None:
     if not system.has_command("systemctl"):
         raise HostError("systemctl is not installed: waprov's units need systemd")
     for unit in UNITS:
-        places = [ETC_UNITS, *PACKAGE_UNITS]
-        if all(system.kind(f"{d}/{unit}") == "absent" for d in places):
+        if unit not in _installed_units(system):
             raise HostError(
-                f"{unit} is not installed (looked in {', '.join(places)}): "
+                f"{unit} is not installed (looked in {ETC_UNITS}, {', '.join(PACKAGE_UNITS)}): "
                 "install waprov's package (deb or rpm), which ships the units"
             )
 
@@ -231,7 +235,8 @@ def enable(system: System, conf: str = GA_CONF) -> List[str]:
 
 def disable(system: System) -> Tuple[List[str], List[str]]:
     """Swap waprov out; (what changed, what could not be undone)."""
-    _check_units(system)
+    if _installed_units(system):  # after the package is gone, the line is still restored
+        _check_units(system)
     changes: List[str] = []
     problems: List[str] = []
     _conf_disable(system, changes, problems)
@@ -245,7 +250,7 @@ def disable(system: System) -> Tuple[List[str], List[str]]:
                 system.remove(folder, recursive=True)
         if _package_dropin(system, unit) is not None:
             pulled_in.append(unit)
-    to_disable = [u for u in UNITS if _enabled(system, u)]
+    to_disable = [u for u in _installed_units(system) if _enabled(system, u)]
     if to_disable:
         system.run(_systemctl(system, "disable", *to_disable))
     changes.extend(f"{u}: disabled" for u in to_disable)
