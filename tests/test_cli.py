@@ -76,9 +76,17 @@ def test_help_lists_only_commands_that_work() -> None:
     p = run_waprov(["-help"])
     assert p.returncode == 0
     listed = set(re.findall(r"^  (-[a-z-]+)", p.stdout, re.M))
-    flags = {"-configuration-path", "-verbose", "--dry-run", "-force", "--json"}
+    flags = {"-configuration-path", "-verbose", "--dry-run", "-force", "--json", "--image"}
     # sandboxes only: they change the host, or (-status) report on this host's state
-    host_changing = {"-provision", "-resourcedisk", "-deprovision", "-enable", "-disable", "-status"}
+    host_changing = {
+        "-provision",
+        "-resourcedisk",
+        "-deprovision",
+        "-enable",
+        "-disable",
+        "-status",
+        "-doctor",
+    }
     assert listed == {"-help", "-version", "-show-configuration", *host_changing, *flags}
     for word in listed - flags - host_changing:
         assert run_waprov([word]).returncode == 0, word

@@ -26,6 +26,7 @@ usage: waprov [-verbose] [-configuration-path:<path>] -help|-version|-show-confi
        waprov [-verbose] [-configuration-path:<path>] -deprovision[+user] [-force] [--dry-run]
        waprov [-verbose] [-configuration-path:<path>] -enable|-disable [--dry-run]
        waprov -status [--json]
+       waprov [-configuration-path:<path>] -doctor [--image]
 
   -help                        print this help
   -version                     print waprov's version, the distribution and Python's version
@@ -44,6 +45,10 @@ usage: waprov [-verbose] [-configuration-path:<path>] -help|-version|-show-confi
   -status                      what the last provisioning run did (steps, durations, reports,
                                the last error), from /var/lib/waprov/report.json
   --json                       with -status: the report as JSON
+  -doctor                      check this image or VM: one line OK/WARN/FAIL per check with
+                               the fix (udf, the guest agent swapped out, no second agent,
+                               sshd, sudoers, hv_kvp_daemon, waprov's units); exit 1 on FAIL
+  --image                      with -doctor: also what -deprovision should have removed
   --dry-run                    with -provision, -resourcedisk, -deprovision, -enable or
                                -disable: print the plan, change nothing, send nothing
   -configuration-path:<path>   read <path> instead of /etc/waagent.conf
@@ -56,17 +61,17 @@ Arguments may be written -x, --x or /x. Exit codes: 0 success, 1 the operation f
 
 # Words in the order WALinuxAgent checks them; each is a command or a flag. An argument
 # matches a word when, after any leading '-' and '/', it starts with the word.
-_FLAGS = ("verbose", "force", "dry-run", "json")
+_FLAGS = ("verbose", "force", "dry-run", "json", "image")
 _ORDER = ("deprovision+user", "deprovision", "version", "verbose", "force", "dry-run", "show-configuration",
-          "provision", "resourcedisk", "enable", "disable", "status", "json", "help", "usage",
-          "?")  # fmt: skip
+          "provision", "resourcedisk", "enable", "disable", "status", "json", "doctor", "image",
+          "help", "usage", "?")  # fmt: skip
 _CONF = "configuration-path:"
 
 
 class Args:
     """The parsed command line."""
 
-    __slots__ = ("command", "conf_path", "dry_run", "force", "json", "verbose")
+    __slots__ = ("command", "conf_path", "dry_run", "force", "image", "json", "verbose")
 
     def __init__(
         self,
@@ -76,8 +81,10 @@ class Args:
         force: bool = False,
         dry_run: bool = False,
         json: bool = False,
+        image: bool = False,
     ) -> None:
         self.json = json
+        self.image = image
         self.command = command
         self.conf_path = conf_path
         self.verbose = verbose
@@ -85,7 +92,7 @@ class Args:
         self.dry_run = dry_run
 
     def _fields(self) -> tuple[object, ...]:
-        return (self.command, self.conf_path, self.verbose, self.force, self.dry_run, self.json)
+        return (self.command, self.conf_path, self.verbose, self.force, self.dry_run, self.json, self.image)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Args) and self._fields() == other._fields()
@@ -176,6 +183,12 @@ def cmd_swapin(args: Args) -> int:
     return main(args.command, args.conf_path, args.dry_run, args.verbose)
 
 
+def cmd_doctor(args: Args) -> int:
+    from waprov.doctor import main
+
+    return main(args.conf_path, args.image)
+
+
 def cmd_status(args: Args) -> int:
     from waprov.status import main
 
@@ -184,6 +197,7 @@ def cmd_status(args: Args) -> int:
 
 COMMANDS: Dict[str, Callable[[Args], int]] = {
     "status": cmd_status,
+    "doctor": cmd_doctor,
     "enable": cmd_swapin,
     "disable": cmd_swapin,
     "deprovision": cmd_deprovision,

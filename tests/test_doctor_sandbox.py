@@ -1,0 +1,124 @@
+"""`waprov -doctor [--image]` against sandboxes set up to pass every check, then to fail
+each one (the real command; files, units and processes laid out in the sandbox)."""
+
+from __future__ import annotations
+
+from typing import Dict, Tuple
+
+import pytest
+
+from tests.conftest import waprov_argv
+from tests.sandbox import sandbox_run
+
+# A healthy image after `waprov -enable` and `-deprovision+user`: Debian's GA unit with
+# waprov's drop-in, Provisioning.Agent=disabled, waprov's units enabled, sshd and sudoers
+# as Debian ships them, hv_kvp_daemon running. This kernel has no udf module: a modprobe
+# that can load it stands in (the FAIL cases use the real one, or a modprobe.d rule).
+HEALTHY = """
+rm -rf /home/* /var/lib/waagent /var/lib/waprov
+printf 'Provisioning.Agent=disabled\\n' > /etc/waagent.conf
+mkdir -p /lib/systemd/system/walinuxagent.service.d /etc/systemd/system/multi-user.target.wants /run/sshd
+cp tests/data/walinuxagent.service /lib/systemd/system/
+cp init/ga-dropin.conf /lib/systemd/system/walinuxagent.service.d/50-waprov.conf
+for u in waprov.service waprov-resourcedisk.service; do
+    cp init/$u /lib/systemd/system/
+    ln -s /lib/systemd/system/$u /etc/systemd/system/multi-user.target.wants/$u
+done
+printf '#!/bin/sh\\n[ "$*" = "-n udf" ]\\n' > /usr/local/sbin/modprobe; chmod 0755 /usr/local/sbin/modprobe
+cp /bin/sleep /run/hv_kvp_daemon; (/run/hv_kvp_daemon 120 &)
+"""
+
+
+def doctor(extra: str = "", *args: str) -> Tuple[int, Dict[str, str], str]:
+    w = " ".join(waprov_argv("-doctor", *args))
+    p = sandbox_run(["bash", "-c", f"{w}; echo rc=$?"], HEALTHY + extra)
+    lines = p.stdout.splitlines()
+    assert lines and lines[-1].startswith("rc="), p.stdout + p.stderr
+    levels = {}
+    for line in lines:
+        head, _, rest = line.partition(" ")
+        if head in ("OK", "WARN", "FAIL"):
+            levels[rest.strip().split(":", 1)[0]] = head
+    return int(lines[-1][3:]), levels, p.stdout
+
+
+CHECKS = [
+    "udf",
+    "guest agent",
+    "other provisioning agents",
+    "sshd",
+    "sudoers",
+    "hv_kvp_daemon",
+    "waprov units",
+]
+
+
+def test_a_healthy_image_passes_every_check() -> None:
+    rc, levels, out = doctor("", "--image")
+    assert levels == {**dict.fromkeys(CHECKS, "OK"), "image leftovers": "OK"}, out
+    assert rc == 0 and out.splitlines()[-2] == "all checks passed"
+
+
+@pytest.mark.parametrize(
+    ("name", "setup", "level", "says"),
+    [
+        ("udf", "mkdir -p /etc/modprobe.d && echo 'install udf /bin/true' > /etc/modprobe.d/cis.conf", "FAIL",
+         "udf is disabled (/etc/modprobe.d/cis.conf: install udf /bin/true)"),
+        ("udf", "rm /usr/local/sbin/modprobe", "FAIL", "udf is neither built in nor loadable"),
+        ("guest agent", "printf 'Provisioning.Agent=auto\\n' > /etc/waagent.conf", "FAIL",
+         "Provisioning.Agent=auto in /etc/waagent.conf: the guest agent provisions"),
+        ("guest agent", "rm /lib/systemd/system/walinuxagent.service.d/50-waprov.conf", "FAIL",
+         "no waprov drop-in for walinuxagent.service"),
+        ("other provisioning agents", "mkdir -p /etc/systemd/system/cloud-init.target.wants && "
+         "ln -s /lib/systemd/system/cloud-init.service /etc/systemd/system/cloud-init.target.wants/", "FAIL",
+         "cloud-init (cloud-init.service enabled) would provision this VM too"),
+        ("other provisioning agents", "ln -s /lib/systemd/system/azure-init.service "
+         "/etc/systemd/system/multi-user.target.wants/", "FAIL", "azure-init (azure-init.service enabled)"),
+        ("sshd", "echo 'PasswordAuthentication no' > /etc/ssh/sshd_config.d/50-x.conf && "
+         "sed -i '/^Include/d' /etc/ssh/sshd_config", "FAIL",
+         "has settings, but /etc/ssh/sshd_config does not Include it"),
+        ("sshd", "echo 'Bogus yes' >> /etc/ssh/sshd_config", "FAIL", "sshd -t fails"),
+        ("sudoers", "sed -i '/includedir/d' /etc/sudoers", "FAIL",
+         "/etc/sudoers does not read /etc/sudoers.d"),
+        ("hv_kvp_daemon", "pkill -f /run/hv_kvp_daemon", "WARN", "not running"),
+        ("waprov units", "rm /etc/systemd/system/multi-user.target.wants/waprov.service", "FAIL",
+         "waprov.service not enabled"),
+        ("waprov units", "mkdir -p /etc/waprov && touch /etc/waprov/disabled", "FAIL",
+         "/etc/waprov/disabled exists"),
+    ],
+)  # fmt: skip
+def test_each_check_fails_on_its_fault(name: str, setup: str, level: str, says: str) -> None:
+    rc, levels, out = doctor(setup)
+    assert levels[name] == level, out
+    assert says in out
+    assert [n for n, lv in levels.items() if lv != "OK"] == [name]  # only that check
+    assert rc == (1 if level == "FAIL" else 0)
+    assert f"{level:<5} {name}: " in out and "      fix: " in out
+
+
+def test_cloud_init_disabled_by_its_flag_is_fine() -> None:
+    _, levels, _ = doctor(
+        "mkdir -p /etc/systemd/system/cloud-init.target.wants /etc/cloud"
+        " && touch /etc/cloud/cloud-init.disabled"
+        " && ln -s /lib/systemd/system/cloud-init.service /etc/systemd/system/cloud-init.target.wants/"
+    )
+    assert levels["other provisioning agents"] == "OK"
+
+
+@pytest.mark.parametrize(
+    ("setup", "left"),
+    [
+        ("mkdir -p /var/lib/waagent && touch /var/lib/waagent/ovf-env.xml", "/var/lib/waagent/ovf-env.xml"),
+        ("mkdir -p /var/lib/waprov && touch /var/lib/waprov/provisioned", "/var/lib/waprov/provisioned"),
+        ("mkdir -p /home/azureuser/.ssh && touch /home/azureuser/.ssh/authorized_keys",
+         "/home/azureuser/.ssh/authorized_keys"),
+        ("printf 'Provisioning.Agent=disabled\\nProvisioning.RegenerateSshHostKeyPair=y\\n'"
+         " > /etc/waagent.conf"
+         " && touch /etc/ssh/ssh_host_ed25519_key", "/etc/ssh/ssh_host_ed25519_key"),
+    ],
+)  # fmt: skip
+def test_image_leftovers_fail_only_with_image(setup: str, left: str) -> None:
+    rc, levels, out = doctor(setup, "--image")
+    assert levels["image leftovers"] == "FAIL" and left in out and rc == 1
+    rc, levels, _ = doctor(setup)
+    assert "image leftovers" not in levels and rc == 0
