@@ -11,6 +11,7 @@ import base64
 import csv
 import hashlib
 import html
+import json
 import os
 import subprocess
 import sys
@@ -375,15 +376,23 @@ def test_an_sshd_config_that_sshd_rejects_is_rolled_back(tmp_path: Any) -> None:
     assert text(r, "/etc/ssh/sshd_config") == text(r, "/var/lib/sshd_config.orig")
     assert health_states(r) == ["NotReady/Provisioning", "NotReady/ProvisioningFailed"]
     assert "reason=failed to update sshd config|" in r["requests"][-1]["body"]
+    assert failure_report(r)["step"] == "sshd"
     assert "/var/lib/waprov/provisioned" not in r["snapshot"]
 
 
 def failure_report(r: Dict[str, Any]) -> Dict[str, str]:
-    """The ProvisioningFailed description as key=value items."""
+    """The ProvisioningFailed description as key=value items; /var/lib/waprov/report.json
+    (issue 8) must record the same failure: its line, step and reason."""
     body = r["requests"][-1]["body"]
     desc = html.unescape(body.split("<Description>", 1)[1].split("</Description>", 1)[0])
     row = next(csv.reader([desc], delimiter="|"))
-    return dict(item.split("=", 1) for item in row)
+    items = dict(item.split("=", 1) for item in row)
+    doc = json.loads(text(r, "/var/lib/waprov/report.json"))
+    assert doc["result"] == "error" and doc["report_line"] == desc
+    assert (doc["error"]["step"], doc["error"]["reason"]) == (items["step"], items["reason"])
+    assert doc["health_reports"][-1]["substatus"] == "ProvisioningFailed"
+    assert doc["health_reports"][-1]["http_status"] == 200
+    return items
 
 
 def test_a_failing_useradd_is_reported_as_provisioning_failed_with_the_command(tmp_path: Any) -> None:
@@ -449,7 +458,7 @@ def test_bad_input_is_refused_with_a_clear_reason(tmp_path: Any) -> None:
             tmp_path / name,
             ovf=document,
             setup=setup if name == "link" else [],
-            snapshot=["/root/.ssh", "/etc/passwd"],
+            snapshot=["/root/.ssh", "/etc/passwd", "/var/lib/waprov"],
         )
         assert r["runs"][0]["rc"] == 1, name
         report = failure_report(r)
