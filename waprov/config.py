@@ -225,7 +225,8 @@ KNOWN_KEYS = frozenset(s.key for s in KEY_TABLE)
 # The line rules (WA §1.2). Plain code rather than configobj: configobj turns commas into
 # lists, keeps `#` inside quotes, strips single quotes, reads `[x]` as sections, refuses
 # duplicate keys and lines without `=`; none of that is what WALinuxAgent (and so the GA
-# reading the same file) does. configobj is kept for the in-place editor (`waprov -enable`).
+# reading the same file) does. `waprov -enable`'s one-line edit (agentconf.py) uses these
+# rules too; configobj's writer would reformat every line.
 # --------------------------------------------------------------------------------------------
 
 
