@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Dict, List, Optional
 
-from waprov.config import parse_values
+from waprov.config import line_key, parse_values
 
 
 @dataclass(frozen=True)
@@ -43,17 +43,11 @@ class Edit:
         return cls(index, before, after, separator)
 
 
-def _key_of(line: str) -> Optional[str]:
-    if line.startswith("#") or "=" not in line:
-        return None
-    return line.partition("=")[0].strip()
-
-
 def effective_line(lines: List[str], key: str) -> Optional[int]:
     """The index of the line WALinuxAgent takes `key` from (the last one), or None."""
     found = None
     for i, line in enumerate(lines):
-        if _key_of(line) == key:
+        if line_key(line) == key:
             found = i
     return found
 

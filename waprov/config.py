@@ -230,14 +230,22 @@ KNOWN_KEYS = frozenset(s.key for s in KEY_TABLE)
 # --------------------------------------------------------------------------------------------
 
 
+def line_key(line: str) -> Optional[str]:
+    """The key a line sets (text before the first `=`, stripped), None for a comment
+    (`#` in column 0) or a line without `=`. Lines are split on `\n` only."""
+    if line.startswith("#") or "=" not in line:
+        return None
+    return line.partition("=")[0].strip()
+
+
 def iter_entries(text: str) -> Iterator[Tuple[str, Optional[str]]]:
     """Yield (key, value) per used line, in file order; `None` means "use the default"."""
     for line in text.split("\n"):
-        if line.startswith("#") or "=" not in line:
+        key = line_key(line)
+        if key is None:
             continue
-        key, _, raw = line.partition("=")
-        value = raw.split("#", 1)[0].strip('" ').strip()
-        yield key.strip(), (None if value == "None" else value)
+        value = line.partition("=")[2].split("#", 1)[0].strip('" ').strip()
+        yield key, (None if value == "None" else value)
 
 
 def parse_values(text: str) -> Dict[str, Optional[str]]:

@@ -19,11 +19,10 @@ from dataclasses import dataclass
 from typing import Callable, List, Optional, TextIO
 
 from waprov.config import Config
-from waprov.swapin import DROPIN_NAME, ETC_UNITS, GA_UNITS, PACKAGE_UNITS, UNITS
+from waprov.swapin import DROPIN_NAME, ETC_UNITS, GA_UNITS, UNITS, unit_file
 from waprov.system import System
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
-UNIT_DIRS = (ETC_UNITS, *PACKAGE_UNITS)
 
 
 @dataclass(frozen=True)
@@ -43,10 +42,6 @@ class Finding:
 def _text(system: System, path: str) -> Optional[str]:
     raw = system.read(path) if system.kind(path) == "file" else None
     return None if raw is None else raw.decode("utf-8", "replace")
-
-
-def _unit_exists(system: System, unit: str) -> bool:
-    return any(system.kind(f"{d}/{unit}") != "absent" for d in UNIT_DIRS)
 
 
 def _enabled(system: System, unit: str) -> bool:
@@ -73,18 +68,14 @@ def check_udf(system: System, config: Config) -> Finding:
 
 def check_guest_agent(system: System, config: Config) -> Finding:
     name = "guest agent"
-    installed = [u for u in GA_UNITS if _unit_exists(system, u)]
+    installed = [u for u in GA_UNITS if unit_file(system, u) is not None]
     if not installed:
         return Finding(OK, name, "WALinuxAgent is not installed: nothing to swap out")
     if config.provisioning_agent != "disabled":
         return Finding(FAIL, name, f"Provisioning.Agent={config.provisioning_agent} in "
                        f"{config.source or 'the built-in defaults'}: the guest agent provisions, not waprov",
                        "run `waprov -enable`")  # fmt: skip
-    missing = [
-        u
-        for u in installed
-        if not any(system.kind(f"{d}/{u}.d/{DROPIN_NAME}") != "absent" for d in UNIT_DIRS)
-    ]
+    missing = [u for u in installed if unit_file(system, f"{u}.d/{DROPIN_NAME}") is None]
     if missing:
         return Finding(FAIL, name, f"no waprov drop-in for {', '.join(missing)}: it may report Ready "
                        "over a failed provisioning", "run `waprov -enable`")  # fmt: skip

@@ -27,8 +27,8 @@ from waprov.config import Config
 from waprov.distro import Distro
 from waprov.errors import CommandError, ProvisionError, WaprovError
 from waprov.kvp import Kvp
-from waprov.report import Reporter, failure_description
-from waprov.runreport import RunRecord, success_line
+from waprov.report import Reporter, failure_description, success_line
+from waprov.runreport import RunRecord
 from waprov.sources import Fabric, gather
 from waprov.steps import STATE_DIR, Ctx
 from waprov.steps.customdata import save_custom_data
@@ -136,12 +136,12 @@ class Run:
         vm_id: str,
         *,
         state_dir: str = STATE_DIR,
-        record: Optional[RunRecord] = None,
+        record: RunRecord,
     ) -> None:
         self.fabric, self.system, self.config = fabric, fabric.system, fabric.config
         self.distro, self.reporter, self.vm_id = distro, reporter, vm_id
         self.state_dir = state_dir
-        self.record = record or RunRecord(self.system, Kvp("", enabled=False), vm_id, 0.0)
+        self.record = record
 
     def _step(self, name: str, reason: str, fn: Callable[[], _T]) -> _T:
         wall, started = time.time(), time.monotonic()

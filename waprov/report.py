@@ -41,15 +41,25 @@ def _row(items: Dict[str, str]) -> str:
     return buf.getvalue()
 
 
+def _stamp(now: Optional[float]) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() if now is None else now))
+
+
 def failure_description(
     e: ProvisionError, vm_id: str, redactor: Redactor, now: Optional[float] = None
 ) -> str:
     items = {"result": "error", "reason": e.reason, "agent": f"waprov/{__version__}", "step": e.step}
     items.update({k: v[:MAX_DETAIL] for k, v in e.data.items()})
     items["error"] = str(e)[:MAX_DETAIL]
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() if now is None else now))
-    items.update({"vm_id": vm_id, "timestamp": stamp, "documentation_url": DOC_URL})
+    items.update({"vm_id": vm_id, "timestamp": _stamp(now), "documentation_url": DOC_URL})
     return redactor.redact(_row(items))
+
+
+def success_line(vm_id: str, now: Optional[float] = None) -> str:
+    """peers §3.5's success row (KVP PROVISIONING_REPORT, report.json)."""
+    return _row(
+        {"result": "success", "agent": f"waprov/{__version__}", "vm_id": vm_id, "timestamp": _stamp(now)}
+    )
 
 
 class Reporter:
@@ -101,7 +111,8 @@ class Reporter:
             status = self.ws.report(self.gs, state, substatus, description)
         except ProtocolError as e:
             if entry is not None:
-                entry["http_status"], entry["error"] = getattr(e, "status", None), str(e)
+                entry["http_status"] = getattr(e, "status", None)
+                entry["error"] = self.system.redactor.redact(str(e))
             raise
         if entry is not None:
             entry["http_status"] = status

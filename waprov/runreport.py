@@ -29,12 +29,6 @@ def iso(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"
 
 
-def success_line(vm_id: str, now: Optional[float] = None) -> str:
-    """peers §3.5's success row."""
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() if now is None else now))
-    return f"result=success|agent=waprov/{__version__}|vm_id={vm_id}|timestamp={stamp}"
-
-
 class RunRecord:
     def __init__(self, system: System, kvp: Kvp, vm_id: str, boot_time: float) -> None:
         self.system, self.kvp, self.vm_id = system, kvp, vm_id

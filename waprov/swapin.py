@@ -18,11 +18,12 @@ import json
 import os
 import posixpath
 import sys
-from typing import List, Optional, TextIO, Tuple
+from typing import List, Optional, Sequence, TextIO, Tuple
 
 from waprov.agentconf import Edit, set_value, undo
 from waprov.errors import ConfigError, HostError
 from waprov.system import System
+from waprov.textdata import MIB, decode_text
 
 KEY = "Provisioning.Agent"
 GA_CONF = "/etc/waagent.conf"
@@ -36,6 +37,7 @@ GA_UNITS = ("waagent.service", "walinuxagent.service")
 DROPIN_NAME = "50-waprov.conf"
 ETC_UNITS = "/etc/systemd/system"
 PACKAGE_UNITS = ("/usr/lib/systemd/system", "/lib/systemd/system")
+UNIT_DIRS = (ETC_UNITS, *PACKAGE_UNITS)
 # The text of init/ga-dropin.conf (a test keeps the two equal).
 DROPIN = """\
 # Installed by waprov for WALinuxAgent's guest agent (waagent.service on most
@@ -59,21 +61,22 @@ def _resolve(system: System, path: str) -> str:
 
 
 def _read_text(system: System, path: str) -> str:
-    data = system.read(path, limit=1 << 20)
+    data = system.read(path, limit=MIB + 1)
     if data is None:
         raise ConfigError(path, "no such file")
     try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ConfigError(path, "is not UTF-8 text") from None
+        return decode_text(data, MIB)
+    except ValueError as e:
+        raise ConfigError(path, str(e)) from None
+
+
+def unit_file(system: System, name: str, dirs: Sequence[str] = UNIT_DIRS) -> Optional[str]:
+    """The first of `<dir>/<name>` that exists (a unit, or `<unit>.d/<drop-in>`)."""
+    return next((f"{d}/{name}" for d in dirs if system.kind(f"{d}/{name}") != "absent"), None)
 
 
 def _package_dropin(system: System, unit: str) -> Optional[str]:
-    for base in PACKAGE_UNITS:
-        path = f"{base}/{unit}.d/{DROPIN_NAME}"
-        if system.kind(path) != "absent":
-            return path
-    return None
+    return unit_file(system, f"{unit}.d/{DROPIN_NAME}", PACKAGE_UNITS)
 
 
 def _systemctl(system: System, *args: str) -> List[str]:
@@ -85,17 +88,17 @@ def _enabled(system: System, unit: str) -> bool:
 
 
 def _installed_units(system: System) -> List[str]:
-    places = [ETC_UNITS, *PACKAGE_UNITS]
-    return [u for u in UNITS if any(system.kind(f"{d}/{u}") != "absent" for d in places)]
+    return [u for u in UNITS if unit_file(system, u) is not None]
 
 
 def _check_units(system: System) -> None:
     if not system.has_command("systemctl"):
         raise HostError("systemctl is not installed: waprov's units need systemd")
+    installed = _installed_units(system)
     for unit in UNITS:
-        if unit not in _installed_units(system):
+        if unit not in installed:
             raise HostError(
-                f"{unit} is not installed (looked in {ETC_UNITS}, {', '.join(PACKAGE_UNITS)}): "
+                f"{unit} is not installed (looked in {', '.join(UNIT_DIRS)}): "
                 "install waprov's package (deb or rpm), which ships the units"
             )
 
@@ -276,7 +279,8 @@ def main(
     redactor = setup_logging(verbose, None)
     system = System(dry_run=dry_run, redactor=redactor)
     if command == "enable":
-        changes, problems = enable(system, conf_path or GA_CONF), []  # type: List[str], List[str]
+        changes: List[str] = enable(system, conf_path or GA_CONF)
+        problems: List[str] = []
     else:
         if conf_path:
             print(
