@@ -11,9 +11,12 @@ APT_TEST := python3-venv util-linux mount passwd login sudo openssh-server opens
 # tools, rpm and the linters, and mmdebstrap for the bookworm chroot test.
 APT_PKG := build-essential dpkg-dev debhelper dh-python python3-all python3-setuptools \
 	pybuild-plugin-pyproject lintian rpm rpmlint mmdebstrap systemd
+# What `make e2e` (tools/e2e, tests/e2e) uses besides mmdebstrap: qemu (TCG), qemu-img,
+# socat for guestfwd, genisoimage for the UDF DVD; debugfs (e2fsprogs) reads the guest's disk.
+APT_E2E := qemu-system-x86 qemu-utils socat genisoimage e2fsprogs mmdebstrap openssh-client
 WAAGENT := .cache/waagent
 
-.PHONY: all demo test lint unit bench deps pkg-deps venv deb rpm packages clean
+.PHONY: all demo test lint unit e2e e2e-if-possible e2e-deps bench deps pkg-deps venv deb rpm packages clean
 
 all: test
 
@@ -53,9 +56,20 @@ rpm: pkg-deps
 packages: pkg-deps
 	tools/build-packages deb rpm
 
+e2e-deps:
+	@sh tools/install-deps $(APT_E2E)
+
+# Real boots under qemu (tests/e2e, about 10 minutes): fails where qemu cannot run.
+e2e: venv pkg-deps e2e-deps
+	tools/e2e
+
+# The same from `make test`: a machine that cannot run qemu is skipped, loudly.
+e2e-if-possible: venv pkg-deps e2e-deps
+	tools/e2e --if-possible
+
 # packages first: tests/test_packages.py and test_chroot.py use dist/ (and rebuild it
 # only when it is missing or older than the tree).
-test: lint packages unit
+test: lint packages unit e2e-if-possible
 
 bench: venv
 	$(VPY) tools/bench.py

@@ -82,3 +82,8 @@ def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+# The e2e boots (tests/e2e) need the images and the private network namespace that
+# `make e2e` (tools/e2e) provides; a plain pytest run does not collect them.
+collect_ignore = [] if os.environ.get("WAPROV_E2E_IMAGES") else ["e2e"]

@@ -30,7 +30,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Dict, List, Optional, Tuple
 
 IMDS_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGcQZxJ52KBCCrbKNTGnXoO5c0MmCaCcI869YxPrOxw+ imds-test-key"
-ROUTES = ("versions", "goalstate", "certificates", "health", "imds")
+ROUTES = ("versions", "goalstate", "hostingenv", "sharedconfig", "certificates", "health", "imds")
 DEFAULT_IMDS: Dict[str, Any] = {
     "compute": {
         "vmId": "2f7bd0b4-5b3d-4c2a-9a52-3f1e7f2c1d10",
@@ -133,6 +133,7 @@ class FakeFabric:
         versions: Tuple[str, ...] = ("2015-04-05", "2012-11-30"),
         with_certificates: bool = True,
         log_file: Optional[str] = None,
+        advertise: Optional[str] = None,
     ) -> None:
         self.workdir = workdir
         self.imds_doc = DEFAULT_IMDS if imds is None else imds
@@ -140,6 +141,9 @@ class FakeFabric:
         self.versions = versions
         self.with_certificates = with_certificates
         self.log_file = log_file
+        # The wireserver address the goal state's URLs name: by default where it listens;
+        # a guest behind qemu's guestfwd is given its production address instead.
+        self.advertise = advertise
         self.requests: List[Request] = []
         self._script: Dict[str, List[Fault]] = {r: [] for r in ROUTES}
         self._lock = threading.Lock()
@@ -225,6 +229,10 @@ class FakeFabric:
             return "goalstate"
         if method == "GET" and path.startswith("/machine/certificates?"):
             return "certificates"
+        if method == "GET" and path == "/machine/hec":
+            return "hostingenv"
+        if method == "GET" and path == "/machine/shared":
+            return "sharedconfig"
         if method == "POST" and path == "/machine?comp=health":
             return "health"
         return ""
@@ -240,14 +248,15 @@ class FakeFabric:
         body = h.rfile.read(length) if length else b""
         route = self._route(server, h.command, h.path)
         req = Request(server, route, h.command, h.path, dict(h.headers.items()), body, time.monotonic())
-        with self._lock:
+        with self._lock:  # the log's order is the order of arrival
             self.requests.append(req)
             fault = self._script[route].pop(0) if route and self._script[route] else None
-        if self.log_file:
-            with open(self.log_file, "a", encoding="utf-8") as f:
-                entry = {"server": server, "route": route, "method": h.command, "path": h.path,
-                         "headers": req.headers, "body": body.decode("utf-8", "replace")}  # fmt: skip
-                f.write(json.dumps(entry) + "\n")
+            if self.log_file:
+                with open(self.log_file, "a", encoding="utf-8") as f:
+                    entry = {"time": req.time, "server": server, "route": route, "method": h.command,
+                             "path": h.path, "headers": req.headers, "body": body.decode("utf-8", "replace"),
+                             "fault": fault.kind if fault else None}  # fmt: skip
+                    f.write(json.dumps(entry) + "\n")
         if fault is not None and fault.kind == "delay":
             time.sleep(fault.seconds)
             fault = None
@@ -285,11 +294,14 @@ class FakeFabric:
             return 200, self._goal_state(with_role=fault is None or fault.kind != "no_role_instance").encode()
         if route == "certificates":
             return self._certificates(h, undecryptable=fault is not None and fault.kind == "undecryptable")
+        if route in ("hostingenv", "sharedconfig"):  # read by the guest agent, not by waprov
+            return 200, self._role_config(route).encode()
         return 200, b""  # health
 
     def _goal_state(self, with_role: bool) -> str:
+        where = self.advertise or self.wireserver
         certs = (
-            f"<Certificates>http://{self.wireserver}/machine/certificates?comp=certificates&amp;"
+            f"<Certificates>http://{where}/machine/certificates?comp=certificates&amp;"
             f"incarnation={self.incarnation}</Certificates>"
             if self.with_certificates
             else ""
@@ -297,8 +309,8 @@ class FakeFabric:
         role = (
             f"<RoleInstanceList><RoleInstance><InstanceId>{self.instance_id}</InstanceId><State>Started</State>"
             "<Configuration><HostingEnvironmentConfig>http://"
-            f"{self.wireserver}/machine/hec</HostingEnvironmentConfig>"
-            f"<SharedConfig>http://{self.wireserver}/machine/shared</SharedConfig>{certs}"
+            f"{where}/machine/hec</HostingEnvironmentConfig>"
+            f"<SharedConfig>http://{where}/machine/shared</SharedConfig>{certs}"
             f"<ConfigName>{self.instance_id}.1.xml</ConfigName></Configuration></RoleInstance></RoleInstanceList>"
             if with_role
             else "<RoleInstanceList />"
@@ -312,6 +324,33 @@ class FakeFabric:
             "<StopRolesDeadlineHint>300000</StopRolesDeadlineHint><ExpectHealthReport>FALSE</ExpectHealthReport></Machine>\n"
             f"  <Container>\n    <ContainerId>{self.container_id}</ContainerId>\n    {role}\n  </Container>\n"
             "</GoalState>\n"
+        )
+
+    def _role_config(self, route: str) -> str:
+        """The HostingEnvironmentConfig or SharedConfig the goal state names: the
+        deployment, incarnation and role elements WALinuxAgent's goal state reads."""
+        role = self.instance_id.rsplit(".", 1)[-1]
+        common = (
+            f'<Deployment name="{self.container_id}" guid="{{{self.container_id}}}" incarnation="0">'
+            f'<Service name="{role}" guid="{{00000000-0000-0000-0000-000000000000}}" />'
+            f'<ServiceInstance name="{self.container_id}.0" guid="{{{self.container_id}}}" /></Deployment>'
+            f'<Incarnation number="{self.incarnation}" instance="{self.instance_id}" '
+            'guid="{00000000-0000-0000-0000-000000000000}" />'
+        )
+        if route == "hostingenv":
+            return (
+                '<?xml version="1.0" encoding="utf-8"?><HostingEnvironmentConfig version="1.0.0.0" '
+                f'goalStateIncarnation="{self.incarnation}"><StoredCertificates />{common}'
+                f'<Role guid="{{00000000-0000-0000-0000-000000000000}}" name="{role}" '
+                'hostingEnvironmentVersion="1" software="" softwareType="ApplicationPackage" entryPoint="" '
+                'parameters="" settleTimeSeconds="10" /><ResourceReferences /></HostingEnvironmentConfig>'
+            )
+        return (
+            '<?xml version="1.0" encoding="utf-8"?><SharedConfig version="1.0.0.0" '
+            f'goalStateIncarnation="{self.incarnation}">{common}'
+            f'<Role guid="{{00000000-0000-0000-0000-000000000000}}" name="{role}" settleTimeSeconds="10" />'
+            f'<Instances><Instance id="{self.instance_id}" address="0.0.0.0"><InputEndpoints /></Instance>'
+            "</Instances></SharedConfig>"
         )
 
     def _certificates(self, h: BaseHTTPRequestHandler, undecryptable: bool) -> Tuple[int, bytes]:

@@ -1,0 +1,121 @@
+"""What the e2e scenarios (test_1_keyonly.py, test_2_scenarios.py) boot and check.
+
+Real boots: a Debian 12 guest under qemu (TCG) with the built .deb, Debian's waagent
+beside it, a UDF DVD, a blank resource disk and the fake fabric at Azure's addresses.
+Run by `make e2e` (tools/e2e), which builds the images and runs the tests in a private
+network namespace. Every assertion is made from outside the guest: the fake fabric's
+request log, ssh as the provisioned user, and the guest's disks after power-off.
+Scenarios run one after the other; each VM is powered off before the next starts (a
+module's VM, at the end of its module).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Dict, Optional, Tuple
+
+from tests.e2e.scenario import Scenario, agent_of, record_timing, state_of
+from tests.e2e.vm import wait_for
+from tests.fakefabric import Request
+
+SWAP_MB = 128  # ResourceDisk.SwapSizeMB in the image's /etc/waagent.conf (guest-setup.sh)
+FINAL = ("Ready", "NotReady/ProvisioningFailed")
+# What WALinuxAgent 2.7's resource-disk pass logs when it changes the disk.
+GA_CHANGES = ("Format partition", "Creating new GPT partition", "Removing old GPT partitions",
+              "Remove old swap file", "Create swap file", "Mount resource disk [")  # fmt: skip
+
+
+def imds(user: str, hostname: str, pub: Optional[str], disable_password: bool = True) -> Dict[str, Any]:
+    keys = [{"keyData": pub, "path": f"/home/{user}/.ssh/authorized_keys"}] if pub else []
+    return {
+        "compute": {
+            "osProfile": {
+                "adminUsername": user,
+                "computerName": hostname,
+                "disablePasswordAuthentication": "true" if disable_password else "false",
+            },
+            "publicKeys": keys,
+            "customData": "",
+        }
+    }
+
+
+def key_at(user: str, pub: str) -> Tuple[Tuple[str, None, str], ...]:
+    return ((f"/home/{user}/.ssh/authorized_keys", None, pub),)
+
+
+def boot(s: Scenario, agents: Tuple[str, ...] = ("waprov",), ssh: bool = True) -> Request:
+    """Start the guest, wait for the final health report of one of `agents` and, when
+    it is Ready and `ssh`, for ssh as the user; record the timings. Returns the report."""
+    s.guest.start()
+    final = s.wait_health(agents, FINAL)
+    timing: Dict[str, Any] = {
+        "agent": agent_of(final),
+        "state": state_of(final),
+        "qemu_start_to_report_s": round(final.time - s.guest.started, 2),
+    }
+    if ssh and state_of(final) == "Ready":
+        s.guest.wait_ssh(s.user, s.key)
+        # when the first login with the provisioned key succeeded (polled every second)
+        timing["qemu_start_to_ssh_login_s"] = round(time.monotonic() - s.guest.started, 2)
+        kernel = s.kernel_start()
+        timing["kernel_start_to_report_s"] = round(final.time - kernel, 2)
+        timing["qemu_start_to_kernel_start_s"] = round(kernel - s.guest.started, 2)
+        analyze = s.guest.ssh(s.user, "systemd-analyze time | head -1", key=s.key)
+        timing["systemd_analyze"] = analyze.stdout.strip()
+    record_timing(s.name, timing)
+    return final
+
+
+def waprov_ready_once_then_ga(s: Scenario, since: float = 0.0) -> Request:
+    """waprov reported NotReady/Provisioning then exactly one Ready; the guest agent
+    talked to the wireserver, and only after that Ready."""
+    assert s.health("waprov", since) == ["NotReady/Provisioning", "Ready"]
+    ready = next(
+        r for r in s.requests() if agent_of(r) == "waprov" and state_of(r) == "Ready" and r.time >= since
+    )
+    s.wait_request("ga", ready.time, timeout=180)
+    early = [
+        f"{r.method} {r.path}" for r in s.requests() if agent_of(r) == "ga" and since <= r.time < ready.time
+    ]
+    assert not early, f"the guest agent asked the fabric before waprov's Ready: {early}"
+    return ready
+
+
+def ga_log(s: Scenario, wanted: str, timeout: float = 180) -> str:
+    """/var/log/waagent.log once it holds `wanted` (kept as waagent.log in the logs)."""
+
+    def probe() -> Optional[str]:
+        text = s.root_cmd("cat /var/log/waagent.log 2>/dev/null || true")
+        return text if wanted in text else None
+
+    text = wait_for(f"'{wanted}' in waagent.log", probe, timeout, every=3)
+    s.save("waagent.log", text)
+    return text
+
+
+def resource_state(s: Scenario, password: Optional[str] = None) -> Dict[str, str]:
+    out = s.root_cmd(
+        "findmnt -n -o SOURCE,FSTYPE /mnt/resource; "
+        "blkid -s UUID -o value /dev/disk/azure/resource-part1; "
+        "stat -c '%i %s %a' /mnt/resource/swapfile; "
+        "swapon --show=NAME,SIZE --bytes --noheadings; "
+        "head -n 1 /mnt/resource/DATALOSS_WARNING_README.txt",
+        password,
+    )
+    lines = out.splitlines()
+    assert len(lines) == 5, f"resource disk state incomplete: {out!r}"
+    return dict(zip(("mount", "uuid", "swapfile", "swap", "readme"), lines))
+
+
+def check_resource_disk(state: Dict[str, str]) -> None:
+    source, fstype = state["mount"].split()
+    assert source.startswith("/dev/sd") and source.endswith("1") and fstype == "ext4", state
+    assert state["swapfile"].split()[1:] == [str(SWAP_MB << 20), "600"], state
+    # the kernel counts a swap area without its header page
+    assert state["swap"].split() == ["/mnt/resource/swapfile", str((SWAP_MB << 20) - 4096)], state
+    assert state["readme"].startswith("WARNING: THIS IS A TEMPORARY DISK"), state
+
+
+def host_keys(s: Scenario) -> str:
+    return s.root_cmd("cat /etc/ssh/ssh_host_*_key.pub")

@@ -1,0 +1,96 @@
+#!/bin/sh
+# Makes a freshly bootstrapped Debian 12 root ($1) into the e2e test guest, variant $2
+# ("waprov": the .deb $3 installed and swapped in with `waprov -enable`; "cloudinit":
+# Debian's cloud-init with the Azure datasource). Run by mmdebstrap as a customize hook,
+# with the network (apt) and $1's /proc, /sys, /dev mounted. Only what qemu lacks
+# compared with an Azure VM is faked here, and each fake says what it stands in for.
+set -eu
+root=$1 variant=$2
+in_root() { chroot "$root" env DEBIAN_FRONTEND=noninteractive PATH=/usr/sbin:/usr/bin:/sbin:/bin "$@"; }
+
+# --- the image as an image builder would make it -------------------------------------
+printf 'LABEL=root / ext4 defaults,errors=remount-ro 0 1\n' >"$root/etc/fstab"
+printf 'debian\n' >"$root/etc/hostname"
+printf '127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n' >"$root/etc/hosts"
+mkdir -p "$root/etc/systemd/network"
+cat >"$root/etc/systemd/network/80-e2e-dhcp.network" <<'NET'
+[Match]
+Name=en* eth*
+
+[Network]
+DHCP=ipv4
+
+[DHCPv4]
+UseDNS=false
+UseHostname=false
+
+# Azure's DHCP gives the VM a host route to the wireserver (the guest agent looks for it
+# in /proc/net/route to find the endpoint); qemu's cannot, so the image has it.
+[Route]
+Destination=168.63.129.16/32
+Scope=link
+NET
+in_root systemctl enable systemd-networkd.service
+printf 'UseDNS no\n' >"$root/etc/ssh/sshd_config.d/10-e2e-nodns.conf"
+
+# --- what qemu lacks -----------------------------------------------------------------
+# Azure's udev rules name the resource disk by its vmbus id, which qemu has not; the
+# test disk carries the SCSI serial "resource-disk" and gets the same link here.
+cat >"$root/etc/udev/rules.d/66-e2e-resource-disk.rules" <<'UDEV'
+ACTION!="add|change", GOTO="e2e_end"
+SUBSYSTEM!="block", GOTO="e2e_end"
+ENV{ID_SCSI_SERIAL}!="resource-disk", GOTO="e2e_end"
+ENV{DEVTYPE}=="disk", SYMLINK+="disk/azure/resource"
+ENV{DEVTYPE}=="partition", SYMLINK+="disk/azure/resource-part%n"
+LABEL="e2e_end"
+UDEV
+
+# Debian's walinuxagent.service runs only on Hyper-V (ConditionVirtualization=microsoft).
+mkdir -p "$root/etc/systemd/system/walinuxagent.service.d"
+cat >"$root/etc/systemd/system/walinuxagent.service.d/10-e2e-qemu.conf" <<'UNIT'
+# e2e test image: qemu is not Hyper-V. The guest agent finds the resource disk by
+# walking /sys/bus/vmbus, which qemu has not: it sees a Gen1 vmbus view of the same
+# disk (made by e2e-vmbus-view.service), in its own mount namespace only.
+[Unit]
+ConditionVirtualization=
+Requires=e2e-vmbus-view.service
+After=e2e-vmbus-view.service
+
+[Service]
+BindReadOnlyPaths=/run/e2e-sysbus:/sys/bus
+UNIT
+cat >"$root/etc/systemd/system/e2e-vmbus-view.service" <<'UNIT'
+[Unit]
+Description=e2e test image: a Gen1 vmbus view of the resource disk for the guest agent
+Requires=dev-disk-azure-resource.device
+After=dev-disk-azure-resource.device
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/sh -c 'dev=$(basename "$(readlink -f /dev/disk/azure/resource)"); d=/run/e2e-sysbus/vmbus/devices/00000000-0001-8899-0000-000000000000; mkdir -p "$d/host3/target3:0:1/3:0:1:0/block/$dev"; echo "{00000000-0001-8899-0000-000000000000}" >"$d/device_id"'
+UNIT
+
+# --- the variant -----------------------------------------------------------------------
+# The guest agent's configuration, as on an image that keeps a swapfile on the resource disk.
+conf="$root/etc/waagent.conf"
+sed -i -e 's/^ResourceDisk.Format=.*/ResourceDisk.Format=y/' \
+       -e 's/^ResourceDisk.EnableSwap=.*/ResourceDisk.EnableSwap=y/' \
+       -e 's/^ResourceDisk.SwapSizeMB=.*/ResourceDisk.SwapSizeMB=128/' "$conf"
+case $variant in
+waprov)
+    cp "$3" "$root/tmp/"
+    in_root apt-get install -y -q --no-install-recommends "/tmp/$(basename "$3")"
+    rm "$root/tmp/$(basename "$3")"
+    in_root waprov -enable
+    ;;
+cloudinit)
+    in_root apt-get install -y -q --no-install-recommends cloud-init isc-dhcp-client
+    printf 'datasource_list: [ Azure ]\n' >"$root/etc/cloud/cloud.cfg.d/90-e2e-azure.cfg"
+    ;;
+*) echo "guest-setup: unknown variant $variant" >&2; exit 2 ;;
+esac
+# No DNS in qemu's restricted network: names resolve from files and systemd's own
+# module (the host's name), so sudo and sshd never wait for a resolver.
+: >"$root/etc/resolv.conf"
+sed -i 's/^hosts:.*/hosts:          files myhostname/' "$root/etc/nsswitch.conf"

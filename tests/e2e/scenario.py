@@ -1,0 +1,238 @@
+"""An e2e scenario: one VM (tests/e2e/vm.py), its fake fabric, its DVD, its logs, and the
+questions the tests ask about them.
+
+Everything a scenario leaves is kept in `$WAPROV_E2E_LOGS/<name>/` (tools/e2e sets it
+to .cache/e2e/logs): console-bootN.log, fabric.jsonl (every request the fake
+wireserver and IMDS received, in order of arrival), qemu's own output, and what the
+tests copied out of the guest. The directory is emptied when the scenario starts again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+import uuid
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+
+from tests.e2e.vm import WIRESERVER, Guest, GuestError, make_dvd, wait_for
+from tests.fakefabric import FakeFabric, Fault, Request
+from tests.provisioning import user_key
+
+BOOT_TIMEOUT = 300.0  # qemu start to the first answer of the agent under test (TCG)
+_CREATED: List[Scenario] = []
+
+
+def created() -> List[Scenario]:
+    return _CREATED
+
+
+def images() -> str:
+    path = os.environ.get("WAPROV_E2E_IMAGES", "")
+    if not path or not os.path.exists(os.path.join(path, "waprov.img")):
+        raise GuestError("WAPROV_E2E_IMAGES names no built e2e image: run the e2e tests with `make e2e`")
+    return path
+
+
+def logs_root() -> str:
+    return os.environ.get("WAPROV_E2E_LOGS") or os.path.join(images(), "..", "logs")
+
+
+def agent_of(req: Request) -> str:
+    """Who sent a request: waprov, the guest agent ("ga") or cloud-init."""
+    headers = {k.lower(): v for k, v in req.headers.items()}
+    ua = headers.get("user-agent", "")
+    if ua.startswith("waprov/"):
+        return "waprov"
+    if ua.lower().startswith("cloud-init"):
+        return "cloud-init"
+    if ua.startswith("WALinuxAgent") or headers.get("x-ms-agent-name") == "WALinuxAgent":
+        return "ga"
+    return "other:" + ua
+
+
+def state_of(req: Request) -> str:
+    """A health report as "State" or "State/SubStatus"."""
+    body = req.body.decode("utf-8", "replace")
+    state = re.search(r"<State>(.*?)</State>", body)
+    sub = re.search(r"<SubStatus>(.*?)</SubStatus>", body)
+    return (state.group(1) if state else "?") + (f"/{sub.group(1)}" if sub else "")
+
+
+def contains_bytes(path: str, needle: bytes) -> bool:
+    """Does the file hold `needle` anywhere? Reads only its data extents (sparse images)."""
+    chunk = 8 << 20
+    with open(path, "rb") as f:
+        fd = f.fileno()
+        end = os.fstat(fd).st_size
+        pos = 0
+        while pos < end:
+            try:
+                pos = os.lseek(fd, pos, os.SEEK_DATA)
+            except OSError:  # ENXIO: only a hole is left
+                return False
+            hole = os.lseek(fd, pos, os.SEEK_HOLE)
+            f.seek(pos)
+            while pos < hole:
+                # overlap the chunks so a needle across a boundary is seen
+                data = f.read(min(chunk, hole - pos) + len(needle))
+                if needle in data:
+                    return True
+                pos += min(chunk, hole - pos)
+                f.seek(pos)
+    return False
+
+
+class Scenario:
+    def __init__(
+        self,
+        name: str,
+        *,
+        user: str,
+        ovf: Optional[Callable[[str], str]],
+        imds: Callable[[str], Dict[str, Any]],
+        variant: str = "waprov",
+        faults: Iterable[Tuple[str, Fault]] = (),
+        azure_asset_tag: bool = False,
+    ) -> None:
+        self.name, self.user = name, user
+        _CREATED.append(self)
+        self.dir = os.path.join(logs_root(), name)
+        shutil.rmtree(self.dir, ignore_errors=True)
+        os.makedirs(self.dir)
+        # the user's fresh key pair: `ovf` and `imds` make the documents from its public line
+        self.key, self.pub = user_key(self.dir)
+        self.vm_uuid = str(uuid.uuid4())
+        doc = imds(self.pub)
+        doc["compute"]["vmId"] = self.vm_uuid
+        self.fabric = FakeFabric(
+            os.path.join(self.dir, "fabric-state"),
+            imds=doc,
+            log_file=os.path.join(self.dir, "fabric.jsonl"),
+            advertise=WIRESERVER,
+        ).start()
+        for route, fault in faults:
+            self.fabric.script(route, fault)
+        dvd = None
+        if ovf is not None:
+            dvd = os.path.join(self.dir, "ovf.iso")
+            make_dvd(dvd, ovf(self.pub))
+        self.guest = Guest(
+            os.path.join(self.dir, "vm"), images(), variant, self.vm_uuid, self.fabric, dvd, azure_asset_tag
+        )
+
+    # ---- the fabric's view -------------------------------------------------------------------
+
+    def requests(self) -> List[Request]:
+        with self.fabric._lock:
+            return list(self.fabric.requests)
+
+    def health(self, agent: str, since: float = 0.0) -> List[str]:
+        return [
+            state_of(r)
+            for r in self.requests()
+            if r.route == "health" and agent_of(r) == agent and r.time >= since
+        ]
+
+    def wait_health(
+        self, agents: Tuple[str, ...], final: Tuple[str, ...], timeout: float = BOOT_TIMEOUT
+    ) -> Request:
+        """The first health report of one of `agents` whose state ("State" or
+        "State/SubStatus") is one of `final`."""
+
+        def probe() -> Optional[Request]:
+            for r in self.requests():
+                if r.route == "health" and agent_of(r) in agents and state_of(r) in final:
+                    return r
+            if not self.guest.running():
+                raise GuestError(f"qemu exited before {agents} reported {final}")
+            return None
+
+        return wait_for(f"a health report {final} from {agents}", probe, timeout)
+
+    def wait_request(self, agent: str, after: float, timeout: float) -> Request:
+        def probe() -> Optional[Request]:
+            for r in self.requests():
+                if agent_of(r) == agent and r.time >= after:
+                    return r
+            return None
+
+        return wait_for(f"a request from {agent}", probe, timeout)
+
+    # ---- the guest -----------------------------------------------------------------------------
+
+    def root_cmd(self, command: str, password: Optional[str] = None) -> str:
+        """Run `command` as root in the guest (ssh as the user with the key, then sudo,
+        with `password` when the sudoers rule asks for it); its stdout."""
+        user = self.user
+        if password is None:
+            p = self.guest.ssh(user, f"sudo -n sh -c {shquote(command)}", key=self.key)
+        else:
+            p = self.guest.ssh(
+                user, f"sudo -S -p '' sh -c {shquote(command)}", key=self.key, stdin=password + "\n"
+            )
+        if p.returncode != 0:
+            raise GuestError(f"in the guest, `{command}` failed ({p.returncode}): {p.stderr.strip()}")
+        return p.stdout
+
+    def kernel_start(self) -> float:
+        """The host's monotonic time at which the guest kernel started, from the guest's
+        /proc/uptime (its CLOCK_MONOTONIC, the base of systemd's timestamps) read over ssh.
+        The file is read at the end of the ssh session (after the connection set-up,
+        which takes seconds under TCG), so the session's end is the closer host time;
+        the estimate is late by the session's tear-down (tenths of a second)."""
+        p = self.guest.ssh(self.user, "cat /proc/uptime", key=self.key)
+        after = time.monotonic()
+        if p.returncode != 0:
+            raise GuestError(f"cat /proc/uptime failed: {p.stderr.strip()}")
+        return after - float(p.stdout.split()[0])
+
+    def save(self, name: str, text: str) -> str:
+        path = os.path.join(self.dir, name)
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+        return path
+
+    def os_disk_file(self, path: str) -> Optional[str]:
+        """A file of the powered-off guest's OS disk (debugfs on a raw copy), or None."""
+        raw = os.path.join(self.dir, "os.raw")
+        subprocess.run(["qemu-img", "convert", "-O", "raw", self.guest.os_disk, raw], check=True)
+        try:
+            p = subprocess.run(["debugfs", "-R", f"cat {path}", raw], capture_output=True, text=True)
+            if "File not found" in p.stderr or p.returncode != 0:
+                return None
+            return p.stdout
+        finally:
+            os.unlink(raw)
+
+    def stop(self) -> None:
+        try:
+            if self.guest.running():
+                self.guest.poweroff()
+        finally:
+            self.guest.kill()
+            self.fabric.stop()
+
+    def where(self) -> str:
+        return (
+            f"scenario {self.name}: console log {self.guest.console or '(not started)'}, "
+            f"fabric log {os.path.join(self.dir, 'fabric.jsonl')}"
+        )
+
+
+def shquote(s: str) -> str:
+    return "'" + s.replace("'", "'\"'\"'") + "'"
+
+
+def record_timing(name: str, values: Dict[str, Any]) -> None:
+    path = os.path.join(logs_root(), "timings.json")
+    data: Dict[str, Any] = {}
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    data[name] = values
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2, sort_keys=True)

@@ -1,0 +1,87 @@
+"""(a) a key-only user, (g) the guest agent's own resource-disk pass, (c) the second boot
+of the same VM: one VM, booted twice (see tests/e2e/checks.py)."""
+
+from __future__ import annotations
+
+import time
+from typing import Iterator
+
+import pytest
+
+from tests.e2e.checks import (
+    GA_CHANGES,
+    boot,
+    check_resource_disk,
+    ga_log,
+    host_keys,
+    imds,
+    key_at,
+    resource_state,
+    waprov_ready_once_then_ga,
+)
+from tests.e2e.scenario import Scenario, agent_of
+from tests.provisioning import ovf
+
+
+@pytest.fixture(scope="module")
+def keyonly() -> Iterator[Scenario]:
+    """(a) A user with an SSH key and no password."""
+    s = Scenario(
+        "a-keyonly",
+        user="alice",
+        ovf=lambda pub: ovf(hostname="e2e-keyonly", user="alice", keys=key_at("alice", pub)),
+        imds=lambda pub: imds("alice", "e2e-keyonly", pub),
+    )
+    try:
+        boot(s)
+        yield s
+    finally:
+        s.stop()
+
+
+def test_a_keyonly_reports_ready_once_before_the_guest_agent(keyonly: Scenario) -> None:
+    waprov_ready_once_then_ga(keyonly)
+
+
+def test_a_keyonly_login_hostname_sudo(keyonly: Scenario) -> None:
+    s = keyonly
+    p = s.guest.ssh("alice", "hostname; id -un", key=s.key)
+    assert p.returncode == 0 and p.stdout.split() == ["e2e-keyonly", "alice"], p
+    assert s.guest.ssh("alice", "sudo -n true", key=s.key).returncode == 0  # NOPASSWD: no password
+    p = s.guest.ssh("alice", "true", password="not-the-password")
+    assert p.returncode == 255 and "Permission denied (publickey)" in p.stderr, p
+
+
+def test_a_keyonly_resource_disk_and_swap(keyonly: Scenario) -> None:
+    check_resource_disk(resource_state(keyonly))
+
+
+def test_g_the_guest_agents_disk_pass_changes_nothing(keyonly: Scenario) -> None:
+    s = keyonly
+    before = resource_state(s)
+    log = ga_log(s, "Swap already enabled")
+    assert "Resource disk [/dev/sdb1] is already mounted [/mnt/resource]" in log
+    changes = [line for line in log.splitlines() if any(c in line for c in GA_CHANGES)]
+    assert not changes, changes
+    assert resource_state(s) == before
+
+
+def test_c_second_boot_changes_nothing_and_restores_the_disk(keyonly: Scenario) -> None:
+    s = keyonly
+    keys, ak = host_keys(s), s.root_cmd("cat /home/alice/.ssh/authorized_keys")
+    passwd, disk = s.root_cmd("grep -c . /etc/passwd; getent passwd alice"), resource_state(s)
+    s.guest.poweroff()
+    second = time.monotonic()
+    s.guest.start()
+    s.guest.wait_ssh("alice", s.key, timeout=300)
+    s.wait_request("ga", second, timeout=180)  # the guest agent started again
+    assert [r.path for r in s.requests() if agent_of(r) == "waprov" and r.time >= second] == []
+    assert "Provisioning already completed, skipping." in s.guest.console_text()
+    assert host_keys(s) == keys
+    assert s.root_cmd("cat /home/alice/.ssh/authorized_keys") == ak
+    assert ak.count(s.pub.split()[1]) == 1
+    assert s.root_cmd("grep -c . /etc/passwd; getent passwd alice") == passwd
+    after = resource_state(s)
+    check_resource_disk(after)
+    # the same file system (not reformatted) and the same swapfile (not recreated)
+    assert after["uuid"] == disk["uuid"] and after["swapfile"] == disk["swapfile"]

@@ -1,0 +1,145 @@
+"""(b) a password user, (d) a failing fabric, (e) a refused OVF, (f) IMDS only, and
+cloud-init on the same image and fabric for the timing comparison (see
+tests/e2e/checks.py)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+
+from tests.e2e.checks import (
+    boot,
+    check_resource_disk,
+    imds,
+    key_at,
+    resource_state,
+    waprov_ready_once_then_ga,
+)
+from tests.e2e.scenario import Scenario, agent_of, contains_bytes, state_of
+from tests.e2e.vm import wait_for
+from tests.fakefabric import RESET, status
+from tests.provisioning import ovf
+
+# ---- (b) a password user ----------------------------------------------------------------------
+
+
+def test_b_password_user() -> None:
+    password = "E2e-" + secrets.token_urlsafe(12)
+    s = Scenario(
+        "b-password",
+        user="bob",
+        ovf=lambda pub: ovf(
+            hostname="e2e-password",
+            user="bob",
+            password=password,
+            disable_password_auth="false",
+            keys=key_at("bob", pub),
+        ),
+        imds=lambda pub: imds("bob", "e2e-password", pub, disable_password=False),
+    )
+    try:
+        boot(s)
+        waprov_ready_once_then_ga(s)
+        p = s.guest.ssh("bob", "hostname", password=password)
+        assert p.returncode == 0 and p.stdout.strip() == "e2e-password", p
+        p = s.guest.ssh("bob", "true", password=password + "x")
+        assert p.returncode == 255 and "Permission denied" in p.stderr, p
+        p = s.guest.ssh("bob", "sudo -n true", key=s.key)
+        assert p.returncode == 1 and "a password is required" in p.stderr, p
+        assert s.root_cmd("id -un", password=password).strip() == "root"
+        check_resource_disk(resource_state(s, password))
+        s.guest.poweroff()
+        # the password is nowhere on the guest's disks (the overlay holds every block the
+        # guest wrote; the base image was built before the password existed), nor in
+        # the console log or what the fabric received
+        needle = password.encode()
+        for path in (s.guest.os_disk, s.guest.resource_disk, s.guest.console, s.fabric.log_file or ""):
+            assert os.path.getsize(path) > 0
+            assert not contains_bytes(path, needle), f"the admin password is in {path}"
+    finally:
+        s.stop()
+
+
+# ---- (d) a fabric that fails the first goal-state requests ---------------------------------------
+
+
+def test_d_goal_state_faults_are_retried() -> None:
+    s = Scenario(
+        "d-fabric-faults",
+        user="dora",
+        ovf=lambda pub: ovf(hostname="e2e-faults", user="dora", keys=key_at("dora", pub)),
+        imds=lambda pub: imds("dora", "e2e-faults", pub),
+        faults=[("goalstate", status(500)), ("goalstate", RESET), ("goalstate", status(503))],
+    )
+    try:
+        boot(s)
+        waprov_ready_once_then_ga(s)
+        goal = [r for r in s.requests() if r.route == "goalstate"]
+        assert len(goal) >= 4 and {agent_of(r) for r in goal[:4]} == {"waprov"}
+        assert s.guest.ssh("dora", "hostname", key=s.key).stdout.strip() == "e2e-faults"
+    finally:
+        s.stop()
+
+
+# ---- (e) an OVF that must fail --------------------------------------------------------------------
+
+
+def test_e_refused_ovf_reports_failure_and_the_guest_agent_never_starts() -> None:
+    s = Scenario(
+        "e-refused",
+        user="daemon",
+        ovf=lambda pub: ovf(hostname="e2e-refused", user="daemon", keys=key_at("daemon", pub)),
+        imds=lambda pub: imds("daemon", "e2e-refused", pub),
+    )
+    try:
+        failed = boot(s, ssh=False)
+        assert state_of(failed) == "NotReady/ProvisioningFailed"
+        booted = "Multi-User System"
+        wait_for("the boot to end", lambda: True if booted in s.guest.console_text() else None, 120)
+        s.guest.poweroff()
+        assert s.health("waprov") == ["NotReady/Provisioning", "NotReady/ProvisioningFailed"]
+        others = [(agent_of(r), r.path) for r in s.requests() if agent_of(r) != "waprov"]
+        assert others == [], f"someone else talked to the fabric: {others}"
+        console = s.guest.console_text()
+        assert "Dependency failed for" in console and "Azure Linux Agent" in console
+        report = s.os_disk_file("/var/lib/waprov/report.json")
+        assert report is not None and '"result": "error"' in report and "daemon" in report
+        s.save("report.json", report)
+        assert s.os_disk_file("/var/log/waagent.log") is None  # the guest agent never ran
+    finally:
+        s.stop()
+
+
+# ---- (f) no DVD: IMDS only --------------------------------------------------------------------------
+
+
+def test_f_imds_only() -> None:
+    s = Scenario("f-imds-only", user="carol", ovf=None, imds=lambda pub: imds("carol", "e2e-imds-only", pub))
+    try:
+        boot(s)
+        waprov_ready_once_then_ga(s)
+        p = s.guest.ssh("carol", "hostname; sudo -n true && echo sudo-ok", key=s.key)
+        assert p.stdout.split() == ["e2e-imds-only", "sudo-ok"], p
+        assert "imds" in s.root_cmd("cat /var/lib/waprov/report.json")
+    finally:
+        s.stop()
+
+
+# ---- cloud-init on the same image and fabric, for the timing comparison --------------------------
+
+
+def test_cloud_init_for_comparison() -> None:
+    s = Scenario(
+        "h-cloud-init",
+        user="erin",
+        ovf=lambda pub: ovf(hostname="e2e-cloud-init", user="erin", keys=key_at("erin", pub)),
+        imds=lambda pub: imds("erin", "e2e-cloud-init", pub),
+        variant="cloudinit",
+        azure_asset_tag=True,
+    )
+    try:
+        ready = boot(s, agents=("cloud-init", "ga"))
+        assert state_of(ready) == "Ready"
+        assert s.guest.ssh("erin", "hostname", key=s.key).stdout.strip() == "e2e-cloud-init"
+    finally:
+        s.stop()

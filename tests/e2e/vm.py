@@ -1,0 +1,220 @@
+"""One e2e guest under qemu (TCG): its disks, its DVD, its wiring to the fake fabric, ssh.
+
+The guest looks like an Azure Gen1 VM as far as qemu can make it: the OS disk (LUN 0)
+and a resource disk (LUN 1, SCSI serial "resource-disk") on virtio-scsi, the
+provisioning DVD on IDE (/dev/sr0), the VM id in SMBIOS, one NIC on qemu's user network
+with `restrict=on` whose virtual network is 168.0.0.0/7, so that guestfwd can serve
+168.63.129.16:80 (wireserver) and 169.254.169.254:80 (IMDS) there from the fake fabric
+on the host's loopback. The guest runs with waprov's production endpoints. The test
+process runs in a private network namespace (tools/e2e), so nothing leaves it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from typing import Callable, List, Optional, TypeVar
+
+from tests.fakefabric import FakeFabric
+
+WIRESERVER = "168.63.129.16"
+IMDS = "169.254.169.254"
+AZURE_ASSET_TAG = "7783-7084-3265-9085-8269-3286-77"  # how cloud-init recognises Azure
+T = TypeVar("T")
+
+
+class GuestError(AssertionError):
+    pass
+
+
+def wait_for(what: str, probe: Callable[[], Optional[T]], timeout: float, every: float = 0.5) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value is not None:
+            return value
+        if time.monotonic() > deadline:
+            raise GuestError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(every)
+
+
+def make_dvd(path: str, ovf_xml: str) -> None:
+    """A UDF/ISO9660 bridge image holding ovf-env.xml, as Azure's provisioning DVD."""
+    src = path + ".d"
+    os.makedirs(src, exist_ok=True)
+    with open(os.path.join(src, "ovf-env.xml"), "w", encoding="utf-8") as f:
+        f.write(ovf_xml)
+    subprocess.run(
+        ["genisoimage", "-quiet", "-udf", "-J", "-R", "-V", "rd_rdfe_stable", "-o", path, src], check=True
+    )
+    shutil.rmtree(src)
+
+
+class Guest:
+    """A VM: `workdir` keeps its OS disk overlay, resource disk and logs across boots."""
+
+    def __init__(
+        self,
+        workdir: str,
+        image_dir: str,
+        variant: str,
+        vm_uuid: str,
+        fabric: FakeFabric,
+        dvd: Optional[str],
+        azure_asset_tag: bool = False,
+    ) -> None:
+        self.workdir, self.image_dir, self.variant = workdir, image_dir, variant
+        self.vm_uuid, self.fabric, self.dvd = vm_uuid, fabric, dvd
+        self.asset_tag = azure_asset_tag
+        self.os_disk = os.path.join(workdir, "os.qcow2")
+        self.resource_disk = os.path.join(workdir, "resource.img")
+        self.boots = 0
+        self.ssh_port = 0
+        self.proc: Optional[subprocess.Popen[bytes]] = None
+        self.started = 0.0
+        self.console = ""
+        os.makedirs(workdir, exist_ok=True)
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+
+    def argv(self) -> List[str]:
+        ws = self.fabric.wireserver.rsplit(":", 1)[1]
+        imds = self.fabric.imds_url.rsplit(":", 1)[1]
+        net = ",".join(
+            [
+                "user,id=n0,net=168.0.0.0/7,host=168.0.0.2,restrict=on",
+                f"hostfwd=tcp:127.0.0.1:{self.ssh_port}-:22",
+                f"guestfwd=tcp:{WIRESERVER}:80-cmd:socat - TCP:127.0.0.1:{ws}",
+                f"guestfwd=tcp:{IMDS}:80-cmd:socat - TCP:127.0.0.1:{imds}",
+            ]
+        )
+        argv = [
+            "qemu-system-x86_64", "-accel", "tcg", "-machine", "pc", "-smp", "2", "-m", "1024",
+            "-display", "none", "-no-reboot", "-no-user-config", "-nodefaults",
+            "-kernel", os.path.join(self.image_dir, "vmlinuz"),
+            "-initrd", os.path.join(self.image_dir, "initrd.img"),
+            "-append", "root=LABEL=root ro console=ttyS0 rootwait",
+            "-serial", f"file:{self.console}",
+            "-monitor", f"unix:{self.monitor},server=on,wait=off",
+            "-uuid", self.vm_uuid,
+            "-device", "virtio-scsi-pci,id=scsi0",
+            "-drive", f"file={self.os_disk},format=qcow2,if=none,id=osdisk,cache=unsafe",
+            "-device", "scsi-hd,drive=osdisk,bus=scsi0.0,scsi-id=0,lun=0,serial=os-disk",
+            "-drive", f"file={self.resource_disk},format=raw,if=none,id=rdisk,cache=unsafe",
+            "-device", "scsi-hd,drive=rdisk,bus=scsi0.0,scsi-id=0,lun=1,serial=resource-disk",
+            "-netdev", net, "-device", "virtio-net-pci,netdev=n0",
+        ]  # fmt: skip
+        if self.dvd:
+            argv += ["-drive", f"file={self.dvd},if=ide,index=2,media=cdrom,readonly=on"]
+        if self.asset_tag:
+            argv += ["-smbios", f"type=3,asset={AZURE_ASSET_TAG}"]
+        return argv
+
+    def start(self) -> None:
+        if self.proc is not None:
+            raise GuestError("the guest is already running")
+        if not os.path.exists(self.os_disk):
+            base = os.path.join(self.image_dir, f"{self.variant}.img")
+            subprocess.run(
+                ["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", base, self.os_disk], check=True
+            )
+        if not os.path.exists(self.resource_disk):
+            with open(self.resource_disk, "wb") as f:
+                f.truncate(2 << 30)  # a blank 2 GiB disk, as Azure's before the first boot
+        self.boots += 1
+        with socket.socket() as s:  # a free port for ssh, in the test's network namespace
+            s.bind(("127.0.0.1", 0))
+            self.ssh_port = s.getsockname()[1]
+        self.console = os.path.join(self.workdir, f"console-boot{self.boots}.log")
+        self.monitor = os.path.join(self.workdir, "monitor.sock")
+        with open(os.path.join(self.workdir, f"qemu-boot{self.boots}.log"), "wb") as log:
+            self.started = time.monotonic()
+            self.proc = subprocess.Popen(self.argv(), stdout=log, stderr=subprocess.STDOUT)
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def _monitor(self, command: str) -> None:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(5)
+            s.connect(self.monitor)
+            s.sendall(command.encode() + b"\n")
+            time.sleep(0.2)
+
+    def poweroff(self, timeout: float = 90) -> None:
+        """ACPI power button (systemd shuts down cleanly); killed after `timeout`."""
+        if self.proc is None:
+            return
+        try:
+            if self.proc.poll() is None:
+                self._monitor("system_powerdown")
+            self.proc.wait(timeout)
+        except (OSError, subprocess.TimeoutExpired):
+            self.kill()
+            raise GuestError(f"the guest did not power off within {timeout:.0f} s") from None
+        finally:
+            self.proc = None
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.proc = None
+
+    def console_text(self) -> str:
+        try:
+            with open(self.console, encoding="utf-8", errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    # ---- ssh ---------------------------------------------------------------------------------
+
+    def ssh(
+        self,
+        user: str,
+        command: str,
+        key: Optional[str] = None,
+        password: Optional[str] = None,
+        timeout: float = 60,
+        stdin: Optional[str] = None,
+    ) -> subprocess.CompletedProcess[str]:
+        """ssh to the guest as `user`: with `key` only, or with `password` only (given to
+        ssh by an askpass helper through the environment, never in argv)."""
+        argv = [
+            "ssh", "-p", str(self.ssh_port), "-o", "StrictHostKeyChecking=no",
+            "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=10",
+            "-o", "IdentitiesOnly=yes", "-o", "NumberOfPasswordPrompts=1", "-F", "/dev/null",
+        ]  # fmt: skip
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": self.workdir}
+        if key:
+            argv += ["-i", key, "-o", "BatchMode=yes", "-o", "PreferredAuthentications=publickey"]
+        else:
+            askpass = os.path.join(self.workdir, "askpass.sh")
+            with open(askpass, "w", encoding="ascii") as f:
+                f.write('#!/bin/sh\nprintf "%s\\n" "$E2E_PASSWORD"\n')
+            os.chmod(askpass, 0o700)
+            argv += ["-o", "PubkeyAuthentication=no",
+                     "-o", "PreferredAuthentications=password,keyboard-interactive"]  # fmt: skip
+            env.update(SSH_ASKPASS=askpass, SSH_ASKPASS_REQUIRE="force", DISPLAY=":0",
+                       E2E_PASSWORD=password or "")  # fmt: skip
+        argv += [f"{user}@127.0.0.1", command]
+        if stdin is not None:
+            return subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=timeout, env=env)
+        return subprocess.run(
+            argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout, env=env
+        )
+
+    def wait_ssh(self, user: str, key: str, timeout: float = 120) -> None:
+        def probe() -> Optional[bool]:
+            if not self.running():
+                raise GuestError("qemu exited while waiting for ssh")
+            try:
+                return True if self.ssh(user, "true", key=key, timeout=20).returncode == 0 else None
+            except subprocess.TimeoutExpired:
+                return None
+
+        wait_for(f"ssh as {user}", probe, timeout, every=1)
