@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from typing import Optional
 
 from tests.e2e.checks import (
     boot,
@@ -39,7 +40,7 @@ def test_b_password_user() -> None:
     )
     try:
         boot(s)
-        waprov_ready_once_then_ga(s)
+        waprov_ready_once_then_ga(s, password=password)
         p = s.guest.ssh("bob", "hostname", password=password)
         assert p.returncode == 0 and p.stdout.strip() == "e2e-password", p
         p = s.guest.ssh("bob", "true", password=password + "x")
@@ -140,6 +141,12 @@ def test_cloud_init_for_comparison() -> None:
     try:
         ready = boot(s, agents=("cloud-init", "ga"))
         assert state_of(ready) == "Ready"
-        assert s.guest.ssh("erin", "hostname", key=s.key).stdout.strip() == "e2e-cloud-init"
+
+        # cloud-init sets the host name and restarts sshd after its first login works
+        def named() -> Optional[bool]:
+            p = s.guest.ssh("erin", "hostname", key=s.key)
+            return True if p.stdout.strip() == "e2e-cloud-init" else None
+
+        wait_for("cloud-init's host name", named, 120, every=2)
     finally:
         s.stop()
