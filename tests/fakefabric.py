@@ -206,9 +206,13 @@ class FakeFabric:
 
     # ---- what was asked --------------------------------------------------------------------
 
-    def requests_for(self, route: str) -> List[Request]:
+    def all_requests(self) -> List[Request]:
+        """Every request so far, in order of arrival (a copy, taken under the lock)."""
         with self._lock:
-            return [r for r in self.requests if r.route == route]
+            return list(self.requests)
+
+    def requests_for(self, route: str) -> List[Request]:
+        return [r for r in self.all_requests() if r.route == route]
 
     def health_bodies(self) -> List[str]:
         return [r.body.decode("utf-8") for r in self.requests_for("health")]

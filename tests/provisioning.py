@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import subprocess
 import sys
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -114,14 +115,13 @@ def text(result: Dict[str, Any], path: str) -> str:
     return data.decode("utf-8")
 
 
-def health_states(result: Dict[str, Any]) -> List[str]:
-    """Each health report as "State" or "State/SubStatus"."""
-    import re
+def health_state(body: str) -> str:
+    """A health report's body as "State" or "State/SubStatus"."""
+    state = re.search(r"<State>(.*?)</State>", body)
+    sub = re.search(r"<SubStatus>(.*?)</SubStatus>", body)
+    return (state.group(1) if state else "?") + (f"/{sub.group(1)}" if sub else "")
 
-    out = []
-    for r in result["requests"]:
-        if r["route"] == "health":
-            state = re.search(r"<State>(.*?)</State>", r["body"])
-            sub = re.search(r"<SubStatus>(.*?)</SubStatus>", r["body"])
-            out.append((state.group(1) if state else "?") + (f"/{sub.group(1)}" if sub else ""))
-    return out
+
+def health_states(result: Dict[str, Any]) -> List[str]:
+    """Each health report of a sandbox run, in order (see health_state)."""
+    return [health_state(r["body"]) for r in result["requests"] if r["route"] == "health"]

@@ -67,18 +67,14 @@ def boot(s: Scenario, agents: Tuple[str, ...] = ("waprov",), ssh: bool = True) -
     return final
 
 
-def waprov_ready_once_then_ga(s: Scenario, since: float = 0.0, password: Optional[str] = None) -> Request:
+def waprov_ready_once_then_ga(s: Scenario, password: Optional[str] = None) -> Request:
     """waprov reported NotReady/Provisioning then exactly one Ready; the guest agent
     talked to the wireserver, and only after that Ready. Keeps waprov's report.json."""
     s.save("report.json", s.root_cmd("cat /var/lib/waprov/report.json", password))
-    assert s.health("waprov", since) == ["NotReady/Provisioning", "Ready"]
-    ready = next(
-        r for r in s.requests() if agent_of(r) == "waprov" and state_of(r) == "Ready" and r.time >= since
-    )
+    assert s.health("waprov") == ["NotReady/Provisioning", "Ready"]
+    ready = next(r for r in s.requests() if agent_of(r) == "waprov" and state_of(r) == "Ready")
     s.wait_request("ga", ready.time, timeout=180)
-    early = [
-        f"{r.method} {r.path}" for r in s.requests() if agent_of(r) == "ga" and since <= r.time < ready.time
-    ]
+    early = [f"{r.method} {r.path}" for r in s.requests() if agent_of(r) == "ga" and r.time < ready.time]
     assert not early, f"the guest agent asked the fabric before waprov's Ready: {early}"
     return ready
 

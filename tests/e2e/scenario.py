@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-import re
+import shlex
 import shutil
 import subprocess
 import time
@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from tests.e2e.vm import WIRESERVER, Guest, GuestError, make_dvd, wait_for
 from tests.fakefabric import FakeFabric, Fault, Request
-from tests.provisioning import user_key
+from tests.provisioning import health_state, user_key
 
 BOOT_TIMEOUT = 300.0  # qemu start to the first answer of the agent under test (TCG)
 _CREATED: List[Scenario] = []
@@ -56,10 +56,7 @@ def agent_of(req: Request) -> str:
 
 def state_of(req: Request) -> str:
     """A health report as "State" or "State/SubStatus"."""
-    body = req.body.decode("utf-8", "replace")
-    state = re.search(r"<State>(.*?)</State>", body)
-    sub = re.search(r"<SubStatus>(.*?)</SubStatus>", body)
-    return (state.group(1) if state else "?") + (f"/{sub.group(1)}" if sub else "")
+    return health_state(req.body.decode("utf-8", "replace"))
 
 
 def contains_bytes(path: str, needle: bytes) -> bool:
@@ -127,40 +124,37 @@ class Scenario:
     # ---- the fabric's view -------------------------------------------------------------------
 
     def requests(self) -> List[Request]:
-        with self.fabric._lock:
-            return list(self.fabric.requests)
+        return self.fabric.all_requests()
 
-    def health(self, agent: str, since: float = 0.0) -> List[str]:
-        return [
-            state_of(r)
-            for r in self.requests()
-            if r.route == "health" and agent_of(r) == agent and r.time >= since
-        ]
+    def health(self, agent: str) -> List[str]:
+        return [state_of(r) for r in self.requests() if r.route == "health" and agent_of(r) == agent]
+
+    def _first(self, what: str, match: Callable[[Request], bool], timeout: float) -> Request:
+        """The first request `match` accepts, waiting for it while qemu runs."""
+
+        def probe() -> Optional[Request]:
+            found = next((r for r in self.requests() if match(r)), None)
+            if found is None and not self.guest.running():
+                raise GuestError(f"qemu exited while waiting for {what}")
+            return found
+
+        return wait_for(what, probe, timeout)
 
     def wait_health(
         self, agents: Tuple[str, ...], final: Tuple[str, ...], timeout: float = BOOT_TIMEOUT
     ) -> Request:
         """The first health report of one of `agents` whose state ("State" or
         "State/SubStatus") is one of `final`."""
-
-        def probe() -> Optional[Request]:
-            for r in self.requests():
-                if r.route == "health" and agent_of(r) in agents and state_of(r) in final:
-                    return r
-            if not self.guest.running():
-                raise GuestError(f"qemu exited before {agents} reported {final}")
-            return None
-
-        return wait_for(f"a health report {final} from {agents}", probe, timeout)
+        return self._first(
+            f"a health report {final} from {agents}",
+            lambda r: r.route == "health" and agent_of(r) in agents and state_of(r) in final,
+            timeout,
+        )
 
     def wait_request(self, agent: str, after: float, timeout: float) -> Request:
-        def probe() -> Optional[Request]:
-            for r in self.requests():
-                if agent_of(r) == agent and r.time >= after:
-                    return r
-            return None
-
-        return wait_for(f"a request from {agent}", probe, timeout)
+        return self._first(
+            f"a request from {agent}", lambda r: agent_of(r) == agent and r.time >= after, timeout
+        )
 
     # ---- the guest -----------------------------------------------------------------------------
 
@@ -169,10 +163,10 @@ class Scenario:
         with `password` when the sudoers rule asks for it); its stdout."""
         user = self.user
         if password is None:
-            p = self.guest.ssh(user, f"sudo -n sh -c {shquote(command)}", key=self.key)
+            p = self.guest.ssh(user, f"sudo -n sh -c {shlex.quote(command)}", key=self.key)
         else:
             p = self.guest.ssh(
-                user, f"sudo -S -p '' sh -c {shquote(command)}", key=self.key, stdin=password + "\n"
+                user, f"sudo -S -p '' sh -c {shlex.quote(command)}", key=self.key, stdin=password + "\n"
             )
         if p.returncode != 0:
             raise GuestError(f"in the guest, `{command}` failed ({p.returncode}): {p.stderr.strip()}")
@@ -197,13 +191,19 @@ class Scenario:
         return path
 
     def os_disk_file(self, path: str) -> Optional[str]:
-        """A file of the powered-off guest's OS disk (debugfs on a raw copy), or None."""
+        """A file of the powered-off guest's OS disk (debugfs on a raw copy), or None when
+        the file system has no such file; any other debugfs failure is an error."""
         raw = os.path.join(self.dir, "os.raw")
         subprocess.run(["qemu-img", "convert", "-O", "raw", self.guest.os_disk, raw], check=True)
         try:
             p = subprocess.run(["debugfs", "-R", f"cat {path}", raw], capture_output=True, text=True)
-            if "File not found" in p.stderr or p.returncode != 0:
+            # debugfs exits 0 either way; its stderr says what happened (after its banner)
+            said = [line.strip() for line in p.stderr.splitlines() if line.strip()]
+            said = [line for line in said if not line.startswith("debugfs 1.")]
+            if said == [f"{path}: File not found by ext2_lookup"]:
                 return None
+            if p.returncode != 0 or said:
+                raise GuestError(f"debugfs could not read {path} from {raw}: {p.stderr.strip()}")
             return p.stdout
         finally:
             os.unlink(raw)
@@ -221,10 +221,6 @@ class Scenario:
             f"scenario {self.name}: console log {self.guest.console or '(not started)'}, "
             f"fabric log {os.path.join(self.dir, 'fabric.jsonl')}"
         )
-
-
-def shquote(s: str) -> str:
-    return "'" + s.replace("'", "'\"'\"'") + "'"
 
 
 def record_timing(name: str, values: Dict[str, Any]) -> None:

@@ -4,6 +4,7 @@ of the same VM: one VM, booted twice (see tests/e2e/checks.py)."""
 from __future__ import annotations
 
 import time
+from datetime import datetime, timezone
 from typing import Iterator
 
 import pytest
@@ -64,6 +65,14 @@ def test_g_the_guest_agents_disk_pass_changes_nothing(keyonly: Scenario) -> None
     changes = [line for line in log.splitlines() if any(c in line for c in GA_CHANGES)]
     assert not changes, changes
     assert resource_state(s) == before
+    # The GA's pass may be over before `before` is read (it starts seconds after Ready):
+    # the file system and the swapfile must also be older than the pass (guest clock).
+    pass_line = next(line for line in log.splitlines() if line.endswith("Activate resource disk"))
+    pass_start = datetime.strptime(pass_line.split()[0], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+    created = "dumpe2fs -h /dev/disk/azure/resource-part1 2>/dev/null | sed -n 's/^Filesystem created: *//p'"
+    made = s.root_cmd(f'stat -c %W /mnt/resource/swapfile; date -d "$({created})" +%s').split()
+    assert len(made) == 2 and all(int(t) > 0 for t in made), made
+    assert max(int(t) for t in made) <= pass_start.timestamp(), (made, pass_line)
 
 
 def test_c_second_boot_changes_nothing_and_restores_the_disk(keyonly: Scenario) -> None:

@@ -77,6 +77,11 @@ class Guest:
         self.started = 0.0
         self.console = ""
         os.makedirs(workdir, exist_ok=True)
+        # ssh's password helper: prints the password it is given in its environment
+        self.askpass = os.path.join(workdir, "askpass.sh")
+        with open(self.askpass, "w", encoding="ascii") as f:
+            f.write('#!/bin/sh\nprintf "%s\\n" "$E2E_PASSWORD"\n')
+        os.chmod(self.askpass, 0o700)
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
@@ -193,13 +198,9 @@ class Guest:
         if key:
             argv += ["-i", key, "-o", "BatchMode=yes", "-o", "PreferredAuthentications=publickey"]
         else:
-            askpass = os.path.join(self.workdir, "askpass.sh")
-            with open(askpass, "w", encoding="ascii") as f:
-                f.write('#!/bin/sh\nprintf "%s\\n" "$E2E_PASSWORD"\n')
-            os.chmod(askpass, 0o700)
             argv += ["-o", "PubkeyAuthentication=no",
                      "-o", "PreferredAuthentications=password,keyboard-interactive"]  # fmt: skip
-            env.update(SSH_ASKPASS=askpass, SSH_ASKPASS_REQUIRE="force", DISPLAY=":0",
+            env.update(SSH_ASKPASS=self.askpass, SSH_ASKPASS_REQUIRE="force", DISPLAY=":0",
                        E2E_PASSWORD=password or "")  # fmt: skip
         argv += [f"{user}@127.0.0.1", command]
         if stdin is not None:
