@@ -294,6 +294,35 @@ def test_each_host_key_type_is_regenerated(tmp_path: Any) -> None:
                 assert hashlib.sha256(files(r)[p]["bytes"]).hexdigest() != before[p], p
 
 
+def test_host_keys_are_begun_first_and_left_whole_when_provisioning_fails(tmp_path: Any) -> None:
+    conf = "Provisioning.RegenerateSshHostKeyPair=y\nProvisioning.SshHostKeyPairType=auto\n"
+    setup = ["ssh-keygen -A", "sha256sum /etc/ssh/ssh_host_*_key > /var/lib/before"]
+    good = run(tmp_path / "good", conf=conf, ovf=ovf(), setup=setup, snapshot=["/var/lib/waprov/report.json"])
+    assert good["runs"][0]["rc"] == 0, good["runs"][0]["stderr"]
+    commands = json.loads(text(good, "/var/lib/waprov/report.json"))["commands"]
+    useradd = next(i for i, c in enumerate(commands) if c.startswith("useradd"))
+    assert commands.index("ssh-keygen -A") < useradd  # begun before the first step, waited for later
+    assert commands.count("ssh-keygen -A") == 1
+
+    snap = ["/etc/ssh", "/var/lib/before", "/var/lib/waprov/journal"]
+    bad = run(tmp_path / "bad", conf=conf, ovf=ovf(user="daemon"), setup=setup, snapshot=snap)
+    assert bad["runs"][0]["rc"] == 1
+    assert health_states(bad)[-1] == "NotReady/ProvisioningFailed"
+    before = dict(line.split()[::-1] for line in text(bad, "/var/lib/before").splitlines())
+    assert set(before) >= {"/etc/ssh/ssh_host_rsa_key", "/etc/ssh/ssh_host_ed25519_key"}
+    for path, digest in before.items():  # every key made again, and whole: its public half derives
+        data = files(bad)[path]["bytes"]
+        assert hashlib.sha256(data).hexdigest() != digest, path
+        copy = tmp_path / os.path.basename(path)
+        copy.write_bytes(data)
+        copy.chmod(0o600)
+        derived = subprocess.run(["ssh-keygen", "-y", "-f", str(copy)], capture_output=True, text=True)
+        assert derived.returncode == 0, (path, derived.stderr)
+        assert derived.stdout.split()[1] == text(bad, path + ".pub").split()[1], path
+    journal = files(bad).get("/var/lib/waprov/journal", {"bytes": b""})["bytes"]
+    assert b"hostkeys" not in journal  # not marked done: the next run makes them again
+
+
 def test_a_missing_host_public_key_is_generated(tmp_path: Any) -> None:
     r = run(tmp_path, ovf=ovf(), setup=["rm -f /etc/ssh/ssh_host_*"], snapshot=["/etc/ssh"])
     assert r["runs"][0]["rc"] == 0, r["runs"][0]["stderr"]

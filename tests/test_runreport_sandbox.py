@@ -40,7 +40,7 @@ def test_success_leaves_a_report_kvp_records_and_a_status(tmp_path: Any) -> None
     assert doc["report_line"].startswith(f"result=success|agent=waprov/0.1.0|vm_id={SWAPPED_ID}|timestamp=")
     assert doc["sources"] == ["dvd", "imds"]
     names = [s["name"] for s in doc["steps"]]
-    assert names[:2] == ["data", "data"] and names[-2:] == ["markers", "ready"]
+    assert names[:3] == ["data", "keygen", "data"] and names[-2:] == ["markers", "ready"]
     assert all(s["result"] == "ok" and s["duration"] >= 0 for s in doc["steps"])
     assert [(h["state"], h["substatus"], h["http_status"]) for h in doc["health_reports"]] == [
         ("NotReady", "Provisioning", 200),

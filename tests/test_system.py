@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import stat
 import subprocess
 import sys
@@ -267,6 +268,37 @@ def test_the_runner_is_the_edge_a_fake_replaces() -> None:
 
     res = System(runner=runner).run(["definitely-not-installed", "x"], input="in")
     assert (res.rc, res.stdout) == (0, "out") and calls == [(["definitely-not-installed", "x"], b"in")]
+
+
+def test_a_started_command_runs_while_the_caller_goes_on(tmp_path: Path) -> None:
+    flag, done = tmp_path / "go", tmp_path / "done"
+    system = System()
+    script = f"while [ ! -e {flag} ]; do sleep 0.01; done; echo made > {done}; echo out; echo err >&2"
+    bg = system.start(["sh", "-c", script], timeout=30)
+    assert not done.exists()  # it waits for the caller, so start() did not wait for it
+    flag.touch()
+    res = bg.wait()
+    assert (res.rc, res.stdout, res.stderr, done.read_text()) == (0, "out\n", "err\n", "made\n")
+    assert system.plan() == f"run    sh -c {shlex.quote(script)}  (in the background)"
+    assert system.command_seconds > 0
+
+
+def test_a_started_command_fails_on_wait_as_run_would() -> None:
+    bg = System().start(["sh", "-c", "echo boom >&2; exit 4"])
+    with pytest.raises(HostError, match=r"failed with exit code 4: boom"):
+        bg.wait()
+    assert bg.wait(check=False).rc == 4
+    with pytest.raises(HostError, match="command not found: no-such-command-waprov"):
+        System().start(["no-such-command-waprov"]).wait()
+    with pytest.raises(HostError, match=r"sleep 5 timed out after 0.2s"):
+        System().start(["sleep", "5"], timeout=0.2).wait()
+
+
+def test_a_started_command_in_dry_run_is_planned_not_run(tmp_path: Path) -> None:
+    system = System(dry_run=True)
+    bg = system.start(["touch", str(tmp_path / "x")])
+    assert bg.wait().rc == 0 and not (tmp_path / "x").exists()
+    assert system.plan() == f"run    touch {tmp_path / 'x'}  (in the background)"
 
 
 # ---- dry-run ---------------------------------------------------------------------------------

@@ -6,8 +6,10 @@
    exit 0, no report. `provisioned` holds this VM's id but waprov never started on this
    VM (no `attempt` record): provisioned before waprov was installed → adopted (marker
    written, exit 0, no report). Another VM's id → WA §2.5: clear cached state, rewrite, Ready.
-2. Data (DVD/IMDS), the wireserver (and certificates when a key needs them), NotReady
-   `Provisioning`/`Starting`.
+2. Refuse an enabled cloud-init; begin the host-key regeneration in the background (its
+   step waits for it in WA's place, so Ready still follows the keys). Data (the DVD at
+   once; IMDS once the network is up: the unit does not wait for network-online.target),
+   the wireserver (and certificates when a key needs them), NotReady `Provisioning`/`Starting`.
 3. The steps of STEPS in WALinuxAgent's order, then `provisioned`, `disable_agent`, Ready,
    and waprov's marker last. Any failure: NotReady `ProvisioningFailed` with the
    structured description (report.py), no marker, exit 1; the next run converges.
@@ -30,15 +32,16 @@ from waprov.kvp import Kvp
 from waprov.report import Reporter, failure_description, success_line
 from waprov.runreport import RunRecord
 from waprov.sources import Fabric, gather
-from waprov.steps import STATE_DIR, Ctx
+from waprov.steps import STATE_DIR, Ctx, journal_done
 from waprov.steps.customdata import save_custom_data
+from waprov.steps.hostkeys import begin as begin_hostkeys
 from waprov.steps.hostkeys import regenerate
 from waprov.steps.hostname import publish_hostname, set_hostname
 from waprov.steps.keys import deploy_keys
 from waprov.steps.sshd import configure_sshd, restart_sshd
 from waprov.steps.sudoers import configure_sudoers
 from waprov.steps.user import create_user, delete_root_password, set_password
-from waprov.system import System
+from waprov.system import Background, System
 from waprov.timing import Clock
 from waprov.vmid import same_vm
 
@@ -54,6 +57,7 @@ def write_markers(ctx: Ctx) -> None:
         ctx.system.write(ctx.lib("disable_agent"), b"", 0o644)
 
 
+HOSTKEYS_REASON = "failed to generate ssh host keys"
 STEPS: Tuple[Tuple[str, str, Step], ...] = (  # (name, reason on failure, function)
     ("hostname", "failed to provision hostname", set_hostname),
     ("publish_hostname", "failed to publish hostname", publish_hostname),
@@ -64,11 +68,11 @@ STEPS: Tuple[Tuple[str, str, Step], ...] = (  # (name, reason on failure, functi
     ("keys", "failed to deploy ssh keys", deploy_keys),
     ("customdata", "failed to save custom data", save_custom_data),
     ("rootpw", "failed to delete root password", delete_root_password),
-    ("hostkeys", "failed to generate ssh host keys", regenerate),
+    ("hostkeys", HOSTKEYS_REASON, regenerate),
     ("restart_sshd", "failed to restart sshd", restart_sshd),
     ("markers", "failed to write the provisioned markers", write_markers),
 )
-STEP_NAMES = ("data", "wireserver", *(name for name, _, _ in STEPS), "ready")
+STEP_NAMES = ("data", "keygen", "wireserver", *(name for name, _, _ in STEPS), "ready")
 CHANGED_ID_MESSAGE = (
     "VM is provisioned, but the VM unique identifier has changed. This indicates the VM may be created "
     "from an image that was not properly deprovisioned or generalized, which can result in unexpected "
@@ -173,24 +177,34 @@ class Run:
         log.info("Provisioning already completed under another VM id: reported Ready, nothing re-provisioned")
         return 0 if ok else 1
 
-    def _prepare(self) -> Ctx:
-        lib = self.config.lib_dir
-        if self.system.kind(lib) == "absent":
-            self.system.makedirs(lib, 0o700)
-        self._step("data", "cloud-init is enabled", lambda: refuse_cloud_init(self.system))
+    def _prepare(self, keygen: Optional[Background]) -> Ctx:
         data = self._step("data", "failed to read provisioning data", lambda: gather(self.fabric))
         self.record.sources = list(data.sources)
         self._step("wireserver", "failed to reach the wireserver", self.reporter.connect)
         self._step("wireserver", "failed to get the certificates", lambda: self.reporter.certificates(data))
         self._step("wireserver", "failed to report provisioning", self.reporter.provisioning)
-        return Ctx(self.system, self.config, self.distro, data, self.fabric.clock, self.vm_id, self.state_dir)
+        return Ctx(
+            self.system, self.config, self.distro, data, self.fabric.clock, self.vm_id, self.state_dir, keygen
+        )
+
+    def _begin(self) -> Optional[Background]:
+        """Before anything else: refuse a second provisioning agent, then start making the
+        host keys (the longest command of a run) so that they are ready by their step."""
+        lib = self.config.lib_dir
+        if self.system.kind(lib) == "absent":
+            self.system.makedirs(lib, 0o700)
+        self._step("data", "cloud-init is enabled", lambda: refuse_cloud_init(self.system))
+        done = journal_done(self.system, self.state_dir, self.vm_id, "hostkeys")
+        return self._step("keygen", HOSTKEYS_REASON, lambda: begin_hostkeys(self.system, self.config, done))
 
     def provision(self) -> int:
         started = time.monotonic()
         self.system.makedirs(self.state_dir, 0o700)
         self.system.write(attempt_path(self.state_dir), self.vm_id, 0o600)
+        keygen: Optional[Background] = None
         try:
-            ctx = self._prepare()
+            keygen = self._begin()
+            ctx = self._prepare(keygen)
             for name, reason, fn in STEPS:
                 self._step(name, reason, functools.partial(fn, ctx))
         except ProvisionError as e:
@@ -198,6 +212,7 @@ class Run:
             log.error("Provisioning failed: %s", e)
             log.info("Failure report: %s", desc)
             self.reporter.failed(desc)
+            _settle(keygen)
             failure = {"step": e.step, "reason": e.reason, "message": self.system.redactor.redact(str(e))}
             self.record.finish("error", desc, self.state_dir, self.reporter.sent, failure)
             return 1
@@ -209,6 +224,17 @@ class Run:
             "Provisioning complete (%.3fs, of which %.3fs in commands)", took, self.system.command_seconds
         )
         return 0
+
+
+def _settle(keygen: Optional[Background]) -> None:
+    """After a failure: let a keygen still running finish, so that the host keeps whole
+    key files (the journal has no mark: the next run makes them again)."""
+    if keygen is None:
+        return
+    try:
+        keygen.wait(check=False)
+    except WaprovError as e:
+        log.warning("The host key generation begun by this run failed too: %s", e)
 
 
 def refuse_cloud_init(system: System) -> None:

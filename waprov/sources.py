@@ -4,7 +4,8 @@
 `<Lib.Dir>/ovf-env.xml` (0600) before releasing the DVD; an invalid OVF is never saved
 and fails provisioning. `gather()` adds IMDS: with an OVF it waits a few seconds at
 most for IMDS (which then only adds to the OVF); without one (no DVD device), IMDS is the
-source and gets the full deadline. The two are merged by `model.merge()`.
+source and gets the full deadline. IMDS waits for the network first (`network.py`: the
+run starts before network-online.target). The two are merged by `model.merge()`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from waprov.errors import ProtocolError
 from waprov.http import HttpClient
 from waprov.imds import IMDS_BASE, ImdsData, fetch_imds
 from waprov.model import ProvisioningData, merge
+from waprov.network import wait_for_network
 from waprov.overrides import Overrides
 from waprov.ovf import OvfEnv, decode_ovf, parse_ovf, strip_password
 from waprov.system import System
@@ -78,13 +80,22 @@ def load_ovf(fabric: Fabric) -> OvfEnv:
 
 
 def gather(fabric: Fabric) -> ProvisioningData:
-    """The merged data; ProtocolError naming both sources when neither gives any."""
+    """The merged data; ProtocolError naming both sources when neither gives any. The
+    DVD is read first, at once; IMDS waits for the network. Without a DVD at the first
+    look, it is looked for once more when the network is up (a slow device probe)."""
     ovf: Optional[OvfEnv] = None
+    dvd_reason = ""
     try:
         ovf = load_ovf(fabric)
     except NoDvdError as e:
         dvd_reason = str(e)
-        log.info("No provisioning DVD (%s): using IMDS alone", dvd_reason)
+    wait_for_network(fabric.system, fabric.config, fabric.overrides, fabric.clock)
+    if ovf is None:
+        try:
+            ovf = load_ovf(fabric)
+        except NoDvdError as e:
+            dvd_reason = str(e)
+            log.info("No provisioning DVD (%s): using IMDS alone", dvd_reason)
     imds: Optional[ImdsData] = None
     try:
         deadline = IMDS_EXTRA_DEADLINE if ovf else IMDS_ONLY_DEADLINE

@@ -18,6 +18,7 @@ import shlex
 import shutil
 import stat
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
@@ -89,7 +90,8 @@ def _tail(text: str, lines: int = 5) -> str:
 
 
 class System:
-    """See the module docstring. Not thread-safe; one per run."""
+    """See the module docstring. One per run, used from one thread: only the runner call
+    of a start()ed command happens on a thread of its own."""
 
     def __init__(
         self,
@@ -232,27 +234,22 @@ class System:
             raise TypeError("System commands are non-empty lists of str, never a shell string")
         return " ".join(shlex.quote(a) for a in self.redactor.redact_argv(argv))
 
-    def _exec(
-        self,
-        argv: Sequence[str],
-        input: Union[str, bytes, None],
-        timeout: float,
-        check: bool,
-        secret_output: bool = False,
-    ) -> Result:
-        data = input.encode("utf-8") if isinstance(input, str) else input
-        shown = self._show(argv)
-        started = time.monotonic()
+    def _call(self, argv: Sequence[str], data: Optional[bytes], timeout: float) -> Tuple[int, bytes, bytes]:
+        """The runner, with its failures as our errors (safe to call from another thread)."""
         try:
-            rc, out, err = self.runner(list(argv), data, timeout)
+            return self.runner(list(argv), data, timeout)
         except FileNotFoundError:
             raise CommandNotFound(f"command not found: {self.redactor.redact(argv[0])}") from None
         except PermissionError:
             raise CommandNotFound(f"command not executable: {self.redactor.redact(argv[0])}") from None
         except subprocess.TimeoutExpired:
-            raise HostError(f"{shown} timed out after {timeout:g}s") from None
-        finally:
-            self.command_seconds += time.monotonic() - started
+            raise HostError(f"{self._show(argv)} timed out after {timeout:g}s") from None
+
+    def _result(
+        self, argv: Sequence[str], output: Tuple[int, bytes, bytes], check: bool, secret_output: bool
+    ) -> Result:
+        rc, out, err = output
+        shown = self._show(argv)
         res = Result(tuple(argv), rc, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"), out)
         if secret_output:
             log.debug("%s -> rc=%d (output not shown)", shown, res.rc)
@@ -270,6 +267,23 @@ class System:
             )
             raise CommandError(f"{shown} failed with exit code {res.rc}: {said}", shown, res.rc, said)
         return res
+
+    def _exec(
+        self,
+        argv: Sequence[str],
+        input: Union[str, bytes, None],
+        timeout: float,
+        check: bool,
+        secret_output: bool = False,
+    ) -> Result:
+        data = input.encode("utf-8") if isinstance(input, str) else input
+        self._show(argv)
+        started = time.monotonic()
+        try:
+            output = self._call(argv, data, timeout)
+        finally:
+            self.command_seconds += time.monotonic() - started
+        return self._result(argv, output, check, secret_output)
 
     def run(
         self,
@@ -291,6 +305,14 @@ class System:
         if self.dry_run:
             return Result(tuple(argv), 0, "", "")
         return self._exec(argv, input, timeout, check, secret_output)
+
+    def start(self, argv: Sequence[str], *, timeout: float = DEFAULT_TIMEOUT) -> Background:
+        """Start a command that changes the host and return at once; `wait()` on the
+        handle gives what `run()` would have (and raises as it would). The plan shows the
+        command here, where it began. No stdin and no secrets: a background command is a
+        plain one that takes long (ssh-keygen)."""
+        self._record("run", self._show(argv), "in the background")
+        return Background(self, argv, timeout, dry_run=self.dry_run)
 
     def query(
         self,
@@ -479,6 +501,39 @@ class System:
             if e.errno == errno.ENOENT:
                 raise HostError(f"{path} vanished while being set up") from None
             raise HostError(f"cannot set mode/owner of {path}: {e.strerror}") from None
+
+
+class Background:
+    """A command System.start() began; one thread runs it, `wait()` collects it once."""
+
+    def __init__(self, system: System, argv: Sequence[str], timeout: float, *, dry_run: bool) -> None:
+        self._system, self.argv = system, tuple(argv)
+        self._output: Optional[Tuple[int, bytes, bytes]] = (0, b"", b"") if dry_run else None
+        self._error: Optional[BaseException] = None
+        self._thread: Optional[threading.Thread] = None
+        if not dry_run:
+            self._thread = threading.Thread(target=self._work, args=(timeout,), name="waprov-bg", daemon=True)
+            self._thread.start()
+
+    def _work(self, timeout: float) -> None:
+        try:
+            self._output = self._system._call(self.argv, None, timeout)
+        except BaseException as e:  # handed to the waiting thread
+            self._error = e
+
+    def wait(self, *, check: bool = True) -> Result:
+        """Block until the command ends (the time blocked counts as command time), then
+        what run() would have returned or raised."""
+        if self._thread is not None:
+            started = time.monotonic()
+            self._thread.join()
+            self._thread = None
+            self._system.command_seconds += time.monotonic() - started
+        if self._error is not None:
+            raise self._error
+        if self._output is None:  # the thread ended without a word: cannot happen
+            raise HostError(f"{self._system._show(self.argv)} ended without a result")
+        return self._system._result(self.argv, self._output, check, False)
 
 
 def _subprocess_runner(env: Optional[Dict[str, str]]) -> Runner:

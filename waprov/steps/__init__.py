@@ -17,7 +17,7 @@ from waprov.config import Config
 from waprov.distro import Distro
 from waprov.errors import HostError
 from waprov.model import ProvisioningData
-from waprov.system import System
+from waprov.system import Background, System
 from waprov.timing import Clock
 
 STATE_DIR = "/var/lib/waprov"
@@ -32,6 +32,16 @@ class Account:
     home: str
 
 
+def _journal(system: System, state_dir: str) -> Tuple[str, ...]:
+    raw = system.read(os.path.join(state_dir, "journal")) or b""
+    return tuple(raw.decode("utf-8", "replace").splitlines())
+
+
+def journal_done(system: System, state_dir: str, vm_id: str, what: str) -> bool:
+    """Whether the journal says `what` ran for this VM (also before the run has a Ctx)."""
+    return f"{vm_id} {what}" in _journal(system, state_dir)
+
+
 @dataclass
 class Ctx:
     system: System
@@ -41,6 +51,7 @@ class Ctx:
     clock: Clock
     vm_id: str
     state_dir: str = STATE_DIR
+    keygen: Optional[Background] = None  # the host keys the run began making (hostkeys.begin)
 
     # ---- the journal -------------------------------------------------------------------------
 
@@ -49,11 +60,10 @@ class Ctx:
         return os.path.join(self.state_dir, "journal")
 
     def _journal(self) -> Tuple[str, ...]:
-        raw = self.system.read(self.journal_path) or b""
-        return tuple(raw.decode("utf-8", "replace").splitlines())
+        return _journal(self.system, self.state_dir)
 
     def done(self, what: str) -> bool:
-        return f"{self.vm_id} {what}" in self._journal()
+        return journal_done(self.system, self.state_dir, self.vm_id, what)
 
     def mark(self, what: str) -> None:
         entries = [e for e in self._journal() if e.startswith(f"{self.vm_id} ")]  # other VMs' entries go

@@ -4,53 +4,86 @@ With `Provisioning.RegenerateSshHostKeyPair=y` every `<OS.SshDir>/ssh_host_*key*
 deleted and keys are made again (`ssh-keygen -A` for `auto`, else one key of
 `SshHostKeyPairType`), once per VM (the journal records it). Then the public key of the
 configured type must exist (`auto` means rsa): when it is missing it is generated (from
-the private key when that exists) instead of failing; its fingerprint is logged.
+the private key when that exists) instead of failing; its fingerprint is logged. The
+regeneration is begun at the start of the run (`begin`) and waited for in its place in
+WA's order (`regenerate`), so Ready still comes after the keys exist.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from typing import List, Optional
 
+from waprov.config import Config
 from waprov.errors import HostError, ProvisionError
 from waprov.steps import Ctx
+from waprov.system import Background, System
 
 log = logging.getLogger("waprov")
 TYPES = ("rsa", "dsa", "ecdsa", "ed25519", "auto")
+KEYGEN_TIMEOUT = 120.0
 
 
 def _fail(message: str) -> ProvisionError:
     return ProvisionError("failed to generate ssh host keys", "hostkeys", message)
 
 
-def key_type(ctx: Ctx) -> str:
-    kind = ctx.config.ssh_host_key_pair_type
+def key_type(kind: str) -> str:
     if kind not in TYPES:
         raise _fail(f"Provisioning.SshHostKeyPairType={kind!r} is not one of {', '.join(TYPES)}")
     return kind
 
 
-def _generate(ctx: Ctx, kind: str, private: str) -> None:
+def _private(config: Config, kind: str) -> str:
+    return os.path.join(config.ssh_dir, f"ssh_host_{'rsa' if kind == 'auto' else kind}_key")
+
+
+def _argv(system: System, kind: str, private: str) -> List[str]:
     if kind == "auto":
-        argv = ["ssh-keygen", "-A"]
-    else:
-        argv = ["ssh-keygen", "-q", "-N", "", "-t", kind, "-f", ctx.system.path(private)]
+        return ["ssh-keygen", "-A"]
+    return ["ssh-keygen", "-q", "-N", "", "-t", kind, "-f", system.path(private)]
+
+
+def _generate(ctx: Ctx, kind: str, private: str) -> None:
     try:
-        ctx.system.run(argv, timeout=120)
+        ctx.system.run(_argv(ctx.system, kind, private), timeout=KEYGEN_TIMEOUT)
     except HostError as e:
         raise _fail(f"Failed to generate ssh host key: {e}") from None
 
 
+def begin(system: System, config: Config, done: bool) -> Optional[Background]:
+    """Delete the old keys and start ssh-keygen without waiting for it (None when the
+    configuration or the journal (`done`) says there is nothing to regenerate). The run
+    calls this first, so that the RSA key (seconds of prime search, ten and more under
+    emulation) is made while the rest of the run goes on; `regenerate()` waits for it."""
+    kind = key_type(config.ssh_host_key_pair_type)
+    if not config.regenerate_ssh_host_key_pair or done:
+        return None
+    for path in system.glob(os.path.join(config.ssh_dir, "ssh_host_*key*")):
+        if system.kind(path) == "file":
+            system.remove(path)
+    return system.start(_argv(system, kind, _private(config, kind)), timeout=KEYGEN_TIMEOUT)
+
+
+def finish(ctx: Ctx) -> None:
+    """Wait for the keygen the run began (or begin it now) and record it in the journal."""
+    keygen, ctx.keygen = ctx.keygen, None
+    if keygen is None:
+        keygen = begin(ctx.system, ctx.config, ctx.done("hostkeys"))
+    if keygen is None:
+        return
+    try:
+        keygen.wait()
+    except HostError as e:
+        raise _fail(f"Failed to generate ssh host key: {e}") from None
+    ctx.mark("hostkeys")
+
+
 def regenerate(ctx: Ctx) -> None:
-    kind = key_type(ctx)
-    ssh_dir = ctx.config.ssh_dir
-    private = os.path.join(ssh_dir, f"ssh_host_{'rsa' if kind == 'auto' else kind}_key")
-    if ctx.config.regenerate_ssh_host_key_pair and not ctx.done("hostkeys"):
-        for path in ctx.system.glob(os.path.join(ssh_dir, "ssh_host_*key*")):
-            if ctx.system.kind(path) == "file":
-                ctx.system.remove(path)
-        _generate(ctx, kind, private)
-        ctx.mark("hostkeys")
+    kind = key_type(ctx.config.ssh_host_key_pair_type)
+    private = _private(ctx.config, kind)
+    finish(ctx)
     public = private + ".pub"
     if ctx.system.kind(public) != "file":
         if ctx.system.kind(private) == "file":
