@@ -22,16 +22,15 @@ import logging
 import os
 import signal
 import time
-from typing import Callable, Mapping, Optional, Tuple, TypeVar
+from typing import TYPE_CHECKING, Callable, Mapping, Optional, Tuple, TypeVar
 
 from waprov.cleanup import changed_vm_cleanup
 from waprov.config import Config
 from waprov.distro import Distro
 from waprov.errors import CommandError, ProvisionError, WaprovError
 from waprov.kvp import Kvp
-from waprov.report import Reporter, failure_description, success_line
+from waprov.overrides import Overrides
 from waprov.runreport import RunRecord
-from waprov.sources import Fabric, gather
 from waprov.steps import STATE_DIR, Ctx, journal_done
 from waprov.steps.customdata import save_custom_data
 from waprov.steps.hostkeys import begin as begin_hostkeys
@@ -44,6 +43,10 @@ from waprov.steps.user import create_user, delete_root_password, set_password
 from waprov.system import Background, System
 from waprov.timing import Clock
 from waprov.vmid import same_vm
+
+if TYPE_CHECKING:
+    from waprov.report import Reporter
+    from waprov.sources import Fabric
 
 log = logging.getLogger("waprov")
 _T = TypeVar("_T")
@@ -134,18 +137,35 @@ class Run:
 
     def __init__(
         self,
-        fabric: Fabric,
+        system: System,
+        config: Config,
+        overrides: Overrides,
         distro: Distro,
-        reporter: Reporter,
         vm_id: str,
         *,
+        connect: Callable[[], Tuple[Fabric, Reporter]],
         state_dir: str = STATE_DIR,
         record: RunRecord,
     ) -> None:
-        self.fabric, self.system, self.config = fabric, fabric.system, fabric.config
-        self.distro, self.reporter, self.vm_id = distro, reporter, vm_id
+        self.system, self.config, self.overrides = system, config, overrides
+        self.distro, self.vm_id = distro, vm_id
+        self._connect = connect
         self.state_dir = state_dir
         self.record = record
+
+    # The HTTP side (requests, the XML and IMDS readers) is built on first use: importing it
+    # is most of waprov's start-up, and the host keys are begun before it (see _begin).
+    @functools.cached_property
+    def _wire(self) -> Tuple[Fabric, Reporter]:
+        return self._connect()
+
+    @property
+    def fabric(self) -> Fabric:
+        return self._wire[0]
+
+    @property
+    def reporter(self) -> Reporter:
+        return self._wire[1]
 
     def _step(self, name: str, reason: str, fn: Callable[[], _T]) -> _T:
         wall, started = time.time(), time.monotonic()
@@ -157,14 +177,14 @@ class Run:
             raise error from None
         self.record.step(name, wall, time.monotonic() - started)
         log.debug("Step %s done in %.0f ms", name, (time.monotonic() - started) * 1000)
-        if (
-            self.fabric.overrides.crash_after == name
-        ):  # WAPROV_CRASH_AFTER: a real kill -9 at a step boundary (tests)
+        if self.overrides.crash_after == name:  # WAPROV_CRASH_AFTER: kill -9 at a step boundary (tests)
             os.kill(os.getpid(), signal.SIGKILL)
         return result
 
     def changed_vm(self, stored: str) -> int:
         """WA §2.5: another VM's id in `provisioned`: clear, rewrite, Ready; no provisioning."""
+        from waprov.report import success_line
+
         if stored:
             log.warning("%s", CHANGED_ID_MESSAGE)
             changed_vm_cleanup(self.system, self.config, self.distro)
@@ -178,6 +198,8 @@ class Run:
         return 0 if ok else 1
 
     def _prepare(self, keygen: Optional[Background]) -> Ctx:
+        from waprov.sources import gather
+
         data = self._step("data", "failed to read provisioning data", lambda: gather(self.fabric))
         self.record.sources = list(data.sources)
         self._step("wireserver", "failed to reach the wireserver", self.reporter.connect)
@@ -198,6 +220,8 @@ class Run:
         return self._step("keygen", HOSTKEYS_REASON, lambda: begin_hostkeys(self.system, self.config, done))
 
     def provision(self) -> int:
+        from waprov.report import failure_description, success_line
+
         started = time.monotonic()
         self.system.makedirs(self.state_dir, 0o700)
         self.system.write(attempt_path(self.state_dir), self.vm_id, 0o600)
@@ -251,7 +275,6 @@ def refuse_cloud_init(system: System) -> None:
 def main(conf_path: Optional[str], dry_run: bool, verbose: bool, environ: Mapping[str, str]) -> int:
     """The command: build the run from the configuration and the environment, then run it."""
     from waprov.config import load_config
-    from waprov.http import HttpClient
     from waprov.log import LOG_FILE, setup_logging
     from waprov.osrelease import read_os_release
     from waprov.overrides import bad_override, overrides_from_env
@@ -285,10 +308,18 @@ def main(conf_path: Optional[str], dry_run: bool, verbose: bool, environ: Mappin
                  "recorded as done, nothing provisioned", config.lib_dir)  # fmt: skip
         write_own_marker(system, vm_id)
         return 0
-    client = HttpClient(
-        clock, proxy_host=config.http_proxy_host, proxy_port=config.http_proxy_port, environ=environ
-    )
-    fabric = Fabric(system, config, overrides, clock, client, distro.id)
+
+    def connect() -> Tuple[Fabric, Reporter]:
+        from waprov.http import HttpClient
+        from waprov.report import Reporter
+        from waprov.sources import Fabric
+
+        client = HttpClient(
+            clock, proxy_host=config.http_proxy_host, proxy_port=config.http_proxy_port, environ=environ
+        )
+        fabric = Fabric(system, config, overrides, clock, client, distro.id)
+        return fabric, Reporter(system, config, overrides, clock, client)
+
     import psutil
 
     from waprov import __version__
@@ -296,7 +327,7 @@ def main(conf_path: Optional[str], dry_run: bool, verbose: bool, environ: Mappin
     boot = float(psutil.boot_time())
     kvp = Kvp(f"waprov-{__version__}|{vm_id}", enabled=not dry_run, boot_time=lambda: boot)
     record = RunRecord(system, kvp, vm_id, boot)
-    run = Run(fabric, distro, Reporter(system, config, overrides, clock, client), vm_id, record=record)
+    run = Run(system, config, overrides, distro, vm_id, connect=connect, record=record)
     log.info("Running waprov provisioning (VM id %s, %s %s)", vm_id or "unknown", distro.id, distro.version)
     rc = run.changed_vm(stored) if state == CHANGED else run.provision()
     if dry_run:
