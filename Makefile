@@ -16,7 +16,7 @@ APT_PKG := build-essential dpkg-dev debhelper dh-python python3-all python3-setu
 APT_E2E := qemu-system-x86 qemu-utils socat genisoimage e2fsprogs mmdebstrap openssh-client
 WAAGENT := .cache/waagent
 
-.PHONY: all demo test lint unit e2e e2e-if-possible e2e-deps bench deps pkg-deps venv deb rpm packages clean
+.PHONY: all demo test lint unit e2e e2e-race e2e-if-possible e2e-deps bench deps pkg-deps venv deb rpm packages clean
 
 all: test
 
@@ -62,6 +62,10 @@ e2e-deps:
 # Real boots under qemu (tests/e2e, about 10 minutes): fails where qemu cannot run.
 e2e: venv pkg-deps e2e-deps
 	tools/e2e
+
+# waprov's and cloud-init's time to Ready over 5 boots each (about 10 minutes).
+e2e-race: venv pkg-deps e2e-deps
+	tools/e2e --race 5
 
 # The same from `make test`: a machine that cannot run qemu is skipped, loudly.
 e2e-if-possible: venv pkg-deps e2e-deps

@@ -89,7 +89,7 @@ def marker_path(state_dir: str = STATE_DIR) -> str:
 
 
 def attempt_path(state_dir: str = STATE_DIR) -> str:
-    """Holds the id of the VM waprov last started provisioning (before any change)."""
+    """Holds the id of the VM waprov last started provisioning (before any step)."""
     return os.path.join(state_dir, "attempt")
 
 
@@ -223,11 +223,13 @@ class Run:
         from waprov.report import failure_description, success_line
 
         started = time.monotonic()
-        self.system.makedirs(self.state_dir, 0o700)
-        self.system.write(attempt_path(self.state_dir), self.vm_id, 0o600)
         keygen: Optional[Background] = None
         try:
             keygen = self._begin()
+            # Written before the first step: only the host keys (which write no marker) come
+            # first, begun before this file's fsyncs, which cost seconds at a busy boot.
+            self.system.makedirs(self.state_dir, 0o700)
+            self.system.write(attempt_path(self.state_dir), self.vm_id, 0o600)
             ctx = self._prepare(keygen)
             for name, reason, fn in STEPS:
                 self._step(name, reason, functools.partial(fn, ctx))
