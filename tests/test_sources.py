@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import stat
 
 import pytest
 
-from tests.conftest import DATA, closed_port, virtual_clock
+from tests.conftest import DATA, VirtualTime, closed_port, virtual_clock
 from tests.fakefabric import FakeFabric, status
 from tests.fakerunner import ScriptedRunner
 from waprov.config import Config
@@ -17,6 +18,7 @@ from waprov.http import HttpClient
 from waprov.overrides import Overrides
 from waprov.sources import Fabric, gather
 from waprov.system import System
+from waprov.timing import Clock
 
 
 def make(root: str, imds: str, with_ovf: bool = True, ovf_dir: bool = True) -> Fabric:
@@ -111,3 +113,31 @@ def test_the_ovf_wins_over_imds(tmp_path: str) -> None:
         f = make(f"{tmp_path}/root", fab.imds_url)
         data = gather(f)
     assert (data.hostname, data.username) == ("test-vm-01", "azureuser")
+
+
+class LateDevices(VirtualTime):
+    """Virtual time in which, after 2 s, DHCP configures the NIC and the DVD's file appears."""
+
+    def __init__(self, root: str) -> None:
+        super().__init__()
+        self.root, self.at = root, self.now + 2.0
+
+    def sleep(self, seconds: float) -> None:
+        super().sleep(seconds)
+        if self.now >= self.at and not os.path.exists(f"{self.root}/proc/net/route"):
+            os.makedirs(f"{self.root}/proc/net")
+            with open(f"{self.root}/proc/net/route", "w", encoding="ascii") as out:
+                out.write("Iface\tDestination\tGateway\tFlags\tRefCnt\tUse\tMetric\tMask\n")
+                out.write("eth0\t00000000\t0100000A\t0003\t0\t0\t0\t00000000\n")
+            shutil.copy(os.path.join(DATA, "ovf", "full.xml"), f"{self.root}/ovf/ovf-env.xml")
+
+
+def test_a_dvd_missing_at_first_is_looked_for_again_once_the_network_is_up(
+    tmp_path: str, fabric: FakeFabric
+) -> None:
+    f = make(str(tmp_path), fabric.imds_url, with_ovf=False)
+    vt = LateDevices(str(tmp_path))
+    clock = Clock(sleep=vt.sleep, monotonic=vt.monotonic)
+    data = gather(dataclasses.replace(f, clock=clock, client=HttpClient(clock)))
+    assert data.sources == ("dvd", "imds") and data.hostname == "test-vm-01"
+    assert vt.at <= vt.now and {what for what, _ in clock.slept} == {"network"}
