@@ -51,11 +51,13 @@ def route_covers(text: str, ip: str) -> bool:
 
 
 def network_ready(system: System, config: Config, overrides: Overrides) -> bool:
-    _, how = discover_endpoint(system, config, overrides)
-    if how.startswith(("route", "dhclient lease", "systemd-networkd lease")):
-        return True
+    """A route reaches 168.63.129.16, or a DHCP lease names the endpoint (discovery's own
+    lease readers)."""
     raw = system.read("/proc/net/route") or b""
-    return route_covers(raw.decode("ascii", "replace"), DEFAULT_ENDPOINT)
+    if route_covers(raw.decode("ascii", "replace"), DEFAULT_ENDPOINT):
+        return True
+    _, how = discover_endpoint(system, config, overrides)
+    return how.startswith(("dhclient lease", "systemd-networkd lease"))
 
 
 def wait_for_network(system: System, config: Config, overrides: Overrides, clock: Clock) -> None:
