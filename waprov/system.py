@@ -277,7 +277,6 @@ class System:
         secret_output: bool = False,
     ) -> Result:
         data = input.encode("utf-8") if isinstance(input, str) else input
-        self._show(argv)
         started = time.monotonic()
         try:
             output = self._call(argv, data, timeout)

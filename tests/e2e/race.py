@@ -16,7 +16,7 @@ import statistics
 import sys
 from typing import Dict, List
 
-from tests.e2e.checks import imds, key_at
+from tests.e2e.checks import boot, imds, key_at
 from tests.e2e.scenario import Scenario, logs_root, state_of
 from tests.provisioning import ovf
 
@@ -35,8 +35,7 @@ def one_boot(variant: str, n: int) -> float:
         azure_asset_tag=variant == "cloudinit",
     )
     try:
-        s.guest.start()
-        final = s.wait_health(AGENTS[variant], ("Ready", "NotReady/ProvisioningFailed"))
+        final = boot(s, AGENTS[variant], ssh=False)
         if state_of(final) != "Ready":
             raise RuntimeError(f"{s.where()}: the final report was {state_of(final)}")
         return round(final.time - s.guest.started, 2)

@@ -45,11 +45,15 @@ def _argv(system: System, kind: str, private: str) -> List[str]:
     return ["ssh-keygen", "-q", "-N", "", "-t", kind, "-f", system.path(private)]
 
 
+def _keygen_failed(e: HostError) -> ProvisionError:
+    return _fail(f"Failed to generate ssh host key: {e}")
+
+
 def _generate(ctx: Ctx, kind: str, private: str) -> None:
     try:
         ctx.system.run(_argv(ctx.system, kind, private), timeout=KEYGEN_TIMEOUT)
     except HostError as e:
-        raise _fail(f"Failed to generate ssh host key: {e}") from None
+        raise _keygen_failed(e) from None
 
 
 def begin(system: System, config: Config, done: bool) -> Optional[Background]:
@@ -76,7 +80,7 @@ def finish(ctx: Ctx) -> None:
     try:
         keygen.wait()
     except HostError as e:
-        raise _fail(f"Failed to generate ssh host key: {e}") from None
+        raise _keygen_failed(e) from None
     ctx.mark("hostkeys")
 
 
