@@ -157,11 +157,14 @@ class Guest:
             if self.proc.poll() is None:
                 self._monitor("system_powerdown")
             self.proc.wait(timeout)
-        except (OSError, subprocess.TimeoutExpired):
-            self.kill()
-            raise GuestError(f"the guest did not power off within {timeout:.0f} s") from None
-        finally:
             self.proc = None
+            return
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+        self.kill()
+        # Raised outside the handler, so that a test failure already on its way (this runs
+        # in the tests' `finally`) is shown as this error's context instead of being hidden.
+        raise GuestError(f"the guest did not power off within {timeout:.0f} s")
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
