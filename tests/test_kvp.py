@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from waprov.errors import HostError
 from waprov.kvp import KEY_FIELD, MAX_VALUE, RECORD, VALUE_FIELD, Kvp, chunks, decode, encode
 
 
@@ -88,6 +89,20 @@ def test_a_pool_of_this_boot_is_kept(hyperv: str) -> None:
         f.write(encode("cloud-init", "this boot"))
     Kvp("p", root=hyperv, boot_time=lambda: time.time() - 60).event("a")
     assert [k for k, _ in decode(read_pool(hyperv))] == ["cloud-init", "p|a"]
+
+
+def test_a_pool_is_kept_when_the_boot_time_is_unknown(hyperv: str, caplog: pytest.LogCaptureFixture) -> None:
+    with open(pool_of(hyperv), "wb") as f:
+        f.write(encode("old", "maybe from the last boot"))
+    os.utime(pool_of(hyperv), (time.time() - 3600, time.time() - 3600))
+
+    def unknown() -> float:
+        raise HostError("cannot read the boot time from /proc/stat: no btime line")
+
+    kvp = Kvp("p", root=hyperv, boot_time=unknown)
+    kvp.event("a")
+    assert [k for k, _ in decode(read_pool(hyperv))] == ["old", "p|a"]
+    assert not kvp.failed and "no btime line; the KVP pool" in caplog.text
 
 
 def test_writes_wait_for_the_lock(hyperv: str) -> None:

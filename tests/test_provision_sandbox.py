@@ -323,6 +323,38 @@ def test_host_keys_are_begun_first_and_left_whole_when_provisioning_fails(tmp_pa
     assert b"hostkeys" not in journal  # not marked done: the next run makes them again
 
 
+def test_host_keys_are_begun_before_the_http_side_is_imported(tmp_path: Any) -> None:
+    """Every import costs at a busy boot (seconds under emulation): ssh-keygen starts before
+    requests, the XML readers, psutil or OpenSSL's hashlib are loaded. Seen through
+    `python -X importtime` of a run killed right after the keygen step."""
+    conf = "Provisioning.RegenerateSshHostKeyPair=y\nProvisioning.SshHostKeyPairType=rsa\n"
+    env = {"PYTHONPROFILEIMPORTTIME": "1"}
+    r = run(tmp_path, conf=conf, ovf=ovf(), runs=[{"crash_after": "keygen", "env": env}])
+    assert r["runs"][0]["rc"] == -9, r["runs"][0]["stderr"][-2000:]
+    imported = {
+        line.split("|")[2].strip()
+        for line in r["runs"][0]["stderr"].splitlines()
+        if line.startswith("import time:") and line.count("|") == 2
+    }
+    assert {"waprov.config", "waprov.steps.hostkeys", "logging"} <= imported  # the probe sees the run
+    late = {"requests", "urllib3", "http.client", "ssl", "psutil", "_hashlib", "secrets", "defusedxml",
+            "waprov.http", "waprov.report", "waprov.sources", "waprov.ovf", "waprov.imds"}  # fmt: skip
+    assert not imported & late, sorted(imported & late)
+
+
+def test_sshd_settings_are_checked_while_the_host_keys_are_remade(tmp_path: Any) -> None:
+    conf = "Provisioning.RegenerateSshHostKeyPair=y\nProvisioning.SshHostKeyPairType=auto\n"
+    r = run(
+        tmp_path, conf=conf, ovf=ovf(), setup=["ssh-keygen -A"], snapshot=["/run/waprov", "/var/lib/waprov"]
+    )
+    assert r["runs"][0]["rc"] == 0, r["runs"][0]["stderr"]
+    assert "without a check" not in r["runs"][0]["stderr"]
+    commands = json.loads(text(r, "/var/lib/waprov/report.json"))["commands"]
+    throwaway = [c for c in commands if "-t ed25519 -f /run/waprov/sshd-check/" in c]
+    assert len(throwaway) == 1 and commands.index(throwaway[0]) > commands.index("ssh-keygen -A")
+    assert not any(p.startswith("/run/waprov/") for p in r["snapshot"]), sorted(r["snapshot"])
+
+
 def test_a_missing_host_public_key_is_generated(tmp_path: Any) -> None:
     r = run(tmp_path, ovf=ovf(), setup=["rm -f /etc/ssh/ssh_host_*"], snapshot=["/etc/ssh"])
     assert r["runs"][0]["rc"] == 0, r["runs"][0]["stderr"]
@@ -393,15 +425,20 @@ def test_debian_edits_sshd_config_in_place_with_match_block_and_no_trailing_newl
         assert text(r, "/etc/ssh/sshd_config") == expected, name
 
 
-def test_an_sshd_config_that_sshd_rejects_is_rolled_back(tmp_path: Any) -> None:
+@pytest.mark.parametrize("regenerate", ["n", "y"])
+def test_an_sshd_config_that_sshd_rejects_is_rolled_back(tmp_path: Any, regenerate: str) -> None:
+    """Also while the run remakes the host keys (there are none to check with: a throwaway
+    key stands in, and is gone afterwards)."""
     r = run(
         tmp_path,
-        conf="OS.SshClientAliveInterval=not-a-number\n",
-        setup=["cp /etc/ssh/sshd_config /var/lib/sshd_config.orig"],
+        conf=f"OS.SshClientAliveInterval=not-a-number\nProvisioning.RegenerateSshHostKeyPair={regenerate}\n",
+        setup=["ssh-keygen -A", "cp /etc/ssh/sshd_config /var/lib/sshd_config.orig"],
         ovf=ovf(),
-        snapshot=["/etc/ssh/sshd_config", "/var/lib/sshd_config.orig", "/var/lib/waprov"],
+        snapshot=["/etc/ssh/sshd_config", "/var/lib/sshd_config.orig", "/var/lib/waprov", "/run/waprov"],
     )
     assert r["runs"][0]["rc"] == 1
+    assert "sshd -t rejects the edited /etc/ssh/sshd_config" in r["runs"][0]["stderr"]
+    assert not any(p.startswith("/run/waprov/") for p in r["snapshot"]), sorted(r["snapshot"])
     assert text(r, "/etc/ssh/sshd_config") == text(r, "/var/lib/sshd_config.orig")
     assert health_states(r) == ["NotReady/Provisioning", "NotReady/ProvisioningFailed"]
     assert "reason=failed to update sshd config|" in r["requests"][-1]["body"]

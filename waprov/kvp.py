@@ -18,6 +18,9 @@ import logging
 import os
 from typing import Callable, Iterator, List, Optional, Tuple
 
+from waprov import timing
+from waprov.errors import HostError
+
 POOL_DIR = "/var/lib/hyperv"
 POOL = "/var/lib/hyperv/.kvp_pool_1"
 KEY_FIELD, VALUE_FIELD = 512, 2048
@@ -67,8 +70,8 @@ def decode(data: bytes) -> Iterator[Tuple[str, str]]:
 
 
 class Kvp:
-    """The pool writer of one run. `root` prefixes paths (tests); `boot_time` is
-    psutil's (seconds since the epoch); `enabled=False` (dry run) writes nothing."""
+    """The pool writer of one run. `root` prefixes paths (tests); `boot_time` gives when
+    this boot began (seconds since the epoch); `enabled=False` (dry run) writes nothing."""
 
     def __init__(
         self,
@@ -81,7 +84,7 @@ class Kvp:
         self.key_prefix = key_prefix
         self.pool = os.path.join(root, POOL.lstrip("/"))
         self.enabled = enabled and os.path.isdir(os.path.dirname(self.pool))
-        self._boot_time = boot_time or _psutil_boot_time
+        self._boot_time = boot_time or timing.boot_time
         self._checked_stale = False
         self.failed = False
 
@@ -96,7 +99,7 @@ class Kvp:
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 if not self._checked_stale:
                     self._checked_stale = True
-                    if os.fstat(fd).st_mtime < self._boot_time():  # left by an earlier boot
+                    if self._left_by_earlier_boot(fd):
                         os.ftruncate(fd, 0)
                 os.write(fd, blob)
             finally:
@@ -104,6 +107,13 @@ class Kvp:
         except OSError as e:
             self.failed = True  # one warning, then quiet: telemetry never fails a run
             log.warning("cannot write KVP telemetry to %s: %s (provisioning goes on)", POOL, e.strerror)
+
+    def _left_by_earlier_boot(self, fd: int) -> bool:
+        try:
+            return os.fstat(fd).st_mtime < self._boot_time()
+        except HostError as e:  # no boot time: keep the records rather than guess
+            log.warning("%s; the KVP pool %s is kept as it is", e, POOL)
+            return False
 
     def event(self, name: str, **fields: object) -> None:
         """One record keyed `<prefix>|<name>`, the value compact JSON."""
@@ -115,9 +125,3 @@ class Kvp:
         a longer line is cut at 1022 bytes)."""
         raw = line.encode("utf-8")
         self._append(encode(REPORT_KEY, raw[: _cut(raw, MAX_VALUE)].decode("utf-8")))
-
-
-def _psutil_boot_time() -> float:
-    import psutil
-
-    return float(psutil.boot_time())

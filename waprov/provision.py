@@ -220,8 +220,6 @@ class Run:
         return self._step("keygen", HOSTKEYS_REASON, lambda: begin_hostkeys(self.system, self.config, done))
 
     def provision(self) -> int:
-        from waprov.report import failure_description, success_line
-
         started = time.monotonic()
         keygen: Optional[Background] = None
         try:
@@ -234,6 +232,8 @@ class Run:
             for name, reason, fn in STEPS:
                 self._step(name, reason, functools.partial(fn, ctx))
         except ProvisionError as e:
+            from waprov.report import failure_description
+
             desc = failure_description(e, self.vm_id, self.system.redactor)
             log.error("Provisioning failed: %s", e)
             log.info("Failure report: %s", desc)
@@ -243,6 +243,8 @@ class Run:
             self.record.finish("error", desc, self.state_dir, self.reporter.sent, failure)
             return 1
         self._step("ready", "failed to report ready", self.reporter.ready)
+        from waprov.report import success_line
+
         self.record.finish("success", success_line(self.vm_id), self.state_dir, self.reporter.sent)
         write_own_marker(self.system, self.vm_id, self.state_dir)
         took = time.monotonic() - started
@@ -322,11 +324,14 @@ def main(conf_path: Optional[str], dry_run: bool, verbose: bool, environ: Mappin
         fabric = Fabric(system, config, overrides, clock, client, distro.id)
         return fabric, Reporter(system, config, overrides, clock, client)
 
-    import psutil
-
     from waprov import __version__
+    from waprov.timing import boot_time
 
-    boot = float(psutil.boot_time())
+    try:
+        boot = boot_time()
+    except WaprovError as e:  # only the run report and KVP need it
+        log.warning("%s (the run report will not say how long after boot it ran)", e)
+        boot = 0.0
     kvp = Kvp(f"waprov-{__version__}|{vm_id}", enabled=not dry_run, boot_time=lambda: boot)
     record = RunRecord(system, kvp, vm_id, boot)
     run = Run(system, config, overrides, distro, vm_id, connect=connect, record=record)

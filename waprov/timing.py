@@ -10,6 +10,8 @@ from __future__ import annotations
 import time
 from typing import Callable, List, Tuple
 
+from waprov.errors import HostError
+
 
 class Clock:
     """Scaled sleeps and deadlines; `slept` lists (what, unscaled seconds)."""
@@ -43,3 +45,17 @@ class Clock:
         """Wait `seconds` (unscaled as the policy states it; the scale applies here)."""
         self.slept.append((what, seconds))
         self._sleep(seconds * self.scale)
+
+
+def boot_time(stat: str = "/proc/stat") -> float:
+    """When this boot began (seconds since the epoch): the kernel's `btime` line, what
+    psutil.boot_time() reads on Linux. Read directly because importing psutil costs tenths
+    of a second at a busy boot, before the host keys are begun."""
+    try:
+        with open(stat, encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("btime "):
+                    return float(line.split()[1])
+    except (OSError, ValueError, IndexError) as e:
+        raise HostError(f"cannot read the boot time from {stat}: {e}") from None
+    raise HostError(f"cannot read the boot time from {stat}: no btime line")

@@ -21,6 +21,7 @@ from waprov.steps import Ctx
 log = logging.getLogger("waprov")
 FLATCAR_DROPIN = "80-flatcar-walinuxagent.conf"
 DROPIN_MARK = "sshd-dropin"  # the journal entry saying waprov wrote FLATCAR_DROPIN
+CHECK_DIR = "/run/waprov/sshd-check"  # the throwaway host key of `sshd -t` (removed after it)
 
 
 def set_ssh_config(lines: List[str], name: str, value: str) -> List[str]:
@@ -68,13 +69,34 @@ def _sshd() -> Optional[str]:
     return shutil.which("sshd", path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
 
 
-def _sshd_ok(ctx: Ctx, sshd: str) -> Tuple[bool, str]:
-    res = ctx.system.query([sshd, "-t"], timeout=30)
+def _sshd_ok(ctx: Ctx, argv: List[str]) -> Tuple[bool, str]:
+    res = ctx.system.query(argv, timeout=30)
     m = re.search(r"Missing privilege separation directory: (/\S+)", res.stderr)
     if res.rc != 0 and m:  # before sshd.service ran (waprov runs first): make its runtime dir
         ctx.system.makedirs(m.group(1), 0o755)
-        res = ctx.system.query([sshd, "-t"], timeout=30)
+        res = ctx.system.query(argv, timeout=30)
     return res.rc == 0, (res.stderr.strip().splitlines() or [""])[-1]
+
+
+def _check_argv(ctx: Ctx, sshd: str) -> List[str]:
+    """`sshd -t`. sshd checks nothing without a host key, and while this run remakes the
+    host keys (hostkeys.begin deleted the old ones; ssh-keygen may still be writing) there
+    is none to rely on: a throwaway ed25519 key in CHECK_DIR stands in (`-h`; key files the
+    configuration names but sshd cannot load are then only reported)."""
+    if ctx.keygen is None:
+        return [sshd, "-t"]
+    key = os.path.join(CHECK_DIR, "ssh_host_ed25519_key")
+    ctx.system.remove(CHECK_DIR, recursive=True)
+    ctx.system.makedirs(CHECK_DIR, 0o700)
+    try:
+        ctx.system.run(
+            ["ssh-keygen", "-q", "-N", "", "-t", "ed25519", "-f", ctx.system.path(key)], timeout=30
+        )
+    except HostError as e:
+        log.debug("no throwaway host key for sshd -t: %s", e)
+        ctx.system.remove(CHECK_DIR, recursive=True)
+        return [sshd, "-t"]
+    return [sshd, "-t", "-h", ctx.system.path(key)]
 
 
 def _fail(message: str) -> ProvisionError:
@@ -82,12 +104,25 @@ def _fail(message: str) -> ProvisionError:
 
 
 def configure_sshd(ctx: Ctx) -> None:
+    sshd = None if ctx.system.dry_run else _sshd()
+    check = _check_argv(ctx, sshd) if sshd else []
+    try:
+        _configure(ctx, check)
+    finally:
+        if "-h" in check:
+            ctx.system.remove(CHECK_DIR, recursive=True)
+    word = "Disabled" if ctx.data.disable_ssh_password_auth else "Enabled"
+    log.info("%s SSH password-based authentication methods.", word)
+    log.info("Configured SSH client probing to keep connections alive.")
+
+
+def _configure(ctx: Ctx, check: List[str]) -> None:
+    """The edit (or the Flatcar drop-in), checked by `check` (sshd -t …) when not empty."""
     ssh_dir = ctx.config.ssh_dir
     main = os.path.join(ssh_dir, "sshd_config")
     dropin_dir = os.path.join(ssh_dir, "sshd_config.d")
     pairs = settings(ctx)
-    sshd = None if ctx.system.dry_run else _sshd()
-    valid_before = _sshd_ok(ctx, sshd)[0] if sshd else False
+    valid_before = _sshd_ok(ctx, check)[0] if check else False
     if ctx.distro.flatcar and ctx.system.kind(dropin_dir) != "link":
         if ctx.system.kind(dropin_dir) != "dir":
             raise _fail(f"{dropin_dir} is missing: Flatcar's sshd reads its settings from there")
@@ -111,21 +146,18 @@ def configure_sshd(ctx: Ctx) -> None:
         mode = (ctx.system.mode_owner(main) or (0o644, None))[0]
     old = ctx.system.read(path)
     ctx.system.write(path, new, mode)
-    if sshd and valid_before:
-        ok, why = _sshd_ok(ctx, sshd)
+    if check and valid_before:
+        ok, why = _sshd_ok(ctx, check)
         if not ok:
             if old is None:
                 ctx.system.remove(path)
             else:
                 ctx.system.write(path, old, mode)
             raise _fail(f"sshd -t rejects the edited {path} ({why}); the previous file is restored")
-    elif sshd:
+    elif check:
         log.warning("sshd -t already failed before the edit; %s written without a check", path)
     if path != main:  # -deprovision removes the Flatcar drop-in only when waprov wrote it
         ctx.mark(DROPIN_MARK)
-    word = "Disabled" if ctx.data.disable_ssh_password_auth else "Enabled"
-    log.info("%s SSH password-based authentication methods.", word)
-    log.info("Configured SSH client probing to keep connections alive.")
 
 
 def restart_sshd(ctx: Ctx) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import re
-import secrets
 import string
 import sys
 import warnings
@@ -86,6 +85,8 @@ def load_crypt() -> Callable[[str, str], Optional[str]]:
 
 
 def hash_password(password: str, crypt_id: str, salt_len: int) -> str:
+    import secrets  # here: it loads OpenSSL's hashlib, tenths of a second at a busy boot
+
     crypt = load_crypt()
     salt = "".join(secrets.choice(SALT_ALPHABET) for _ in range(max(salt_len, 1)))
     result = crypt(password, f"${crypt_id}${salt}")
