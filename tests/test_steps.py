@@ -7,7 +7,7 @@ from typing import Any, Dict, List, Tuple
 
 import pytest
 
-from tests.conftest import VirtualTime, virtual_clock, waits
+from tests.conftest import virtual_clock, waits
 from tests.fakefabric import IMDS_KEY
 from tests.fakerunner import ScriptedRunner, fail, ok
 from waprov.config import Config
@@ -18,13 +18,12 @@ from waprov.model import ProvisioningData, PublicKey
 from waprov.provision import ADOPT, CHANGED, DONE, TODO, provisioned_state
 from waprov.report import failure_description
 from waprov.steps import Ctx
-from waprov.steps.hostname import SETTLE_WAIT, dhclient_edit, primary_interface, reannounce, valid_hostname
+from waprov.steps.hostname import dhclient_edit, primary_interface, reannounce, valid_hostname
 from waprov.steps.keys import deploy_keys, public_key_line
 from waprov.steps.sshd import edited_config, set_ssh_config
 from waprov.steps.sudoers import sudoers_line, with_line
 from waprov.steps.user import SALT_ALPHABET, hash_password
 from waprov.system import System
-from waprov.timing import Clock
 
 # ---- set_ssh_config (WA §5.6) --------------------------------------------------------------
 
@@ -144,93 +143,6 @@ def test_a_failing_restart_is_tried_three_times_five_seconds_apart(tmp_path: Any
     ctx = ctx_for(tmp_path, runner, Distro("flatcar", flatcar=True))
     reannounce(ctx, lambda: [("eth0", True)])
     assert len(runner.calls) == 3 and waits(ctx.clock) == [5.0, 5.0]
-
-
-class FakeNetworkd(VirtualTime):
-    """systemd-networkd's state files under `root` for link 2 (eth0), as `networkctl
-    reconfigure` leaves them over (virtual) time: the command returns at once; `drop_at`
-    seconds later the lease is gone and the link is configuring; `back_at` a new lease is
-    written and the link is configured again (None: never)."""
-
-    def __init__(self, root: str, drop_at: float = 0.5, back_at: float | None = 2.0) -> None:
-        super().__init__()
-        self.root, self.drop_at, self.back_at = root, drop_at, back_at
-        self.reconfigured: float | None = None
-        os.makedirs(os.path.join(root, "sys/class/net/eth0"))
-        with open(os.path.join(root, "sys/class/net/eth0/ifindex"), "w") as f:
-            f.write("2\n")
-        for d in ("leases", "links"):
-            os.makedirs(os.path.join(root, "run/systemd/netif", d))
-        self._write("leases", "ADDRESS=10.0.0.4\nOPTION_245=a83f8110\n")
-        self._write("links", "ADMIN_STATE=configured\nOPER_STATE=routable\n")
-
-    def _write(self, kind: str, text: str) -> None:
-        path = os.path.join(self.root, "run/systemd/netif", kind, "2")
-        with open(path + ".tmp", "w") as f:  # as networkd does: a new file renamed over the old
-            f.write(text)
-        os.rename(path + ".tmp", path)
-
-    def since_reconfigure(self) -> float:
-        assert self.reconfigured is not None, "networkctl reconfigure did not run"
-        return self.now - self.reconfigured
-
-    def networkctl(self, argv: List[str], data: bytes | None) -> Tuple[int, bytes, bytes]:
-        self.reconfigured = self.now
-        return 0, b"", b""
-
-    def sleep(self, seconds: float) -> None:
-        before = self.now
-        super().sleep(seconds)
-        if self.reconfigured is None:
-            return
-        for at, step in ((self.drop_at, self._drop), (self.back_at, self._back)):
-            if at is not None and before < self.reconfigured + at <= self.now:
-                step()
-
-    def _drop(self) -> None:
-        os.unlink(os.path.join(self.root, "run/systemd/netif/leases/2"))
-        self._write("links", "ADMIN_STATE=configuring\nOPER_STATE=carrier\n")
-
-    def _back(self) -> None:
-        self._write("leases", "ADDRESS=10.0.0.4\nOPTION_245=a83f8110\n")
-        self._write("links", "ADMIN_STATE=configured\nOPER_STATE=routable\n")
-
-
-def networkd_ctx(tmp_path: Any, networkd: FakeNetworkd, dry_run: bool = False) -> Ctx:
-    system = System(
-        root=str(tmp_path), runner=ScriptedRunner(networkctl=networkd.networkctl), dry_run=dry_run
-    )
-    data = ProvisioningData(hostname="vm", username="azureuser")
-    clock = Clock(1.0, sleep=networkd.sleep, monotonic=networkd.monotonic)
-    return Ctx(system, Config(), Distro("flatcar", flatcar=True), data, clock, "ID")
-
-
-def test_the_reannounce_returns_when_networkd_has_configured_the_link_again(tmp_path: Any) -> None:
-    networkd = FakeNetworkd(str(tmp_path))
-    ctx = networkd_ctx(tmp_path, networkd)
-    reannounce(ctx, lambda: [("lo", True), ("eth0", True)])
-    # not while the old lease and "configured" are still there, not while it is configuring
-    assert 2.0 <= networkd.since_reconfigure() < 2.2
-
-
-def test_a_link_without_a_lease_or_a_dry_run_is_not_waited_for(tmp_path: Any) -> None:
-    networkd = FakeNetworkd(str(tmp_path / "dry"))
-    ctx = networkd_ctx(tmp_path / "dry", networkd, dry_run=True)
-    reannounce(ctx, lambda: [("eth0", True)])
-    assert waits(ctx.clock) == []
-    networkd = FakeNetworkd(str(tmp_path / "static"))
-    os.unlink(str(tmp_path / "static/run/systemd/netif/leases/2"))
-    ctx = networkd_ctx(tmp_path / "static", networkd)
-    reannounce(ctx, lambda: [("eth0", True)])
-    assert networkd.reconfigured is not None and waits(ctx.clock) == []
-
-
-def test_the_wait_for_networkd_is_bounded(tmp_path: Any, caplog: pytest.LogCaptureFixture) -> None:
-    networkd = FakeNetworkd(str(tmp_path), back_at=None)
-    ctx = networkd_ctx(tmp_path, networkd)
-    reannounce(ctx, lambda: [("eth0", True)])
-    assert SETTLE_WAIT <= networkd.since_reconfigure() < SETTLE_WAIT + 0.2
-    assert "eth0 is not configured again 30s after the re-announce: going on" in caplog.text
 
 
 # ---- sudoers, keys, password -----------------------------------------------------------------

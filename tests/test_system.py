@@ -53,16 +53,6 @@ def test_write_replaces_the_file_through_a_rename(tmp_path: Path) -> None:
     assert sorted(os.listdir(tmp_path)) == ["f"]  # no temp file left
 
 
-def test_identity_tells_a_file_written_again_from_the_same_file(tmp_path: Path) -> None:
-    system = System(root=str(tmp_path))
-    assert system.identity("/lease") is None
-    system.write("/lease", "ADDRESS=10.0.0.4\n", 0o644)
-    first = system.identity("/lease")
-    assert first is not None and system.identity("/lease") == first
-    system.write("/lease", "ADDRESS=10.0.0.4\n", 0o644)  # the same bytes, a new file
-    assert system.identity("/lease") not in (None, first)
-
-
 def test_a_failed_write_leaves_the_old_file_and_no_temp_file(tmp_path: Path) -> None:
     target = tmp_path / "f"
     target.write_text("old content")

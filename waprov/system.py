@@ -197,17 +197,6 @@ class System:
             raise HostError(f"cannot inspect {path}: {e.strerror}") from None
         return stat.S_IMODE(st.st_mode), (st.st_uid, st.st_gid)
 
-    def identity(self, path: str) -> Optional[Tuple[int, int]]:
-        """(inode, mtime in ns) of `path`, None when absent: tells a file written again
-        (a new file renamed over it, or new bytes) from the one seen before."""
-        try:
-            st = os.stat(self.path(path))
-        except FileNotFoundError:
-            return None
-        except OSError as e:
-            raise HostError(f"cannot inspect {path}: {e.strerror}") from None
-        return st.st_ino, st.st_mtime_ns
-
     def size(self, path: str) -> Optional[int]:
         """The size of a regular file (not followed through a final symlink), None when
         absent; HostError when it is something else."""

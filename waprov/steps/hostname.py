@@ -24,8 +24,6 @@ DHCLIENT_CONFS = ("/etc/dhcp/dhclient.conf", "/etc/dhcp3/dhclient.conf", "/etc/d
 _LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 ADDRESS_WAIT = 10.0  # seconds to wait for the primary interface's IPv4 address
 RESTART_TRIES, RESTART_WAIT = 3, 5.0
-NETIF = "/run/systemd/netif"  # systemd-networkd's state: links/<ifindex>, leases/<ifindex>
-SETTLE_WAIT, SETTLE_POLL = 30.0, 0.1  # networkd configuring the link again after `reconfigure`
 
 
 def valid_hostname(name: str) -> bool:
@@ -146,14 +144,11 @@ def reannounce(ctx: Ctx, interfaces: Callable[[], List[Tuple[str, bool]]] = _int
         commands = [("nmcli", "device", "reapply", ifname)]
     else:
         commands = [("ifdown", ifname), ("ifup", ifname)]
-    lease = _networkd_lease(ctx, ifname) if stack == "networkd" else None
     for attempt in range(1, RESTART_TRIES + 1):
         try:
             for argv in commands:
                 ctx.system.run(argv, timeout=60)
             log.info("Re-announced the host name on %s (%s)", ifname, stack)
-            if lease is not None:
-                _wait_networkd(ctx, ifname, *lease)
             return
         except HostError as e:
             log.warning("Re-announcing the host name on %s, attempt %d: %s", ifname, attempt, e)
@@ -161,45 +156,3 @@ def reannounce(ctx: Ctx, interfaces: Callable[[], List[Tuple[str, bool]]] = _int
                 return
         if attempt < RESTART_TRIES:
             ctx.clock.sleep(RESTART_WAIT, "network restart")
-
-
-def _networkd_lease(ctx: Ctx, ifname: str) -> Optional[Tuple[str, Tuple[int, int]]]:
-    """(ifindex, identity of networkd's DHCPv4 lease file) before the reconfigure; None
-    when the link has no lease (static addresses: nothing to wait for) or in a dry run."""
-    if ctx.system.dry_run:
-        return None
-    try:
-        index = (ctx.system.read(f"/sys/class/net/{ifname}/ifindex") or b"").decode("ascii").strip()
-        lease = ctx.system.identity(f"{NETIF}/leases/{index}") if index.isdigit() else None
-    except (HostError, UnicodeDecodeError):
-        return None
-    return (index, lease) if lease is not None else None
-
-
-def _admin_state(ctx: Ctx, index: str) -> str:
-    raw = ctx.system.read(f"{NETIF}/links/{index}") or b""
-    for line in raw.decode("utf-8", "replace").splitlines():
-        if line.startswith("ADMIN_STATE="):
-            return line.split("=", 1)[1].strip()
-    return ""
-
-
-def _wait_networkd(ctx: Ctx, ifname: str, index: str, before: Tuple[int, int]) -> None:
-    """`networkctl reconfigure` returns before networkd has even dropped the link's
-    configuration; DHCP then runs again. WALinuxAgent's ifdown/ifup return with the network
-    back, and a health report sent in between fails and waits 30 s for its retry. So: wait
-    (bounded) until networkd has written a new lease and says the link is configured."""
-    deadline = ctx.clock.deadline(SETTLE_WAIT)
-    started = ctx.clock.remaining(deadline)
-    while True:
-        try:
-            lease = ctx.system.identity(f"{NETIF}/leases/{index}")
-            if lease is not None and lease != before and _admin_state(ctx, index) == "configured":
-                log.info("%s is configured again (%.1fs)", ifname, started - ctx.clock.remaining(deadline))
-                return
-        except HostError as e:
-            log.debug("networkd state of %s: %s", ifname, e)
-        if ctx.clock.remaining(deadline) <= 0:
-            log.warning("%s is not configured again %gs after the re-announce: going on", ifname, SETTLE_WAIT)
-            return
-        ctx.clock.sleep(SETTLE_POLL, f"networkd to configure {ifname} again")
