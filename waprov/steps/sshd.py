@@ -78,12 +78,12 @@ def _sshd_ok(ctx: Ctx, argv: List[str]) -> Tuple[bool, str]:
     return res.rc == 0, (res.stderr.strip().splitlines() or [""])[-1]
 
 
-def _check_argv(ctx: Ctx, sshd: str) -> List[str]:
+def _check_argv(ctx: Ctx, sshd: str, throwaway: bool) -> List[str]:
     """`sshd -t`. sshd checks nothing without a host key, and while this run remakes the
     host keys (hostkeys.begin deleted the old ones; ssh-keygen may still be writing) there
-    is none to rely on: a throwaway ed25519 key in CHECK_DIR stands in (`-h`; key files the
-    configuration names but sshd cannot load are then only reported)."""
-    if ctx.keygen is None:
+    is none to rely on: with `throwaway`, an ed25519 key made in CHECK_DIR stands in (`-h`;
+    key files the configuration names but sshd cannot load are then only reported)."""
+    if not throwaway:
         return [sshd, "-t"]
     key = os.path.join(CHECK_DIR, "ssh_host_ed25519_key")
     ctx.system.remove(CHECK_DIR, recursive=True)
@@ -94,7 +94,6 @@ def _check_argv(ctx: Ctx, sshd: str) -> List[str]:
         )
     except HostError as e:
         log.debug("no throwaway host key for sshd -t: %s", e)
-        ctx.system.remove(CHECK_DIR, recursive=True)
         return [sshd, "-t"]
     return [sshd, "-t", "-h", ctx.system.path(key)]
 
@@ -105,11 +104,11 @@ def _fail(message: str) -> ProvisionError:
 
 def configure_sshd(ctx: Ctx) -> None:
     sshd = None if ctx.system.dry_run else _sshd()
-    check = _check_argv(ctx, sshd) if sshd else []
+    throwaway = sshd is not None and ctx.keygen is not None
     try:
-        _configure(ctx, check)
+        _configure(ctx, _check_argv(ctx, sshd, throwaway) if sshd else [])
     finally:
-        if "-h" in check:
+        if throwaway:
             ctx.system.remove(CHECK_DIR, recursive=True)
     word = "Disabled" if ctx.data.disable_ssh_password_auth else "Enabled"
     log.info("%s SSH password-based authentication methods.", word)
