@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from waprov.errors import CommandError, CommandNotFound, HostError
+from waprov.linkwatch import LinkWatch, NoWatch, open_watch
 from waprov.log import Redactor
 
 Owner = Tuple[int, int]
@@ -103,9 +104,12 @@ class System:
         runner: Optional[Runner] = None,
         which: Which = shutil.which,
         mounts: Callable[[], List[Mount]] = _psutil_mounts,
+        link_watch: Optional[Callable[[], LinkWatch]] = None,
     ) -> None:
         self.dry_run = dry_run
         self.runner = runner or _subprocess_runner(env)
+        # real kernel events only where the commands are real too
+        self._link_watch = link_watch or (NoWatch if runner is not None or dry_run else open_watch)
         self._which = which
         self._mounts = mounts
         self.root = root
@@ -217,6 +221,11 @@ class System:
     def mounts(self) -> List[Mount]:
         """The mount table of this mount namespace, as it is now (psutil)."""
         return self._mounts()
+
+    def link_watch(self) -> LinkWatch:
+        """A subscription to the kernel's IPv4 address and route changes, from now on
+        (linkwatch.py); OSError when it cannot be opened."""
+        return self._link_watch()
 
     def note(self, kind: str, target: str, detail: str = "") -> None:
         """Record a change made outside the host (a health report) in the plan."""

@@ -1,5 +1,6 @@
 """On an e2e failure, name the console and fabric logs of the scenario it happened in
-(the scenario created last: scenarios run one after the other)."""
+(the scenario created last: scenarios run one after the other), with the fabric's
+requests and the console's last lines: CI prints them, its log files stay behind."""
 
 from __future__ import annotations
 
@@ -15,4 +16,4 @@ def pytest_runtest_makereport(item: pytest.Item, call: Any) -> Generator[None, A
     outcome = yield
     report = outcome.get_result()
     if report.failed and created():
-        report.sections.append(("e2e logs", created()[-1].where()))
+        report.sections.append(("e2e logs", created()[-1].where(tail=60)))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -22,6 +23,7 @@ from tests.e2e.vm import WIRESERVER, Guest, GuestError, make_dvd, wait_for
 from tests.fakefabric import FakeFabric, Fault, Request
 from tests.provisioning import health_state, user_key
 
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 BOOT_TIMEOUT = 300.0  # qemu start to the first answer of the agent under test (TCG)
 _CREATED: List[Scenario] = []
 
@@ -216,11 +218,25 @@ class Scenario:
             self.guest.kill()
             self.fabric.stop()
 
-    def where(self) -> str:
-        return (
+    def where(self, tail: int = 0) -> str:
+        """Where the scenario's logs are; with `tail`, also the fabric's requests and the
+        console's last lines (what CI shows of a failure, as its log files stay behind)."""
+        text = (
             f"scenario {self.name}: console log {self.guest.console or '(not started)'}, "
             f"fabric log {os.path.join(self.dir, 'fabric.jsonl')}"
         )
+        if not tail:
+            return text
+        t0 = self.guest.started
+        seen = [
+            f"  {r.time - t0:7.1f}s {agent_of(r)} {r.method} {r.path}"
+            + (f" {state_of(r)}" if r.route == "health" else "")
+            for r in self.requests()
+        ]
+        lines = [ANSI.sub("", line) for line in self.guest.console_text().splitlines()[-tail:]]
+        head = [text, "requests the fabric received (seconds after qemu started):"]
+        tail_head = f"last {len(lines)} lines of the console:"
+        return "\n".join([*head, *seen, tail_head, *("  " + x for x in lines)])
 
 
 def record_timing(name: str, values: Dict[str, Any]) -> None:

@@ -13,9 +13,11 @@ from __future__ import annotations
 import logging
 import re
 import socket
+import time
 from typing import Callable, List, Optional, Sequence, Tuple
 
 from waprov.errors import CommandNotFound, HostError, ProvisionError
+from waprov.linkwatch import LinkWatch, NoWatch
 from waprov.steps import Ctx
 from waprov.system import System
 
@@ -24,6 +26,12 @@ DHCLIENT_CONFS = ("/etc/dhcp/dhclient.conf", "/etc/dhcp3/dhclient.conf", "/etc/d
 _LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 ADDRESS_WAIT = 10.0  # seconds to wait for the primary interface's IPv4 address
 RESTART_TRIES, RESTART_WAIT = 3, 5.0
+# After the restart command: how long an address drop may take to come (networkd handles
+# `networkctl reconfigure` after the command returns: 0.2-0.7 s later under TCG; the
+# other stacks drop and restore within their commands), and to be undone.
+DROP_WAIT = {"networkd": 2.0}
+RESTORE_WAIT, RESTORE_POLL = 30.0, 0.2
+Interfaces = Callable[[], List[Tuple[str, bool]]]  # [(name, has IPv4)] in system order
 
 
 def valid_hostname(name: str) -> bool:
@@ -120,7 +128,7 @@ def network_stack() -> str:
     return "ifupdown"
 
 
-def reannounce(ctx: Ctx, interfaces: Callable[[], List[Tuple[str, bool]]] = _interfaces) -> None:
+def reannounce(ctx: Ctx, interfaces: Interfaces = _interfaces, stack: Optional[str] = None) -> None:
     """Bounded: wait at most ADDRESS_WAIT for an IPv4 address, try the restart a few
     times, then give up with a warning (the name is set either way)."""
     deadline = ctx.clock.deadline(ADDRESS_WAIT)
@@ -137,22 +145,92 @@ def reannounce(ctx: Ctx, interfaces: Callable[[], List[Tuple[str, bool]]] = _int
             )
             return
         ctx.clock.sleep(1.0, f"an IPv4 address on {ifname}")
-    stack = "networkd" if ctx.distro.flatcar else network_stack()
+    stack = stack or ("networkd" if ctx.distro.flatcar else network_stack())
     if stack == "networkd":
         commands: List[Tuple[str, ...]] = [("networkctl", "reconfigure", ifname)]
     elif stack == "networkmanager":
         commands = [("nmcli", "device", "reapply", ifname)]
     else:
         commands = [("ifdown", ifname), ("ifup", ifname)]
-    for attempt in range(1, RESTART_TRIES + 1):
-        try:
-            for argv in commands:
-                ctx.system.run(argv, timeout=60)
-            log.info("Re-announced the host name on %s (%s)", ifname, stack)
-            return
-        except HostError as e:
-            log.warning("Re-announcing the host name on %s, attempt %d: %s", ifname, attempt, e)
-            if isinstance(e, CommandNotFound):
+    default_route = routes_on(_route_text(ctx), ifname)[1]
+    watch = _open_watch(ctx)
+    try:
+        for attempt in range(1, RESTART_TRIES + 1):
+            try:
+                for argv in commands:
+                    ctx.system.run(argv, timeout=60)
+            except HostError as e:
+                log.warning("Re-announcing the host name on %s, attempt %d: %s", ifname, attempt, e)
+                if isinstance(e, CommandNotFound):
+                    return
+            else:
+                log.info("Re-announced the host name on %s (%s)", ifname, stack)
+                try:
+                    settle(ctx, watch, ifname, DROP_WAIT.get(stack, 0.0), interfaces, default_route)
+                except OSError as e:
+                    log.warning("Watching %s after the network restart failed (%s): going on", ifname, e)
                 return
-        if attempt < RESTART_TRIES:
-            ctx.clock.sleep(RESTART_WAIT, "network restart")
+            if attempt < RESTART_TRIES:
+                ctx.clock.sleep(RESTART_WAIT, "network restart")
+    finally:
+        watch.close()
+
+
+def _open_watch(ctx: Ctx) -> LinkWatch:
+    try:
+        return ctx.system.link_watch()
+    except OSError as e:
+        log.warning("Cannot watch address changes (netlink: %s): no wait after the network restart", e)
+        return NoWatch()
+
+
+def routes_on(route_text: str, ifname: str) -> Tuple[bool, bool]:
+    """(any route, a default route) through `ifname` in /proc/net/route's text."""
+    rows = [line.split() for line in route_text.splitlines()[1:]]
+    mine = [fields for fields in rows if len(fields) > 1 and fields[0] == ifname]
+    return bool(mine), any(fields[1] == "00000000" for fields in mine)
+
+
+def settle(
+    ctx: Ctx, watch: LinkWatch, ifname: str, drop_wait: float, interfaces: Interfaces, default_route: bool
+) -> None:
+    """After the restart: if the interface's IPv4 address goes away (seen within
+    `drop_wait` seconds, or already during the commands), wait until it is back with its
+    routes (the default route when it had it), at most RESTORE_WAIT seconds. No drop: no
+    wait beyond `drop_wait`."""
+    index = _ifindex(ctx, ifname)
+    if index is None:
+        return
+    started = time.monotonic()
+    deadline = ctx.clock.deadline(drop_wait)
+    while True:
+        event = watch.next_event(ctx.clock.remaining(deadline))
+        if event is None:
+            log.debug("No address change on %s within %gs of the network restart", ifname, drop_wait)
+            return
+        if event in (("deladdr", index), ("lost", 0)):
+            break
+
+    def back() -> bool:
+        any_route, default = routes_on(_route_text(ctx), ifname)
+        return dict(interfaces()).get(ifname, False) and (default if default_route else any_route)
+
+    deadline = ctx.clock.deadline(RESTORE_WAIT)
+    while not back():
+        if ctx.clock.remaining(deadline) <= 0:
+            route = "default route" if default_route else "route"
+            after = f"{RESTORE_WAIT:g}s after the network restart: going on"
+            log.warning("%s has no IPv4 address and %s %s", ifname, route, after)
+            return
+        watch.next_event(min(RESTORE_POLL, ctx.clock.remaining(deadline)))
+    took = time.monotonic() - started
+    log.info("%s has its address and route back (%.3fs after the restart)", ifname, took)
+
+
+def _ifindex(ctx: Ctx, ifname: str) -> Optional[int]:
+    try:
+        raw = ctx.system.read(f"/sys/class/net/{ifname}/ifindex", limit=32)
+        return int((raw or b"").strip())
+    except (HostError, ValueError):
+        log.debug("No ifindex for %s: no wait after the network restart", ifname)
+        return None
