@@ -21,7 +21,7 @@ from tests.conftest import virtual_clock, waits
 from tests.fakerunner import ScriptedRunner, fail, ok
 from waprov.config import Config
 from waprov.distro import Distro
-from waprov.linkwatch import RTM_DELADDR, RTM_NEWADDR, RTM_NEWROUTE, Event, parse
+from waprov.linkwatch import RTM_DELADDR, RTM_NEWADDR, RTM_NEWROUTE, Event, NoWatch, parse
 from waprov.model import ProvisioningData
 from waprov.steps import Ctx
 from waprov.steps.hostname import DROP_WAIT, RESTORE_WAIT, reannounce
@@ -259,5 +259,5 @@ def test_netlink_that_cannot_be_opened_or_read_is_a_warning_not_a_failure(tmp_pa
 
 
 def test_commands_faked_or_a_dry_run_watch_nothing() -> None:
-    assert type(System(runner=ScriptedRunner())._link_watch()).__name__ == "NoWatch"
-    assert type(System(dry_run=True)._link_watch()).__name__ == "NoWatch"
+    assert isinstance(System(runner=ScriptedRunner()).link_watch(), NoWatch)
+    assert isinstance(System(dry_run=True).link_watch(), NoWatch)
