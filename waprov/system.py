@@ -21,11 +21,13 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from waprov.errors import CommandError, CommandNotFound, HostError
-from waprov.linkwatch import LinkWatch, NoWatch, open_watch
 from waprov.log import Redactor
+
+if TYPE_CHECKING:
+    from waprov.linkwatch import LinkWatch
 
 Owner = Tuple[int, int]
 # (argv, stdin, timeout) -> (rc, stdout, stderr): the edge a scripted fake replaces in tests
@@ -57,6 +59,18 @@ class Mount:
     mountpoint: str
     fstype: str
     opts: str
+
+
+def _netlink_watch() -> LinkWatch:
+    from waprov.linkwatch import open_watch  # not before the host keys are begun
+
+    return open_watch()
+
+
+def _no_watch() -> LinkWatch:
+    from waprov.linkwatch import NoWatch
+
+    return NoWatch()
 
 
 def _psutil_mounts() -> List[Mount]:
@@ -109,7 +123,7 @@ class System:
         self.dry_run = dry_run
         self.runner = runner or _subprocess_runner(env)
         # real kernel events only where the commands are real too
-        self._link_watch = link_watch or (NoWatch if runner is not None or dry_run else open_watch)
+        self._link_watch = link_watch or (_no_watch if runner is not None or dry_run else _netlink_watch)
         self._which = which
         self._mounts = mounts
         self.root = root

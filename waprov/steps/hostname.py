@@ -14,12 +14,14 @@ import logging
 import re
 import socket
 import time
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Callable, List, Optional, Sequence, Tuple
 
 from waprov.errors import CommandNotFound, HostError, ProvisionError
-from waprov.linkwatch import LinkWatch, NoWatch
 from waprov.steps import Ctx
 from waprov.system import System
+
+if TYPE_CHECKING:
+    from waprov.linkwatch import LinkWatch
 
 log = logging.getLogger("waprov")
 DHCLIENT_CONFS = ("/etc/dhcp/dhclient.conf", "/etc/dhcp3/dhclient.conf", "/etc/dhclient.conf")
@@ -180,6 +182,8 @@ def _open_watch(ctx: Ctx) -> LinkWatch:
     try:
         return ctx.system.link_watch()
     except OSError as e:
+        from waprov.linkwatch import NoWatch
+
         log.warning("Cannot watch address changes (netlink: %s): no wait after the network restart", e)
         return NoWatch()
 
