@@ -92,9 +92,8 @@ def primary_interface(route_text: str, addresses: Sequence[Tuple[str, bool]]) ->
     """(interface, has IPv4): the default route's interface, else the first non-loopback
     one; `addresses` is [(name, has IPv4)] in system order."""
     has = dict(addresses)
-    for line in route_text.splitlines()[1:]:
-        fields = line.split()
-        if len(fields) > 2 and fields[1] == "00000000":
+    for fields in _route_rows(route_text):
+        if fields[1] == "00000000":
             return fields[0], has.get(fields[0], False)
     for ifname, ipv4 in addresses:
         if ifname != "lo":
@@ -188,10 +187,15 @@ def _open_watch(ctx: Ctx) -> LinkWatch:
         return NoWatch()
 
 
+def _route_rows(route_text: str) -> List[List[str]]:
+    """/proc/net/route's rows (after its header) as [Iface, Destination, ...]."""
+    rows = (line.split() for line in route_text.splitlines()[1:])
+    return [fields for fields in rows if len(fields) > 1]
+
+
 def routes_on(route_text: str, ifname: str) -> Tuple[bool, bool]:
     """(any route, a default route) through `ifname` in /proc/net/route's text."""
-    rows = [line.split() for line in route_text.splitlines()[1:]]
-    mine = [fields for fields in rows if len(fields) > 1 and fields[0] == ifname]
+    mine = [fields for fields in _route_rows(route_text) if fields[0] == ifname]
     return bool(mine), any(fields[1] == "00000000" for fields in mine)
 
 
