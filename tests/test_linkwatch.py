@@ -21,7 +21,7 @@ from tests.conftest import virtual_clock, waits
 from tests.fakerunner import ScriptedRunner, fail, ok
 from waprov.config import Config
 from waprov.distro import Distro
-from waprov.linkwatch import RTM_DELADDR, RTM_NEWADDR, RTM_NEWROUTE, Event, NoWatch, parse
+from waprov.linkwatch import RTM_DELADDR, RTM_NEWADDR, RTM_NEWROUTE, Event, LinkWatch, NoWatch, parse
 from waprov.model import ProvisioningData
 from waprov.steps import Ctx
 from waprov.steps.hostname import DROP_WAIT, RESTORE_WAIT, reannounce
@@ -124,14 +124,18 @@ class Host:
     """A sandbox root with eth0 (ifindex 2), its route table and address, and a watch."""
 
     def __init__(
-        self, tmp_path: Any, runner: ScriptedRunner, script: List[Any], flatcar: bool = True
+        self,
+        tmp_path: Any,
+        runner: ScriptedRunner,
+        script: List[Any],
+        link_watch: Optional[Callable[[], LinkWatch]] = None,
     ) -> None:
         self.root = str(tmp_path)
         self.has_ipv4 = True
         self.write("/sys/class/net/eth0/ifindex", "2\n")
         self.write("/proc/net/route", ROUTE)
         self.watch: Optional[ScriptedWatch] = None
-        system = System(root=self.root, runner=runner, link_watch=self.open_watch)
+        system = System(root=self.root, runner=runner, link_watch=link_watch or self.open_watch)
         pd = ProvisioningData(hostname="vm", username="azureuser")
         self.ctx = Ctx(system, Config(), Distro("debian"), pd, virtual_clock(), "ID")
         self.script = script
@@ -237,23 +241,20 @@ def test_the_watch_is_closed_and_nothing_waited_for_when_the_restart_fails(tmp_p
 
 
 def test_netlink_that_cannot_be_opened_or_read_is_a_warning_not_a_failure(tmp_path: Any, caplog: Any) -> None:
-    def refused() -> Any:
+    def refused() -> LinkWatch:
         raise PermissionError(1, "Operation not permitted")
 
-    class Broken(ScriptedWatch):
+    class Broken(NoWatch):
         def next_event(self, timeout: float) -> Optional[Event]:
             raise OSError(22, "Invalid argument")
 
     runner = ScriptedRunner(networkctl=ok)
-    system = System(root=str(tmp_path), runner=runner, link_watch=refused)
-    h = Host(tmp_path, runner, [])
-    ctx = Ctx(system, Config(), h.ctx.distro, h.ctx.data, virtual_clock(), "ID")
-    reannounce(ctx, h.interfaces, "networkd")
+    h = Host(tmp_path / "open", runner, [], link_watch=refused)
+    reannounce(h.ctx, h.interfaces, "networkd")
     assert "Cannot watch address changes (netlink: [Errno 1] Operation not permitted)" in caplog.text
     assert runner.calls == [["networkctl", "reconfigure", "eth0"]]
 
-    h.open_watch = lambda: Broken(h.ctx, [])  # type: ignore[method-assign]
-    h.ctx = Ctx(System(root=h.root, runner=runner, link_watch=h.open_watch), *list(vars(h.ctx).values())[1:])
+    h = Host(tmp_path / "read", runner, [], link_watch=Broken)
     reannounce(h.ctx, h.interfaces, "networkd")
     assert "Watching eth0 after the network restart failed ([Errno 22] Invalid argument)" in caplog.text
 
