@@ -21,6 +21,7 @@ from typing import Dict, List
 
 from tests.e2e.checks import boot, imds, key_at
 from tests.e2e.scenario import Scenario, logs_root, state_of
+from tests.e2e.vm import GuestError
 from tests.provisioning import ovf
 
 AGENTS = {"waprov": ("waprov",), "cloudinit": ("cloud-init", "ga")}
@@ -45,10 +46,12 @@ def one_boot(variant: str, n: int) -> Dict[str, float]:
     try:
         final = boot(s, AGENTS[variant], ssh=False)
         if state_of(final) != "Ready":
-            raise RuntimeError(f"{s.where()}: the final report was {state_of(final)}")
+            raise GuestError(f"the final report was {state_of(final)}")
         s.guest.wait_ssh(s.user, s.key)
         login = time.monotonic() - s.guest.started
         return {"ready": round(final.time - s.guest.started, 2), "login": round(login, 2)}
+    except GuestError as e:  # a timeout, qemu gone, not Ready: where its logs are
+        raise GuestError(f"{s.where()}: {e}") from None
     finally:  # no clean power-off: the overlay goes
         s.guest.kill()
         s.fabric.stop()
