@@ -63,6 +63,8 @@ def boot(s: Scenario, agents: Tuple[str, ...] = ("waprov",), ssh: bool = True) -
         timing["qemu_start_to_kernel_start_s"] = round(kernel - s.guest.started, 2)
         analyze = s.guest.ssh(s.user, "systemd-analyze time | head -1", key=s.key)
         timing["systemd_analyze"] = analyze.stdout.strip()
+    if s.guest.stalls:
+        timing["kernel_stalls_restarted"] = s.guest.stalls
     record_timing(s.name, timing)
     return final
 
