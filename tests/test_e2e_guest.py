@@ -79,7 +79,8 @@ def test_a_stall_before_init_starts_the_same_boot_again_and_keeps_the_stalled_co
     assert guest.running() and launches(guest) == 2 and guest.stalls == 1 and guest.boots == 1
     stalled = os.path.join(guest.workdir, "console-boot1-stalled1.log")
     assert read(stalled) == KERNEL_LINES
-    assert os.path.exists(os.path.join(guest.workdir, "qemu-boot1-stalled1.log"))
+    # a fake qemu has no monitor: its stalled log says so instead of the vCPUs' registers
+    assert "the monitor did not answer" in read(os.path.join(guest.workdir, "qemu-boot1-stalled1.log"))
     assert guest.console == os.path.join(guest.workdir, "console-boot1.log")
     assert read(guest.console) == KERNEL_LINES + HANDOVER
     assert f"the guest kernel stalled before init ({stalled})" in capsys.readouterr().err

@@ -175,7 +175,11 @@ class Guest:
         return False
 
     def _set_aside_stall(self) -> str:
-        """Kill the stalled qemu and keep its console and qemu log under "-stalled" names."""
+        """Kill the stalled qemu and keep its console and qemu log under "-stalled" names,
+        the log with where the vCPUs were (the monitor's `info cpus`, `info registers -a`)."""
+        where = self._monitor_answers(["info status", "info cpus", "info registers -a"])
+        with open(os.path.join(self.workdir, f"qemu-boot{self.boots}.log"), "a", encoding="utf-8") as log:
+            log.write("\n--- the monitor, when the kernel was found stalled ---\n" + where)
         self.kill()
         self.stalls += 1
         for kind in ("qemu", "console"):
@@ -194,6 +198,28 @@ class Guest:
             s.connect(self.monitor)
             s.sendall(command.encode() + b"\n")
             time.sleep(0.2)
+
+    def _monitor_answers(self, commands: List[str], timeout: float = 5) -> str:
+        """What qemu's monitor answers to `commands` (each answer ends with its prompt);
+        a monitor that does not answer in `timeout` s is said so (qemu's main loop hung)."""
+        out = b""
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.settimeout(timeout)
+                s.connect(self.monitor)
+                s.sendall("".join(c + "\n" for c in commands).encode())
+                while out.count(b"(qemu) ") <= len(commands):  # the greeting has one too
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        break
+                    out += chunk
+        except OSError as e:
+            out += f"\n[the monitor did not answer in full: {e}]\n".encode()
+        # The monitor echoes each command as its line editor redraws it (escape codes):
+        # each part after a prompt is that echo, a newline and the answer. Keep the answers.
+        parts = out.decode("utf-8", "replace").replace("\r", "").split("(qemu) ")
+        answers = [f"(qemu) {c}\n{p.partition(chr(10))[2]}" for c, p in zip(commands, parts[1:])]
+        return "".join(parts[:1] + answers + parts[len(commands) + 1 :])
 
     def poweroff(self, timeout: float = 90) -> None:
         """ACPI power button (systemd shuts down cleanly); killed after `timeout`."""
