@@ -140,12 +140,11 @@ class Guest:
         self._launch()
         if self._kernel_hands_over():
             return
-        # TCG now and then stalls the guest kernel before it runs init (seen once in CI:
-        # the console stopped at 1.06 s, right after "Switched to clocksource hpet", and
-        # stayed silent for 300 s). Nothing of the guest's userspace has run by then (no
-        # disk mounted, no request sent), so the same boot is started once more, said
-        # loudly here and by tools/e2e, which lists the stalled consoles. A second stall
-        # fails.
+        # Under TCG the guest kernel hangs before init in about one boot in 250, right
+        # after "Switched to clocksource hpet" (README, "A kernel that stalls"). Nothing
+        # of the guest's userspace has run by then (no disk mounted, no request sent),
+        # so the same boot is started once more, said loudly here and by tools/e2e,
+        # which lists the stalled consoles. A second stall fails.
         first = self._set_aside_stall()
         print(f"e2e: WARNING: the guest kernel stalled before init ({first}); starting this boot again",
               file=sys.stderr, flush=True)  # fmt: skip
