@@ -137,21 +137,21 @@ class Guest:
             with open(self.resource_disk, "wb") as f:
                 f.truncate(2 << 30)  # a blank 2 GiB disk, as Azure's before the first boot
         self.boots += 1
-        self._launch()
-        if self._kernel_hands_over():
-            return
         # Under TCG the guest kernel hangs before init in about one boot in 250, right
         # after "Switched to clocksource hpet" (README, "A kernel that stalls"). Nothing
         # of the guest's userspace has run by then (no disk mounted, no request sent),
         # so the same boot is started once more, said loudly here and by tools/e2e,
         # which lists the stalled consoles. A second stall fails.
-        first = self._set_aside_stall()
-        print(f"e2e: WARNING: the guest kernel stalled before init ({first}); starting this boot again",
-              file=sys.stderr, flush=True)  # fmt: skip
-        self._launch()
-        if not self._kernel_hands_over():
-            second = self._set_aside_stall()
-            raise GuestError(f"the guest kernel stalled before init twice in a row: {first}, {second}")
+        stalled: List[str] = []
+        while True:
+            self._launch()
+            if self._kernel_hands_over():
+                return
+            stalled.append(self._set_aside_stall())
+            if len(stalled) == 2:
+                raise GuestError("the guest kernel stalled before init twice in a row: " + ", ".join(stalled))
+            warning = f"the guest kernel stalled before init ({stalled[0]}); starting the boot again"
+            print("e2e: WARNING: " + warning, file=sys.stderr, flush=True)
 
     def _launch(self) -> None:
         with socket.socket() as s:  # a free port for ssh, in the test's network namespace
@@ -176,7 +176,10 @@ class Guest:
     def _set_aside_stall(self) -> str:
         """Kill the stalled qemu and keep its console and qemu log under "-stalled" names,
         the log with where the vCPUs were (the monitor's `info cpus`, `info registers -a`)."""
-        where = self._monitor_answers(["info status", "info cpus", "info registers -a"])
+        try:
+            where = self._monitor("info status", "info cpus", "info registers -a")
+        except OSError as e:
+            where = f"[the monitor did not answer: {e}]\n"
         with open(os.path.join(self.workdir, f"qemu-boot{self.boots}.log"), "a", encoding="utf-8") as log:
             log.write("\n--- the monitor, when the kernel was found stalled ---\n" + where)
         self.kill()
@@ -191,29 +194,19 @@ class Guest:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def _monitor(self, command: str) -> None:
+    def _monitor(self, *commands: str) -> str:
+        """What qemu's monitor answers to `commands`, each answer after its command. Raises
+        OSError when it cannot be reached or does not answer within 5 s."""
+        out = b""
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
             s.settimeout(5)
             s.connect(self.monitor)
-            s.sendall(command.encode() + b"\n")
-            time.sleep(0.2)
-
-    def _monitor_answers(self, commands: List[str], timeout: float = 5) -> str:
-        """What qemu's monitor answers to `commands` (each answer ends with its prompt);
-        a monitor that does not answer in `timeout` s is said so (qemu's main loop hung)."""
-        out = b""
-        try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-                s.settimeout(timeout)
-                s.connect(self.monitor)
-                s.sendall("".join(c + "\n" for c in commands).encode())
-                while out.count(b"(qemu) ") <= len(commands):  # the greeting has one too
-                    chunk = s.recv(65536)
-                    if not chunk:
-                        break
-                    out += chunk
-        except OSError as e:
-            out += f"\n[the monitor did not answer in full: {e}]\n".encode()
+            s.sendall("".join(c + "\n" for c in commands).encode())
+            while out.count(b"(qemu) ") <= len(commands):  # the greeting and each answer end with one
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                out += chunk
         # The monitor echoes each command as its line editor redraws it (escape codes):
         # each part after a prompt is that echo, a newline and the answer. Keep the answers.
         parts = out.decode("utf-8", "replace").replace("\r", "").split("(qemu) ")
