@@ -80,7 +80,7 @@ class Guest:
         self.ssh_port = 0
         self.proc: Optional[subprocess.Popen[bytes]] = None
         self.started = 0.0
-        self.console = ""
+        self.console = self.qemu_log = ""
         self.stalls = 0  # boots started again because the kernel stalled before init
         self.kernel_stall_s = KERNEL_STALL_S
         os.makedirs(workdir, exist_ok=True)
@@ -159,7 +159,8 @@ class Guest:
             self.ssh_port = s.getsockname()[1]
         self.console = os.path.join(self.workdir, f"console-boot{self.boots}.log")
         self.monitor = os.path.join(self.workdir, "monitor.sock")
-        with open(os.path.join(self.workdir, f"qemu-boot{self.boots}.log"), "wb") as log:
+        self.qemu_log = os.path.join(self.workdir, f"qemu-boot{self.boots}.log")
+        with open(self.qemu_log, "wb") as log:
             self.started = time.monotonic()
             self.proc = subprocess.Popen(self.argv(), stdout=log, stderr=subprocess.STDOUT)
 
@@ -180,13 +181,12 @@ class Guest:
             where = self._monitor("info status", "info cpus", "info registers -a")
         except OSError as e:
             where = f"[the monitor did not answer: {e}]\n"
-        with open(os.path.join(self.workdir, f"qemu-boot{self.boots}.log"), "a", encoding="utf-8") as log:
+        with open(self.qemu_log, "a", encoding="utf-8") as log:
             log.write("\n--- the monitor, when the kernel was found stalled ---\n" + where)
         self.kill()
         self.stalls += 1
-        for kind in ("qemu", "console"):
-            path = os.path.join(self.workdir, f"{kind}-boot{self.boots}.log")
-            aside = os.path.join(self.workdir, f"{kind}-boot{self.boots}-stalled{self.stalls}.log")
+        for path in (self.qemu_log, self.console):
+            aside = path[: -len(".log")] + f"-stalled{self.stalls}.log"
             if os.path.exists(path):
                 os.replace(path, aside)
         return aside  # the console's
