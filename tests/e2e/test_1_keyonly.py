@@ -61,7 +61,10 @@ def test_g_the_guest_agents_disk_pass_changes_nothing(keyonly: Scenario) -> None
     s = keyonly
     before = resource_state(s)
     log = ga_log(s, "Swap already enabled")
-    assert "Resource disk [/dev/sdb1] is already mounted [/mnt/resource]" in log
+    # sda or sdb: the kernel names the two virtio-scsi disks in the order their probes end
+    part = s.root_cmd("readlink -f /dev/disk/azure/resource-part1").strip()
+    assert part in ("/dev/sda1", "/dev/sdb1"), part
+    assert f"Resource disk [{part}] is already mounted [/mnt/resource]" in log
     changes = [line for line in log.splitlines() if any(c in line for c in GA_CHANGES)]
     assert not changes, changes
     assert resource_state(s) == before
