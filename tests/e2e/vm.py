@@ -185,11 +185,12 @@ class Guest:
             log.write("\n--- the monitor, when the kernel was found stalled ---\n" + where)
         self.kill()
         self.stalls += 1
-        for path in (self.qemu_log, self.console):
-            aside = path[: -len(".log")] + f"-stalled{self.stalls}.log"
+        suffix = f"-stalled{self.stalls}.log"
+        aside = {path: path[: -len(".log")] + suffix for path in (self.qemu_log, self.console)}
+        for path, renamed in aside.items():
             if os.path.exists(path):
-                os.replace(path, aside)
-        return aside  # the console's
+                os.replace(path, renamed)
+        return aside[self.console]
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
