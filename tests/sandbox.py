@@ -2,7 +2,8 @@
 
 `/etc /home /root /var /usr /mnt /srv /opt /tmp` are overlays whose upper layers live on a
 private tmpfs, so the command (and the `setup` shell code run before it) may change them
-freely: the host never sees it, and everything is gone when the command exits.
+freely: the host never sees it, and everything is gone when the command exits. The rest
+of `/` is read-only inside (a write that misses the overlays fails, never lands on the host).
 """
 
 from __future__ import annotations

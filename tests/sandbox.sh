@@ -4,6 +4,8 @@
 # everything the command writes there stays in the sandbox and vanishes with it.
 # Usage: sandbox.sh <setup shell code> <command> [args...]
 # The checkout (tests need it) is under /work or the like: not overlaid, read as it is.
+# Everything else of / is read-only in here: a write outside the overlays, /run, /dev,
+# /proc and /sys fails instead of reaching the host.
 set -euo pipefail
 setup=$1
 shift
@@ -24,6 +26,8 @@ for d in /etc /home /root /var /usr /mnt /srv /opt /tmp; do
     mkdir -p "$layer/upper" "$layer/work"
     mount -t overlay overlay -o "lowerdir=$d,upperdir=$layer/upper,workdir=$layer/work" "$d"
 done
+# per-mount flag of this namespace's view of /: the host's / stays as it is
+mount -o remount,bind,ro /
 hostname waprov-sandbox
 bash -euo pipefail -c "$setup"
 exec "$@"
