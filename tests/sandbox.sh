@@ -24,6 +24,9 @@ for d in /etc /home /root /var /usr /mnt /srv /opt /tmp; do
     [ -d "$d" ] || continue
     layer=/run/sandbox/$(echo "$d" | tr / _)
     mkdir -p "$layer/upper" "$layer/work"
+    # the merged directory shows the upper layer's mode and owner: keep the host's (/tmp: 1777)
+    chmod --reference="$d" "$layer/upper"
+    chown --reference="$d" "$layer/upper"
     mount -t overlay overlay -o "lowerdir=$d,upperdir=$layer/upper,workdir=$layer/work" "$d"
 done
 # per-mount flag of this namespace's view of /: the host's / stays as it is

@@ -23,3 +23,11 @@ def test_the_overlays_stay_writable_inside(tmp_path: Path) -> None:
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip() == "x"
     assert not os.path.exists("/etc/waprov-probe")
+
+
+def test_the_overlaid_directories_keep_their_mode_so_users_can_write_tmp(tmp_path: Path) -> None:
+    p = sandbox_run(
+        ["bash", "-c", "stat -c %a /tmp && setpriv --reuid=65534 --regid=65534 --clear-groups touch /tmp/u"]
+    )
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["1777"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from typing import Any, Dict, List, Tuple
 
 import pytest
@@ -12,7 +13,7 @@ from tests.fakefabric import IMDS_KEY
 from tests.fakerunner import ScriptedRunner, fail, ok
 from waprov.config import Config
 from waprov.distro import Distro
-from waprov.errors import ProvisionError
+from waprov.errors import HostError, ProvisionError
 from waprov.log import Redactor
 from waprov.model import ProvisioningData, PublicKey
 from waprov.provision import ADOPT, CHANGED, DONE, TODO, provisioned_state
@@ -292,16 +293,83 @@ def test_keys_are_labelled_for_selinux_when_getenforce_exists(
     (root / "etc").mkdir(parents=True)
     (root / "etc/passwd").write_text("azureuser:x:4242:4243::/home/azureuser:/bin/sh\n")
     (root / "home/azureuser").mkdir(parents=True)
-    runner = ScriptedRunner(chcon=ok)
+    os.chown(root / "home/azureuser", 4242, 4243)
+    runner = ScriptedRunner(getenforce=ok)
     ctx = ctx_for(
         root, runner, public_keys=(PublicKey(path="$HOME/azureuser/.ssh/authorized_keys", value=ECDSA),)
     )
     deploy_keys(ctx)
-    assert runner.calls == [
-        ["chcon", "unconfined_u:object_r:ssh_home_t:s0", "/home/azureuser/.ssh/authorized_keys"]
-    ]
+    assert runner.calls == []  # labelled on the file's descriptor (no chcon by path)
+    label = os.getxattr(root / "home/azureuser/.ssh/authorized_keys", "security.selinux")
+    assert label == b"unconfined_u:object_r:ssh_home_t:s0\0"
     st = os.stat(root / "home/azureuser/.ssh/authorized_keys")
     assert (st.st_mode & 0o777, st.st_uid, st.st_gid) == (0o644, 4242, 4243)
     assert (root / "home/azureuser/.ssh/authorized_keys").read_text() == ECDSA + "\n"
     deploy_keys(ctx)  # again: no second line
     assert (root / "home/azureuser/.ssh/authorized_keys").read_text() == ECDSA + "\n"
+
+
+# ---- keys: linear and bounded, hard links --------------------------------------------------------
+
+
+def _home(root: Any) -> None:
+    (root / "etc").mkdir(parents=True, exist_ok=True)
+    (root / "etc/passwd").write_text("azureuser:x:4242:4243::/home/azureuser:/bin/sh\n")
+    (root / "home/azureuser").mkdir(parents=True, exist_ok=True)
+    os.chown(root / "home/azureuser", 4242, 4243)
+
+
+def test_many_keys_for_one_file_are_written_once(tmp_path: Any) -> None:
+    from tests.test_hostile_sandbox import fake_keys
+
+    _home(tmp_path)
+    lines = fake_keys(500)
+    keys = tuple(PublicKey(path="$HOME/azureuser/.ssh/authorized_keys", value=k) for k in lines + lines)
+    ctx = ctx_for(tmp_path, ScriptedRunner(), public_keys=keys)
+    deploy_keys(ctx)
+    writes = [a for a in ctx.system.actions if a.kind == "write"]
+    assert [a.target for a in writes] == ["/home/azureuser/.ssh/authorized_keys"]  # not one per key
+    assert (tmp_path / "home/azureuser/.ssh/authorized_keys").read_text().splitlines() == lines
+
+
+def test_more_keys_than_the_bound_are_refused_before_anything_is_written(tmp_path: Any) -> None:
+    from tests.test_hostile_sandbox import fake_keys
+
+    _home(tmp_path)
+    keys = tuple(PublicKey(path="$HOME/azureuser/.ssh/authorized_keys", value=k) for k in fake_keys(1001))
+    ctx = ctx_for(tmp_path, ScriptedRunner(), public_keys=keys)
+    with pytest.raises(
+        ProvisionError, match="1001 SSH keys and key pairs are listed: waprov deploys at most 1000"
+    ):
+        deploy_keys(ctx)
+    assert not (tmp_path / "home/azureuser/.ssh").exists()
+
+
+def test_an_authorized_keys_with_a_second_hard_link_is_neither_read_nor_rewritten(tmp_path: Any) -> None:
+    _home(tmp_path)
+    ssh = tmp_path / "home/azureuser/.ssh"
+    ssh.mkdir()
+    secret = tmp_path / "etc/shadow"
+    secret.write_text("root:$6$secret-hash:19000::::::\n")
+    secret.chmod(0o600)
+    os.link(secret, ssh / "authorized_keys")  # what a user does where hard links are not protected
+    key = PublicKey(path="/home/azureuser/.ssh/authorized_keys", value=ECDSA)
+    ctx = ctx_for(tmp_path, ScriptedRunner(), public_keys=(key,))
+    with pytest.raises(HostError, match="has 2 hard links"):
+        deploy_keys(ctx)
+    st = os.stat(ssh / "authorized_keys")
+    assert (st.st_ino, st.st_nlink, stat.S_IMODE(st.st_mode)) == (os.stat(secret).st_ino, 2, 0o600)
+    assert secret.read_text() == "root:$6$secret-hash:19000::::::\n"
+
+
+@pytest.mark.parametrize("fingerprint", ["/root/secretkey", "../../../srv/x/evil", "ABCDEF", "G" * 40])
+def test_a_fingerprint_that_is_not_a_thumbprint_is_refused_before_a_path_is_built(
+    tmp_path: Any, fingerprint: str
+) -> None:
+    _home(tmp_path)
+    key = PublicKey(path="$HOME/azureuser/.ssh/authorized_keys", fingerprint=fingerprint)
+    runner = ScriptedRunner(openssl=ok)
+    ctx = ctx_for(tmp_path, runner, public_keys=(key,))
+    with pytest.raises(ProvisionError, match="is not a 40-digit hexadecimal thumbprint"):
+        deploy_keys(ctx)
+    assert runner.calls == [] and ctx.system.actions == []

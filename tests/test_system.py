@@ -347,3 +347,10 @@ def test_the_real_run_records_the_same_plan_as_the_dry_run(tmp_path: Path) -> No
     scenario(dry, tmp_path / "dry")
     scenario(real, tmp_path / "real")
     assert dry.plan().replace("/dry/", "/real/") == real.plan()
+
+
+def test_a_directory_at_a_temp_name_does_not_block_a_write(tmp_path: Path) -> None:
+    (tmp_path / ".f.waprov-tmp").mkdir()  # the fixed temp name of old, left by anything
+    System().write(str(tmp_path / "f"), "x")
+    assert (tmp_path / "f").read_text() == "x"
+    assert sorted(os.listdir(tmp_path)) == [".f.waprov-tmp", "f"]  # no temp file left behind

@@ -2,10 +2,10 @@
 
 `Secret` wraps a password so that no repr, str or f-string shows it; only `reveal()`
 does. `PublicKey` and `KeyPair` are the SSH entries as the OVF states them (each part
-optional, text untrimmed). `merge()` builds the one `ProvisioningData` that provisioning
-uses from the OVF (DVD) and IMDS: the OVF wins wherever it states a value, IMDS fills
-what it lacks, and IMDS public keys are added unless the same key for the same path is
-already there.
+optional, text untrimmed); `valid_thumbprint()` is the rule for their Fingerprint.
+`merge()` builds the one `ProvisioningData` that provisioning uses from the OVF (DVD) and
+IMDS: the OVF wins wherever it states a value, IMDS fills what it lacks, and IMDS public
+keys are added unless the same key for the same path is already there.
 """
 
 from __future__ import annotations
@@ -48,6 +48,15 @@ class Secret:
 
     def __reduce__(self) -> tuple[object, ...]:  # never pickled into a file by accident
         raise TypeError("a Secret cannot be pickled")
+
+
+_HEX = frozenset("0123456789abcdefABCDEF")
+
+
+def valid_thumbprint(value: str) -> bool:
+    """A certificate thumbprint as Azure names it: 40 hexadecimal digits (SHA-1). Only
+    such a value may become part of a file name (`<Lib.Dir>/<thumbprint>.crt`)."""
+    return len(value) == 40 and _HEX.issuperset(value)
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,8 @@ make the password-free copy that is saved to `<Lib.Dir>/ovf-env.xml`.
 `parse_ovf(data)` takes the file's bytes and returns a frozen `OvfEnv` or raises
 `ProtocolError` with WALinuxAgent's message (`Failed to validate OVF: <what> not found`)
 or a clear one for bytes that are not a usable document. Lookups are by namespace URI and
-recursive (first match in document order); text is the first text child, untrimmed.
+recursive (first match in document order); text is the first text child, untrimmed. A
+Fingerprint that is not a certificate thumbprint is refused (improvement).
 Finding, mounting and ejecting the DVD are not here yet (issue 3).
 """
 
@@ -21,7 +22,7 @@ from defusedxml import DefusedXmlException
 from defusedxml.minidom import parseString
 
 from waprov.errors import ProtocolError
-from waprov.model import KeyPair, PublicKey, Secret
+from waprov.model import KeyPair, PublicKey, Secret, valid_thumbprint
 from waprov.textdata import MIB, decode_text
 
 OVF_NS = "http://schemas.dmtf.org/ovf/environment/1"
@@ -100,6 +101,19 @@ def _parse_xml(text: str) -> Document:
         raise ProtocolError(f"ovf-env.xml uses a forbidden XML construct: {type(e).__name__}") from None
 
 
+def _check_fingerprints(pubkeys: Tuple[PublicKey, ...], keypairs: Tuple[KeyPair, ...]) -> None:
+    """A Fingerprint names files in Lib.Dir: anything but a thumbprint is refused here,
+    before any path is built from it (improvement; WALinuxAgent uses the text as is)."""
+    entries = [("PublicKey", n, k.fingerprint) for n, k in enumerate(pubkeys, 1)]
+    entries += [("KeyPair", n, k.fingerprint) for n, k in enumerate(keypairs, 1)]
+    for what, n, fp in entries:
+        if fp is not None and not valid_thumbprint(fp):
+            raise ProtocolError(
+                f"ovf-env.xml: the Fingerprint of SSH {what} {n} ({fp[:60]!r}) is not a certificate "
+                "thumbprint (40 hexadecimal digits)"
+            )
+
+
 def parse_ovf(data: bytes) -> OvfEnv:
     """Parse and validate ovf-env.xml, in WALinuxAgent's order of checks."""
     doc = _parse_xml(decode_ovf(data))
@@ -123,6 +137,7 @@ def parse_ovf(data: bytes) -> OvfEnv:
         KeyPair(_findtext(k, "Path"), _findtext(k, "Fingerprint"))
         for k in conf.getElementsByTagNameNS(WA_NS, "KeyPair")
     )
+    _check_fingerprints(pubkeys, keypairs)
     psection = _required(_find(env, "PlatformSettingsSection", WA_NS), "PlatformSettingsSection")
     settings = _required(_find(psection, "PlatformSettings", WA_NS), "PlatformSettings")
     guest_agent = _required(_findtext(settings, "ProvisionGuestAgent"), "ProvisionGuestAgent")

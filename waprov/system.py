@@ -5,7 +5,9 @@ object, which logs it with secrets redacted, records it as an `Action` (the prin
 plan) and, unless in dry-run mode, performs it. `query()` runs read-only probes even in
 dry-run. Commands are argv lists, never a shell. Writes are atomic (temp file in the same
 directory, fsync, rename), refuse a symlink at the destination, and set mode and owner
-before the rename. `root` prefixes every path (tests; "/" in production).
+before the rename (a temp name with a random part, made with O_EXCL). Under a directory
+that someone else controls, `open_dir()` works by descriptors instead (helddir.py).
+`root` prefixes every path (tests; "/" in production).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from waprov.errors import CommandError, CommandNotFound, HostError
 from waprov.log import Redactor
 
 if TYPE_CHECKING:
+    from waprov.helddir import HeldDir
     from waprov.linkwatch import LinkWatch
 
 Owner = Tuple[int, int]
@@ -242,7 +245,8 @@ class System:
         return self._link_watch()
 
     def note(self, kind: str, target: str, detail: str = "") -> None:
-        """Record a change made outside the host (a health report) in the plan."""
+        """Record in the plan a change made elsewhere: outside the host (a health report)
+        or by descriptor (helddir.py)."""
         self._record(kind, target, detail)
 
     def _record(self, kind: str, target: str, detail: str = "") -> None:
@@ -368,14 +372,11 @@ class System:
             return
         real = self.path(path)
         parent = os.path.dirname(real)
-        tmp = os.path.join(parent, f".{os.path.basename(real)}.waprov-tmp")
+        # a random part: nothing left at a fixed name (a crash's file, a directory) blocks it
+        tmp = os.path.join(parent, f".{os.path.basename(real)}.waprov-{os.urandom(8).hex()}")
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
-            try:
-                fd = os.open(tmp, flags, 0o600)
-            except FileExistsError:  # left by a crash: it is ours, replace it
-                os.unlink(tmp)
-                fd = os.open(tmp, flags, 0o600)
+            fd = os.open(tmp, flags, 0o600)
         except OSError as e:
             raise HostError(f"cannot write {path}: {e.strerror}") from None
         try:
@@ -496,6 +497,21 @@ class System:
             self._record("chown", path, "owner {}:{}".format(*owner))
             if not self.dry_run:
                 self._set_mode_owner(path, None, owner)
+
+    def open_dir(
+        self,
+        top: str,
+        parts: Sequence[str],
+        *,
+        mode: int,
+        owner: Optional[Owner] = None,
+        top_uid: Optional[int] = None,
+    ) -> HeldDir:
+        """The directory `top`/`parts`, walked and held by descriptors (helddir.py): for
+        changes under a tree that someone else controls, such as a user's home."""
+        from waprov.helddir import open_dir
+
+        return open_dir(self, top, parts, mode=mode, owner=owner, top_uid=top_uid)
 
     def chmod(self, path: str, mode: int) -> None:
         """Set the permission bits of an existing file or directory (never through a

@@ -4,8 +4,9 @@
 failure is a warning, as in WALinuxAgent). Publishing adds `send host-name "<name>";` to
 the dhclient.conf files that exist (unless one already sends it), writes
 `<Lib.Dir>/published_hostname`, and re-announces the name on the primary interface with
-the network stack in use. Unlike WALinuxAgent, the wait for an address is bounded, and a
-name that is not a valid host name is refused.
+the network stack in use. Unlike WALinuxAgent, the wait for an address is bounded, a
+name that is not a valid host name is refused, and a valid name longer than the 64
+characters Linux allows a running host name is replaced by its first label everywhere.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("waprov")
 DHCLIENT_CONFS = ("/etc/dhcp/dhclient.conf", "/etc/dhcp3/dhclient.conf", "/etc/dhclient.conf")
+HOST_NAME_MAX = 64  # Linux's limit on the running host name (sethostname)
 _LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 ADDRESS_WAIT = 10.0  # seconds to wait for the primary interface's IPv4 address
 RESTART_TRIES, RESTART_WAIT = 3, 5.0
@@ -40,6 +42,12 @@ def valid_hostname(name: str) -> bool:
     return len(name) <= 253 and all(_LABEL.fullmatch(label) for label in name.split("."))
 
 
+def host_name(name: str) -> str:
+    """The name the host takes for HostName `name`: the name itself, or its first label
+    when it is longer than HOST_NAME_MAX (what the kernel accepts; cloud-init does the same)."""
+    return name if len(name) <= HOST_NAME_MAX else name.split(".", 1)[0]
+
+
 def set_hostname(ctx: Ctx) -> None:
     name = ctx.data.hostname
     if not valid_hostname(name):
@@ -49,6 +57,15 @@ def set_hostname(ctx: Ctx) -> None:
             f"HostName {name[:80]!r} is not a valid host name "
             "(dot-separated labels of letters, digits and '-', each 1-63 characters)",
         )
+    if host_name(name) != name:
+        log.warning(
+            "HostName %s is longer than %d characters, the most a host name may have: "
+            "the host is named %s, its first label",
+            name,
+            HOST_NAME_MAX,
+            host_name(name),
+        )
+        name = host_name(name)
     ctx.system.write("/etc/hostname", name, 0o644)
     argv = ctx.distro.hostname_argv(name)
     try:
@@ -82,7 +99,7 @@ def set_dhcp_hostname(system: System, name: str) -> None:
 
 
 def publish_hostname(ctx: Ctx) -> None:
-    name = ctx.data.hostname
+    name = host_name(ctx.data.hostname)
     set_dhcp_hostname(ctx.system, name)
     ctx.system.write(ctx.lib("published_hostname"), name, 0o644)
     reannounce(ctx)

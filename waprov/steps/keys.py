@@ -1,13 +1,15 @@
 """SSH public keys and key pairs (WA §5.4, §5.5), from the OVF and IMDS.
 
-`$HOME` in a path becomes `OS.HomeDir`; the result must lie inside the user's home and
-no part of it below the home may be a symbolic link (improvement: refused otherwise).
-The key's directory is forced to 0700 and owned by the user. A `Value` (any OpenSSH
-public key type, checked by decoding it) or the key of the certificate named by
-`Fingerprint` (`openssl x509 -pubkey`, `ssh-keygen -i -m PKCS8`) is added to the file
-unless the same key is there already; the file is 0644 and owned by the user. A key pair
-copies `<Lib.Dir>/<fp>.prv` (0600, owned by the user: improvement) and writes the PEM
-public key beside it (0644).
+`$HOME` in a path becomes `OS.HomeDir`; the result must lie inside the user's home, and
+the home strictly below OS.HomeDir, owned by the user (improvement: refused otherwise).
+Every key is checked before anything is written: a `Value` (any OpenSSH public key type,
+checked by decoding it) or the key of the certificate named by `Fingerprint` (40 hex
+digits; `openssl x509 -pubkey`, `ssh-keygen -i -m PKCS8`). Each file is then walked to,
+read and written once, by descriptors from the home down (helddir.py: a symbolic link on
+the way, or a key file with more than one link, is refused): its directory forced to 0700
+and owned by the user, the keys not there yet appended, the file 0644 and owned by the
+user. A key pair copies `<Lib.Dir>/<fp>.prv` (0600, owned by the user: improvement) and
+writes the PEM public key beside it (0644). At most MAX_KEYS entries per VM.
 """
 
 from __future__ import annotations
@@ -17,10 +19,10 @@ import binascii
 import logging
 import os
 import struct
-from typing import Optional, Set, Tuple
+from typing import Dict, List, Optional, Set, Tuple
 
-from waprov.errors import HostError, ProvisionError
-from waprov.model import KeyPair, PublicKey
+from waprov.errors import ProvisionError
+from waprov.model import valid_thumbprint
 from waprov.steps import Account, Ctx
 
 log = logging.getLogger("waprov")
@@ -36,6 +38,7 @@ BASE_TYPES = (
 )
 KEY_TYPES = frozenset(BASE_TYPES) | {t.split("@")[0] + "-cert-v01@openssh.com" for t in BASE_TYPES}
 SELINUX_LABEL = "unconfined_u:object_r:ssh_home_t:s0"
+MAX_KEYS = 1000  # public keys and key pairs of one VM: a bound on the step's work
 
 
 def _fail(message: str) -> ProvisionError:
@@ -72,35 +75,45 @@ def _material(text: str) -> Set[str]:
     return out
 
 
-def key_path(ctx: Ctx, raw: Optional[str], what: str) -> Tuple[str, Optional[Account]]:
-    """The normalised path, checked to lie in the user's home with no symlink below it."""
+def _fingerprint(value: str, what: str) -> str:
+    """A certificate thumbprint: 40 hexadecimal digits, case kept (WA matches it with
+    case); anything else is refused before a path is built from it."""
+    if not valid_thumbprint(value):
+        raise _fail(f"{what} Fingerprint {value[:60]!r} is not a 40-digit hexadecimal thumbprint")
+    return value
+
+
+def user_home(ctx: Ctx) -> Tuple[str, Optional[Account]]:
+    """The user's home, which must lie strictly below OS.HomeDir (improvement: a home of
+    `/`, /root or /usr/sbin is never written into)."""
+    acct = ctx.account(ctx.data.username)
+    base = os.path.normpath(ctx.config.home_dir)
+    home = os.path.normpath(acct.home if acct else os.path.join(base, ctx.data.username))
+    if home == "/" or not home.startswith(base.rstrip("/") + "/"):
+        raise _fail(
+            f"the home directory {home} of {ctx.data.username} is not below OS.HomeDir {base}: "
+            "no keys are written there"
+        )
+    return home, acct
+
+
+def key_path(ctx: Ctx, raw: Optional[str], what: str, home: str) -> str:
+    """The normalised path, checked to lie below the user's home (the symbolic links on
+    the way are refused when the path is walked: helddir.py)."""
     if raw is None:
         raise _fail(f"{what} path is None")
     path = os.path.normpath(raw.replace("$HOME", ctx.config.home_dir))
-    acct = ctx.account(ctx.data.username)
-    home = os.path.normpath(acct.home if acct else os.path.join(ctx.config.home_dir, ctx.data.username))
     if not path.startswith(home.rstrip("/") + "/"):
         raise _fail(f"{what} path {path} is outside the home directory {home} of {ctx.data.username}")
-    cur = home
-    for part in ["", *os.path.relpath(path, home).split("/")]:
-        cur = os.path.join(cur, part) if part else cur
-        if ctx.system.kind(cur) == "link":
-            raise _fail(f"{what} path {path} goes through the symbolic link {cur}")
-    return path, acct
+    return path
 
 
 def _owner(acct: Optional[Account]) -> Optional[Tuple[int, int]]:
     return (acct.uid, acct.gid) if acct else None
 
 
-def _label(ctx: Ctx, *paths: str) -> None:
-    if not ctx.system.has_command("getenforce"):
-        return
-    for p in paths:
-        try:
-            ctx.system.run(["chcon", SELINUX_LABEL, p], timeout=30)
-        except HostError as e:
-            log.warning("Labelling %s for SELinux failed: %s", p, e)
+def _selinux(ctx: Ctx) -> Optional[str]:
+    return SELINUX_LABEL if ctx.system.has_command("getenforce") else None
 
 
 def _need(ctx: Ctx, path: str) -> None:
@@ -122,40 +135,83 @@ def _from_certificate(ctx: Ctx, fingerprint: str) -> Tuple[str, str]:
     return public_key_line(res.stdout)
 
 
-def deploy_public_key(ctx: Ctx, key: PublicKey) -> None:
-    path, acct = key_path(ctx, key.path, "Public key")
-    if key.value:
-        line, material = public_key_line(key.value)
-    elif key.fingerprint:
-        line, material = _from_certificate(ctx, key.fingerprint)
-    else:
-        raise _fail("SSH public key Fingerprint and Value are None")
-    ctx.system.makedirs(os.path.dirname(path), 0o700, _owner(acct))
-    text = (ctx.system.read(path) or b"").decode("utf-8", "surrogateescape")
-    if line and material not in _material(text):
-        text += ("\n" if text and not text.endswith("\n") else "") + line + "\n"
-    ctx.system.write(path, text.encode("utf-8", "surrogateescape"), 0o644, _owner(acct))
-    _label(ctx, path)
+class _Files:
+    """What the step writes under the home, gathered first so that each file is read,
+    walked to and written once, whatever the number of keys (linear, bounded)."""
+
+    def __init__(self) -> None:
+        self.lines: Dict[str, List[Tuple[str, str]]] = {}  # authorized_keys path -> (line, material)
+        self.pairs: Dict[str, str] = {}  # private key path -> fingerprint (the last one wins, as in WA)
 
 
-def deploy_key_pair(ctx: Ctx, pair: KeyPair) -> None:
-    path, acct = key_path(ctx, pair.path, "Key pair")
-    if not pair.fingerprint:
-        raise _fail(f"Key pair {path} has no Fingerprint")
-    prv = ctx.lib(f"{pair.fingerprint}.prv")
+def _gather(ctx: Ctx, home: str) -> _Files:
+    found = _Files()
+    certified: Dict[str, Tuple[str, str]] = {}
+    for n, key in enumerate(ctx.data.public_keys, 1):
+        path = key_path(ctx, key.path, "Public key", home)
+        if key.value:
+            line = public_key_line(key.value)
+        elif key.fingerprint:
+            fp = _fingerprint(key.fingerprint, f"PublicKey {n}")
+            if fp not in certified:
+                certified[fp] = _from_certificate(ctx, fp)
+            line = certified[fp]
+        else:
+            raise _fail("SSH public key Fingerprint and Value are None")
+        found.lines.setdefault(path, []).append(line)
+    for n, pair in enumerate(ctx.data.key_pairs, 1):
+        path = key_path(ctx, pair.path, "Key pair", home)
+        if not pair.fingerprint:
+            raise _fail(f"Key pair {path} has no Fingerprint")
+        found.pairs[path] = _fingerprint(pair.fingerprint, f"KeyPair {n}")
+    return found
+
+
+def _parts(home: str, path: str) -> Tuple[List[str], str]:
+    """(the directories from the home down to the file's, the file's name)."""
+    rel = os.path.relpath(path, home).split("/")
+    return rel[:-1], rel[-1]
+
+
+def _authorized_keys(
+    ctx: Ctx, home: str, acct: Optional[Account], path: str, lines: List[Tuple[str, str]]
+) -> None:
+    dirs, name = _parts(home, path)
+    uid = acct.uid if acct else None
+    with ctx.system.open_dir(home, dirs, mode=0o700, owner=_owner(acct), top_uid=uid) as held:
+        text = (held.read(name) or b"").decode("utf-8", "surrogateescape")
+        present = _material(text)
+        for line, material in lines:
+            if line and material not in present:
+                text += ("\n" if text and not text.endswith("\n") else "") + line + "\n"
+                present.add(material)
+        held.write(name, text.encode("utf-8", "surrogateescape"), 0o644, _owner(acct), label=_selinux(ctx))
+
+
+def _key_pair(ctx: Ctx, home: str, acct: Optional[Account], path: str, fingerprint: str) -> None:
+    prv = ctx.lib(f"{fingerprint}.prv")
     _need(ctx, prv)
-    ctx.system.makedirs(os.path.dirname(path), 0o700, _owner(acct))
-    ctx.system.write(path, ctx.system.read(prv) or b"", 0o600, _owner(acct))
     openssl = ctx.config.openssl_path
     res = ctx.system.run([openssl, "rsa", "-in", ctx.system.path(prv), "-pubout"], check=False, timeout=30)
     if res.rc != 0:
         res = ctx.system.run([openssl, "pkey", "-in", ctx.system.path(prv), "-pubout"], timeout=30)
-    ctx.system.write(path + ".pub", res.stdout, 0o644, _owner(acct))
-    _label(ctx, path, path + ".pub")
+    dirs, name = _parts(home, path)
+    uid = acct.uid if acct else None
+    with ctx.system.open_dir(home, dirs, mode=0o700, owner=_owner(acct), top_uid=uid) as held:
+        label = _selinux(ctx)
+        held.write(name, ctx.system.read(prv) or b"", 0o600, _owner(acct), label=label)
+        held.write(name + ".pub", res.stdout.encode("utf-8"), 0o644, _owner(acct), label=label)
 
 
 def deploy_keys(ctx: Ctx) -> None:
-    for key in ctx.data.public_keys:
-        deploy_public_key(ctx, key)
-    for pair in ctx.data.key_pairs:
-        deploy_key_pair(ctx, pair)
+    count = len(ctx.data.public_keys) + len(ctx.data.key_pairs)
+    if not count:
+        return
+    if count > MAX_KEYS:
+        raise _fail(f"{count} SSH keys and key pairs are listed: waprov deploys at most {MAX_KEYS}")
+    home, acct = user_home(ctx)
+    found = _gather(ctx, home)  # every key checked before anything is written
+    for path, lines in found.lines.items():
+        _authorized_keys(ctx, home, acct, path, lines)
+    for path, fingerprint in found.pairs.items():
+        _key_pair(ctx, home, acct, path, fingerprint)

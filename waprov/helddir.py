@@ -1,0 +1,277 @@
+"""Changes under a directory tree that someone else controls (a user's home), by descriptor.
+
+`System.open_dir(top, parts, ...)` opens `top` (its last component not followed) and walks
+`parts` below it with `openat(O_NOFOLLOW | O_DIRECTORY)`, creating what is missing; mode
+and owner are set with `fchmod`/`fchown` on the held descriptors. A `HeldDir` then reads
+and replaces files *in that directory* only: a file is read through `openat(O_NOFOLLOW |
+O_NONBLOCK)` and must be a regular file with one link; a write goes to a temp name made
+with `O_EXCL` and a random part, is labelled, chowned and chmodded on its descriptor, and
+renamed within the held directory. No path is resolved twice, so swapping a directory for
+a symbolic link (or a hard link to a root-only file) while waprov works gains nothing.
+In dry-run the same checks run by path and the changes are only recorded (System).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import stat
+from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple
+
+from waprov.errors import HostError
+
+if TYPE_CHECKING:
+    from waprov.system import System
+
+log = logging.getLogger("waprov")
+Owner = Tuple[int, int]
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+SELINUX_XATTR = "security.selinux"
+
+
+def _why(e: OSError) -> str:
+    if e.errno in (errno.ELOOP, errno.EMLINK):
+        return "it is a symbolic link"
+    if e.errno == errno.ENOTDIR:
+        return "it is not a directory"
+    return e.strerror or str(e)
+
+
+def _mode_owner_text(mode: Optional[int], owner: Optional[Owner]) -> str:
+    parts = [] if mode is None else [f"mode {mode:04o}"]
+    if owner is not None:
+        parts.append("owner {}:{}".format(*owner))
+    return ", ".join(parts)
+
+
+class HeldDir:
+    """One directory, held open (a descriptor) for the reads and writes in it; close it
+    (or use `with`). `path` is its host path, for messages and the plan."""
+
+    def __init__(self, system: System, path: str, fd: Optional[int]) -> None:
+        self.system, self.path, self._fd = system, path, fd
+
+    def __enter__(self) -> HeldDir:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def _name(self, name: str) -> str:
+        if not name or "/" in name or name in (".", ".."):
+            raise HostError(f"not a file name: {name!r}")
+        return os.path.join(self.path, name)
+
+    def read(self, name: str, limit: int = 16 << 20) -> Optional[bytes]:
+        """The bytes of the regular file `name` here, None when absent; HostError when it
+        is a symbolic link, not a regular file, has more than one link, or is over `limit`."""
+        path = self._name(name)
+        if self._fd is None:  # dry run
+            return self.system.read(path, limit)
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        try:
+            fd = os.open(name, flags, dir_fd=self._fd)
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise HostError(f"cannot read {path}: {_why(e)}") from None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise HostError(f"cannot read {path}: it is not a regular file")
+            if st.st_nlink != 1:
+                raise HostError(f"refusing to read {path}: it has {st.st_nlink} hard links")
+            chunks: List[bytes] = []
+            size = 0
+            while size <= limit:
+                chunk = os.read(fd, min(1 << 20, limit + 1 - size))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+        except OSError as e:
+            raise HostError(f"cannot read {path}: {e.strerror}") from None
+        finally:
+            os.close(fd)
+        if size > limit:
+            raise HostError(f"cannot read {path}: larger than {limit} bytes")
+        return b"".join(chunks)
+
+    def write(
+        self,
+        name: str,
+        data: bytes,
+        mode: int,
+        owner: Optional[Owner] = None,
+        *,
+        label: Optional[str] = None,
+    ) -> None:
+        """Replace `name` here with `data` (mode, owner, and an SELinux `label` set on the
+        new file before it takes the name); the content is never logged."""
+        path = self._name(name)
+        detail = f"{len(data)} bytes, {_mode_owner_text(mode, owner)}"
+        if self._fd is None:  # dry run: System records it, with its own checks
+            self.system.write(path, data, mode, owner)
+            if label:
+                self.system.note("label", path, label)
+            return
+        dfd = self._fd
+        try:
+            st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+        except FileNotFoundError:
+            st = None
+        except OSError as e:
+            raise HostError(f"cannot write {path}: {e.strerror}") from None
+        if st is not None and stat.S_ISLNK(st.st_mode):
+            raise HostError(f"refusing to write {path}: it is a symbolic link")
+        if st is not None and not stat.S_ISREG(st.st_mode):
+            raise HostError(f"refusing to write {path}: it exists and is not a regular file")
+        self.system.note("write", path, detail)
+        tmp = f".{name}.waprov-{os.urandom(8).hex()}"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            fd = os.open(tmp, flags, 0o600, dir_fd=dfd)
+        except OSError as e:
+            raise HostError(f"cannot write {path}: {e.strerror}") from None
+        try:
+            try:
+                if owner is not None:
+                    os.fchown(fd, owner[0], owner[1])
+                os.fchmod(fd, mode)  # after chown, which may clear set-id bits
+                if label:
+                    self._label(fd, path, label)
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+        except OSError as e:
+            try:
+                os.unlink(tmp, dir_fd=dfd)
+            except OSError:
+                pass
+            raise HostError(f"cannot write {path}: {e.strerror}") from None
+        try:
+            os.fsync(dfd)
+        except OSError:
+            pass
+
+    def _label(self, fd: int, path: str, label: str) -> None:
+        self.system.note("label", path, label)
+        try:
+            os.setxattr(fd, SELINUX_XATTR, label.encode("ascii") + b"\0")
+        except OSError as e:  # as a failed chcon in WALinuxAgent: the file is still written
+            log.warning("Labelling %s for SELinux failed: %s", path, e.strerror)
+
+
+def open_dir(
+    system: System,
+    top: str,
+    parts: Sequence[str],
+    *,
+    mode: int,
+    owner: Optional[Owner],
+    top_uid: Optional[int] = None,
+) -> HeldDir:
+    """See the module docstring. `top` must be a directory (not a symbolic link), owned by
+    `top_uid` when given; `parts` are single names below it. Directories created get
+    `mode` and `owner`; the last one gets them whether created or not."""
+    for part in parts:
+        if not part or "/" in part or part in (".", ".."):
+            raise HostError(f"not a directory name below {top}: {part!r}")
+    full = os.path.join(top, *parts)
+    if system.dry_run:
+        _plan_walk(system, top, parts, top_uid)
+        system.makedirs(full, mode, owner)
+        return HeldDir(system, full, None)
+    try:
+        fd = os.open(system.path(top), DIR_FLAGS)
+    except FileNotFoundError:
+        raise HostError(f"{top} does not exist") from None
+    except OSError as e:
+        raise HostError(f"cannot open {top}: {_why(e)}") from None
+    try:
+        if top_uid is not None and os.fstat(fd).st_uid != top_uid:
+            raise HostError(f"{top} is not owned by uid {top_uid}")
+        cur, created = top, False
+        for part in parts:
+            cur = os.path.join(cur, part)
+            fd, created = _step_down(system, fd, part, cur, mode, owner)
+        if not created and parts:
+            _fix(system, fd, cur, mode, owner)
+    except BaseException:
+        os.close(fd)
+        raise
+    return HeldDir(system, full, fd)
+
+
+def _plan_walk(system: System, top: str, parts: Sequence[str], top_uid: Optional[int]) -> None:
+    """The dry run's checks, by path; a missing `top` is one an earlier skipped command
+    (useradd -m) would have made."""
+    cur = top
+    for part in ["", *parts]:
+        cur = os.path.join(cur, part) if part else cur
+        kind = system.kind(cur)
+        if kind == "link":
+            raise HostError(f"cannot open {cur}: it is a symbolic link")
+        if kind not in ("dir", "absent"):
+            raise HostError(f"cannot open {cur}: it is not a directory")
+    if top_uid is not None and system.kind(top) == "dir":
+        uid = os.lstat(system.path(top)).st_uid
+        if uid != top_uid:
+            raise HostError(f"{top} is not owned by uid {top_uid}")
+
+
+def _step_down(
+    system: System, fd: int, part: str, path: str, mode: int, owner: Optional[Owner]
+) -> Tuple[int, bool]:
+    """The descriptor of `part` below `fd` (which is closed), made when missing."""
+    created = False
+    try:
+        try:
+            new = os.open(part, DIR_FLAGS, dir_fd=fd)
+        except FileNotFoundError:
+            system.note("mkdir", path, _mode_owner_text(mode, owner))
+            try:
+                os.mkdir(part, 0o700, dir_fd=fd)
+            except FileExistsError:
+                pass
+            new = os.open(part, DIR_FLAGS, dir_fd=fd)
+            created = True
+    except OSError as e:
+        os.close(fd)
+        raise HostError(f"cannot open {path}: {_why(e)}") from None
+    os.close(fd)
+    if created:
+        try:
+            if owner is not None:
+                os.fchown(new, owner[0], owner[1])
+            os.fchmod(new, mode)
+        except OSError as e:
+            os.close(new)
+            raise HostError(f"cannot set mode/owner of {path}: {e.strerror}") from None
+    return new, created
+
+
+def _fix(system: System, fd: int, path: str, mode: int, owner: Optional[Owner]) -> None:
+    """Set the mode, then the owner, of an existing directory (the order System.makedirs
+    records them in, so that a dry run's plan equals the real run's)."""
+    try:
+        st = os.fstat(fd)
+        if stat.S_IMODE(st.st_mode) != mode:
+            system.note("chmod", path, f"mode {mode:04o}")
+            os.fchmod(fd, mode)
+        if owner is not None and (st.st_uid, st.st_gid) != owner:
+            system.note("chown", path, "owner {}:{}".format(*owner))
+            os.fchown(fd, owner[0], owner[1])
+            os.fchmod(fd, mode)  # chown may clear set-id bits
+    except OSError as e:
+        raise HostError(f"cannot set mode/owner of {path}: {e.strerror}") from None
