@@ -122,7 +122,7 @@ def test_a_home_of_slash_gets_no_keys_and_fails_the_keys_step(tmp_path: Any) -> 
             "ovf": ovf(user="alice", keys=[("/root/.ssh/authorized_keys", None, IMDS_KEY)]),
             "imds": None,
             "setup": ["useradd -M -d / -u 1500 alice"],
-            "snapshot": ["/root", "/var/lib/waprov"],
+            "snapshot": ["/root/.ssh", "/var/lib/waprov"],
         },
     )
     run = r["runs"][0]
