@@ -23,8 +23,10 @@ from waprov.wireserver import (
     discover_endpoint,
     endpoint_from_dhclient_leases,
     endpoint_from_networkd_lease,
+    find_text,
     health_document,
     parse_goal_state,
+    parse_xml,
     versions_supported,
 )
 
@@ -281,3 +283,23 @@ def test_a_health_report_that_keeps_failing_is_an_error(fabric: FakeFabric) -> N
         ws.report_ready(gs)
     assert waits(clock) == [30.0, 45.0, 75.0, 120.0, 195.0, 315.0]  # 510 more would pass 15 minutes
     assert len(fabric.requests_for("health")) == 7
+
+
+def test_ids_with_markup_are_escaped_and_come_back_intact() -> None:
+    gs = parse_goal_state(
+        b'<?xml version="1.0" encoding="utf-8"?><GoalState><Incarnation>1&amp;2&lt;3</Incarnation>'
+        b"<Container><ContainerId>c&lt;/ContainerId&gt;&amp;x</ContainerId><RoleInstanceList><RoleInstance>"
+        b"<InstanceId><![CDATA[r<1>&]]>&#13;.vm</InstanceId></RoleInstance></RoleInstanceList></Container>"
+        b"</GoalState>"
+    )
+    assert (gs.incarnation, gs.container_id, gs.role_instance_id) == (
+        "1&2<3",
+        "c</ContainerId>&x",
+        "r<1>&\r.vm",
+    )
+    for state in ("Ready", "NotReady"):
+        root = parse_xml(health_document(gs, state, "Provisioning", "Starting").encode(), "health document")
+        assert find_text(root, "GoalStateIncarnation") == "1&2<3"
+        assert find_text(root, "Container", "ContainerId") == "c</ContainerId>&x"
+        assert find_text(root, "RoleInstanceList", "Role", "InstanceId") == "r<1>&\r.vm"
+        assert find_text(root, "Role", "Health", "State") == state

@@ -4,7 +4,8 @@ Discovery (§6.1) without a raw DHCP probe: the 168.63.129.16 route in /proc/net
 option 245 in dhclient and systemd-networkd leases, `<Lib.Dir>/WireServerEndpoint`, then
 168.63.129.16. `connect()` checks `?comp=versions` and fetches a goal state that has a
 RoleInstance, retrying under a deadline. Health documents are WALinuxAgent's, byte for
-byte (§6.4); requests carry `x-ms-agent-name: waprov` and `x-ms-version: 2012-11-30`.
+byte (§6.4), but with the goal state's ids XML-escaped too (WALinuxAgent puts them in raw;
+ordinary ids are unchanged). Requests carry `x-ms-agent-name: waprov`, `x-ms-version: 2012-11-30`.
 """
 
 from __future__ import annotations
@@ -188,8 +189,14 @@ def parse_goal_state(data: bytes) -> GoalState:
     )
 
 
+def _xml_text(value: Optional[str]) -> str:
+    """Element text: `&`, `<`, `>` escaped (and CR, which a parser would turn into LF)."""
+    return escape(str(value), {"\r": "&#13;"})
+
+
 def health_document(gs: GoalState, state: str, substatus: str = "", description: str = "") -> str:
-    """WALinuxAgent's health report: one line, the description cut then escaped."""
+    """WALinuxAgent's health report: one line, the description cut then escaped; the
+    goal state's ids escaped (WALinuxAgent does not: ordinary ids give the same bytes)."""
     details = ""
     if state != "Ready":
         details = (
@@ -199,9 +206,10 @@ def health_document(gs: GoalState, state: str, substatus: str = "", description:
     return (
         '<?xml version="1.0" encoding="utf-8"?>'
         '<Health xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xmlns:xsd="http://www.w3.org/2001/XMLSchema">'
-        f"<GoalStateIncarnation>{gs.incarnation}</GoalStateIncarnation>"
-        f"<Container><ContainerId>{gs.container_id}</ContainerId><RoleInstanceList><Role>"
-        f"<InstanceId>{gs.role_instance_id}</InstanceId><Health><State>{state}</State>{details}</Health>"
+        f"<GoalStateIncarnation>{_xml_text(gs.incarnation)}</GoalStateIncarnation>"
+        f"<Container><ContainerId>{_xml_text(gs.container_id)}</ContainerId><RoleInstanceList><Role>"
+        f"<InstanceId>{_xml_text(gs.role_instance_id)}</InstanceId>"
+        f"<Health><State>{state}</State>{details}</Health>"
         "</Role></RoleInstanceList></Container></Health>"
     )
 
