@@ -12,7 +12,7 @@ from tests.conftest import DATA, virtual_clock, waits
 from tests.fakefabric import GARBAGE, NO_ROLE_INSTANCE, RESET, FakeFabric, status
 from waprov.config import Config
 from waprov.errors import ProtocolError
-from waprov.http import HttpClient
+from waprov.http import HttpClient, HttpStatusError
 from waprov.overrides import Overrides
 from waprov.system import System
 from waprov.timing import Clock
@@ -303,3 +303,21 @@ def test_ids_with_markup_are_escaped_and_come_back_intact() -> None:
         assert find_text(root, "Container", "ContainerId") == "c</ContainerId>&x"
         assert find_text(root, "RoleInstanceList", "Role", "InstanceId") == "r<1>&\r.vm"
         assert find_text(root, "Role", "Health", "State") == state
+
+
+def test_the_in_progress_report_gives_up_at_its_60_s_deadline(fabric: FakeFabric) -> None:
+    clock = virtual_clock()
+    ws, gs = connect(HttpClient(clock), fabric.wireserver, clock)
+    fabric.script("health", *[status(500, b"no")] * 30)
+    with pytest.raises(HttpStatusError, match=r"^Failed to send provision status: .*60s deadline.*HTTP 500"):
+        ws.report_provisioning(gs)
+    assert waits(clock) == [30.0]  # 45 more would pass 60 s
+    assert len(fabric.requests_for("health")) == 2
+
+
+def test_a_410_keeps_its_status(fabric: FakeFabric, client: HttpClient, clock: Clock) -> None:
+    ws, gs = connect(client, fabric.wireserver, clock)
+    fabric.script("health", status(410, b"incarnation changed"))
+    with pytest.raises(HttpStatusError, match=r"^Failed to send provision status: .*HTTP 410") as e:
+        ws.report_ready(gs)
+    assert e.value.status == 410 and clock.slept == []  # not retried: the goal state is stale
