@@ -53,7 +53,8 @@ CIPHER_OPTION = {"AES128_CBC": "-aes128", "DES_EDE3_CBC": "-des3"}
 
 @dataclass(frozen=True)
 class Fault:
-    """kind: status (code, body), delay (seconds, then normal), reset, garbage,
+    """kind: status (code, body), delay (seconds, then normal), reset, close (the
+    connection closed without any response and without a reset), garbage,
     no_role_instance, undecryptable."""
 
     kind: str
@@ -71,6 +72,7 @@ def delay(seconds: float) -> Fault:
 
 
 RESET = Fault("reset")
+CLOSE = Fault("close")
 GARBAGE = Fault("garbage")
 NO_ROLE_INSTANCE = Fault("no_role_instance")
 UNDECRYPTABLE = Fault("undecryptable")
@@ -266,6 +268,9 @@ class FakeFabric:
             fault = None
         if fault is not None and fault.kind == "reset":
             h.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            h.close_connection = True
+            return
+        if fault is not None and fault.kind == "close":  # the request read, no answer, a plain FIN
             h.close_connection = True
             return
         if fault is not None and fault.kind == "status":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import ClassVar, Iterator, List
@@ -9,7 +10,7 @@ from typing import ClassVar, Iterator, List
 import pytest
 
 from tests.conftest import SCALE, closed_port, virtual_clock, waits
-from tests.fakefabric import GARBAGE, RESET, FakeFabric, delay, status
+from tests.fakefabric import CLOSE, GARBAGE, RESET, FakeFabric, Fault, delay, status
 from waprov import __version__
 from waprov.errors import ProtocolError
 from waprov.http import HttpClient, HttpStatusError, RetryPolicy
@@ -69,10 +70,22 @@ def test_a_status_that_is_not_retried_fails_at_once(
     assert clock.slept == [] and len(fabric.requests_for("versions")) == 1
 
 
-def test_connection_resets_are_retried(fabric: FakeFabric, client: HttpClient, clock: Clock) -> None:
-    fabric.script("versions", RESET, RESET)
+@pytest.mark.parametrize("fault", [RESET, CLOSE])
+def test_a_dropped_connection_is_retried_at_once_then_with_the_back_off(
+    fabric: FakeFabric, client: HttpClient, clock: Clock, fault: Fault
+) -> None:
+    fabric.script("versions", *[fault] * 5)
     assert client.request("GET", versions_url(fabric), WIRE).status == 200
-    assert waits(clock) == [2.0, 3.0]
+    assert waits(clock) == [0.1, 0.2, 0.4, 2.0, 3.0]  # 3 quick retries (not attempts), then WA's
+    assert len(fabric.requests_for("versions")) == 6
+
+
+def test_quick_retries_do_not_pass_the_deadline(client: HttpClient) -> None:
+    clock = virtual_clock()
+    policy = RetryPolicy("short", attempts=6, delay=1.0, deadline=0.25)
+    with pytest.raises(ProtocolError, match=r"at its 0.25s deadline, after 2 attempts: connection refused"):
+        HttpClient(clock).request("GET", f"http://127.0.0.1:{closed_port()}/", policy)
+    assert waits(clock) == [0.1]  # 0.2 more would pass 0.25 s
 
 
 def test_an_unanswered_request_times_out_and_is_retried(fabric: FakeFabric, clock: Clock) -> None:
@@ -80,6 +93,21 @@ def test_an_unanswered_request_times_out_and_is_retried(fabric: FakeFabric, cloc
     client = HttpClient(clock, min_timeout=0.05)  # the policy's 10 s scaled to 10 ms, floor 50 ms
     resp = client.request("GET", versions_url(fabric), WIRE)
     assert resp.status == 200 and len(fabric.requests_for("versions")) == 2
+    assert waits(clock) == [2.0]  # a timeout keeps WALinuxAgent's back-off
+
+
+def test_every_failed_attempt_is_a_warning_with_its_reason(
+    fabric: FakeFabric, client: HttpClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    fabric.script("versions", CLOSE, status(500, b"busy"), status(404, b"gone away"))
+    with caplog.at_level(logging.WARNING, logger="waprov"), pytest.raises(HttpStatusError):
+        client.request("GET", versions_url(fabric), WIRE)
+    url = versions_url(fabric)
+    assert [(r.levelno, r.getMessage()) for r in caplog.records if r.levelno >= logging.WARNING] == [
+        (logging.WARNING, f"wireserver: GET {url} attempt 1 failed: connection closed without a response"),
+        (logging.WARNING, f"wireserver: GET {url} attempt 2 failed: HTTP 500: busy"),
+        (logging.WARNING, f"wireserver: GET {url} attempt 3 failed: HTTP 404: gone away"),
+    ]
 
 
 def test_the_deadline_stops_retrying(fabric: FakeFabric) -> None:
@@ -91,9 +119,10 @@ def test_the_deadline_stops_retrying(fabric: FakeFabric) -> None:
     assert waits(clock) == [2.0, 3.0, 5.0]  # 8 more would pass 12 s
 
 
-def test_a_refused_connection_is_a_clear_error(client: HttpClient) -> None:
-    with pytest.raises(ProtocolError, match="connection refused"):
+def test_a_refused_connection_is_a_clear_error(client: HttpClient, clock: Clock) -> None:
+    with pytest.raises(ProtocolError, match="gave up after 5 attempts: connection refused"):
         client.request("GET", f"http://127.0.0.1:{closed_port()}/", RetryPolicy("x", attempts=2, delay=1.0))
+    assert waits(clock) == [0.1, 0.2, 0.4, 2.0]
 
 
 def test_accept_turns_a_bad_200_into_a_retry(fabric: FakeFabric, client: HttpClient, clock: Clock) -> None:

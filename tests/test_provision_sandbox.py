@@ -498,6 +498,37 @@ def test_an_unreachable_wireserver_fails_the_run_without_a_marker(tmp_path: Any)
     assert "/var/lib/waprov/provisioned" not in r["snapshot"]
 
 
+def test_a_410_on_the_in_progress_report_is_a_warning_and_ready_follows_a_fresh_goal_state(
+    tmp_path: Any,
+) -> None:
+    r = run(tmp_path, ovf=ovf(), faults={"health": [["status", 410]]})
+    assert r["runs"][0]["rc"] == 0, r["runs"][0]["stderr"]
+    assert health_states(r) == ["NotReady/Provisioning", "Ready"]
+    routes = [x["route"] for x in r["requests"] if x["route"] in ("goalstate", "health")]
+    assert routes == ["goalstate", "health", "goalstate", "health"]  # fetched again before Ready
+    stderr = r["runs"][0]["stderr"]
+    assert " WARNING Reporting NotReady (Provisioning) failed, going on without it: " in stderr
+    doc = json.loads(text(r, "/var/lib/waprov/report.json"))
+    assert doc["result"] == "success"
+    (failed, ready) = doc["health_reports"]
+    assert (failed["substatus"], failed["http_status"]) == ("Provisioning", 410)
+    assert "HTTP 410" in failed["error"]
+    assert (ready["state"], ready["http_status"]) == ("Ready", 200)
+    assert "/var/lib/waprov/provisioned" in r["snapshot"]
+
+
+def test_a_connection_closed_on_the_first_health_report_is_retried_at_once_with_a_warning(
+    tmp_path: Any,
+) -> None:
+    r = run(tmp_path, ovf=ovf(), faults={"health": [["close"]]}, scale=1.0)  # real waits
+    assert r["runs"][0]["rc"] == 0, r["runs"][0]["stderr"]
+    assert health_states(r) == ["NotReady/Provisioning", "NotReady/Provisioning", "Ready"]
+    assert r["runs"][0]["seconds"] < 15, r["runs"][0]["stderr"]  # not WALinuxAgent's 30 s back-off
+    warning = " WARNING health report (in progress): POST http://127.0.0.1:"
+    line = next(x for x in r["runs"][0]["stderr"].splitlines() if warning in x)  # without -verbose
+    assert line.endswith("/machine?comp=health attempt 1 failed: connection closed without a response")
+
+
 def test_bad_input_is_refused_with_a_clear_reason(tmp_path: Any) -> None:
     cases = {
         "system": (ovf(user="daemon"), "system user refused", "User daemon is a system user"),

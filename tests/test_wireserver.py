@@ -12,7 +12,7 @@ from tests.conftest import DATA, virtual_clock, waits
 from tests.fakefabric import GARBAGE, NO_ROLE_INSTANCE, RESET, FakeFabric, status
 from waprov.config import Config
 from waprov.errors import ProtocolError
-from waprov.http import HttpClient
+from waprov.http import HttpClient, HttpStatusError
 from waprov.overrides import Overrides
 from waprov.system import System
 from waprov.timing import Clock
@@ -23,8 +23,10 @@ from waprov.wireserver import (
     discover_endpoint,
     endpoint_from_dhclient_leases,
     endpoint_from_networkd_lease,
+    find_text,
     health_document,
     parse_goal_state,
+    parse_xml,
     versions_supported,
 )
 
@@ -229,7 +231,7 @@ def test_a_goal_state_without_role_instance_forever(
 def test_detection_is_retried_every_ten_seconds(fabric: FakeFabric, client: HttpClient, clock: Clock) -> None:
     fabric.script("goalstate", GARBAGE, RESET)
     connect(client, fabric.wireserver, clock)
-    assert waits(clock) == [10.0, 2.0]  # garbage: detect again; reset: the request is retried
+    assert waits(clock) == [10.0, 0.1]  # garbage: detect again; reset: the request is retried at once
 
 
 def test_an_unsupported_wire_version_fails_detection(tmp_path: str) -> None:
@@ -281,3 +283,41 @@ def test_a_health_report_that_keeps_failing_is_an_error(fabric: FakeFabric) -> N
         ws.report_ready(gs)
     assert waits(clock) == [30.0, 45.0, 75.0, 120.0, 195.0, 315.0]  # 510 more would pass 15 minutes
     assert len(fabric.requests_for("health")) == 7
+
+
+def test_ids_with_markup_are_escaped_and_come_back_intact() -> None:
+    gs = parse_goal_state(
+        b'<?xml version="1.0" encoding="utf-8"?><GoalState><Incarnation>1&amp;2&lt;3</Incarnation>'
+        b"<Container><ContainerId>c&lt;/ContainerId&gt;&amp;x</ContainerId><RoleInstanceList><RoleInstance>"
+        b"<InstanceId><![CDATA[r<1>&]]>&#13;.vm</InstanceId></RoleInstance></RoleInstanceList></Container>"
+        b"</GoalState>"
+    )
+    assert (gs.incarnation, gs.container_id, gs.role_instance_id) == (
+        "1&2<3",
+        "c</ContainerId>&x",
+        "r<1>&\r.vm",
+    )
+    for state in ("Ready", "NotReady"):
+        root = parse_xml(health_document(gs, state, "Provisioning", "Starting").encode(), "health document")
+        assert find_text(root, "GoalStateIncarnation") == "1&2<3"
+        assert find_text(root, "Container", "ContainerId") == "c</ContainerId>&x"
+        assert find_text(root, "RoleInstanceList", "Role", "InstanceId") == "r<1>&\r.vm"
+        assert find_text(root, "Role", "Health", "State") == state
+
+
+def test_the_in_progress_report_gives_up_at_its_60_s_deadline(fabric: FakeFabric) -> None:
+    clock = virtual_clock()
+    ws, gs = connect(HttpClient(clock), fabric.wireserver, clock)
+    fabric.script("health", *[status(500, b"no")] * 30)
+    with pytest.raises(HttpStatusError, match=r"^Failed to send provision status: .*60s deadline.*HTTP 500"):
+        ws.report_provisioning(gs)
+    assert waits(clock) == [30.0]  # 45 more would pass 60 s
+    assert len(fabric.requests_for("health")) == 2
+
+
+def test_a_410_keeps_its_status(fabric: FakeFabric, client: HttpClient, clock: Clock) -> None:
+    ws, gs = connect(client, fabric.wireserver, clock)
+    fabric.script("health", status(410, b"incarnation changed"))
+    with pytest.raises(HttpStatusError, match=r"^Failed to send provision status: .*HTTP 410") as e:
+        ws.report_ready(gs)
+    assert e.value.status == 410 and clock.slept == []  # not retried: the goal state is stale

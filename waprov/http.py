@@ -3,16 +3,20 @@
 `HttpClient.request()` makes one logical call under a `RetryPolicy`: retryable statuses
 and transport errors are retried with WALinuxAgent's Fibonacci back-off (delay x 2, 3,
 5, 8, ...) or a fixed interval, throttling statuses use a short fixed delay and more
-attempts, and the whole call stops at the policy's deadline. Internal endpoints (the
-wireserver, IMDS) never go through a proxy; `HttpProxy.Host`/`Port`, else
-`http_proxy`/`https_proxy` minus `no_proxy`, apply to outside URLs only.
+attempts, and the whole call stops at the policy's deadline. A connection refused, reset
+or closed before any response is first retried at once a few times (0.1, 0.2, 0.4 s,
+`RetryPolicy.quick_retries`, not counted as attempts) before that back-off applies: one
+dropped connection at boot must not cost WALinuxAgent's 30 s. Timeouts and statuses keep
+WALinuxAgent's policy. Every failed attempt is logged at WARNING with its reason.
+Internal endpoints (the wireserver, IMDS) never go through a proxy; `HttpProxy.Host`/`Port`,
+else `http_proxy`/`https_proxy` minus `no_proxy`, apply to outside URLs only.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Callable, Dict, FrozenSet, Mapping, Optional
+from typing import Callable, Dict, FrozenSet, Mapping, Optional, Tuple
 from urllib.parse import urlsplit
 
 import requests
@@ -28,6 +32,8 @@ OK_STATUSES = frozenset({200, 201, 202})
 WIRE_RETRY = frozenset({205, 206, 403, 429, 500, 501, 502, 503, 504, 507})
 WIRE_THROTTLE = frozenset({403, 429, 503})
 INTERNAL_HOSTS = frozenset({"168.63.129.16", "169.254.169.254"})
+# a connection refused, reset or closed before any response: retried at once, these pauses
+QUICK_RETRIES = (0.1, 0.2, 0.4)
 USER_AGENT = f"waprov/{__version__}"
 
 
@@ -45,6 +51,7 @@ class RetryPolicy:
     throttle_attempts: int = 25
     deadline: float = 300.0
     timeout: float = 10.0
+    quick_retries: Tuple[float, ...] = QUICK_RETRIES
 
     def wait(self, failures: int, throttled: bool) -> float:
         """The pause after the `failures`-th failed attempt."""
@@ -75,7 +82,12 @@ class HttpStatusError(ProtocolError):
 
 
 class _Transport(Exception):
-    pass
+    """No usable answer; `early`: the connection failed before any response began
+    (refused, reset, closed), which a quick retry may cure."""
+
+    def __init__(self, reason: str, early: bool = False) -> None:
+        super().__init__(reason)
+        self.early = early
 
 
 def _snippet(body: bytes, limit: int = 200) -> str:
@@ -163,6 +175,9 @@ class HttpClient:
                 return Response(r.status_code, b"".join(chunks), dict(r.headers))
         except requests.exceptions.Timeout:
             raise _Transport(f"no answer within {timeout:.3g}s") from None
+        except requests.exceptions.ConnectionError as e:  # before any response (not mid-body)
+            reason = _describe(e)
+            raise _Transport(reason, early=reason in _EARLY_REASONS) from None
         except requests.exceptions.RequestException as e:
             raise _Transport(_describe(e)) from None
 
@@ -178,16 +193,17 @@ class HttpClient:
         accept: Optional[Callable[[Response], Optional[str]]] = None,
     ) -> Response:
         deadline = self.clock.deadline(policy.deadline)
-        attempts, failures = policy.attempts, 0
+        attempts = policy.attempts
+        tries = failures = quick = 0  # all attempts; failures under the back-off; quick retries
         while True:
-            failures += 1
-            throttled, status = False, None
+            tries += 1
+            throttled, early, status = False, False, None
             timeout = max(self.clock.seconds(policy.timeout), self.min_timeout)
             timeout = min(timeout, max(self.clock.remaining(deadline), 0.05))
             try:
                 resp = self._once(method, url, headers or {}, body, timeout, internal)
             except _Transport as e:
-                reason = str(e)
+                reason, early = str(e), e.early
             else:
                 if resp.status in OK_STATUSES:
                     problem = accept(resp) if accept else None
@@ -200,16 +216,23 @@ class HttpClient:
                     if resp.status in policy.throttle_statuses:
                         throttled = True
                         attempts = max(attempts, policy.throttle_attempts)
-                else:
-                    raise HttpStatusError(
-                        f"{method} {url} failed: HTTP {resp.status}: {_snippet(resp.body)}", resp.status
-                    )
-            log.debug("%s: %s %s attempt %d: %s", policy.name, method, url, failures, reason)
+                else:  # not retried: the caller decides (a 410 means the goal state changed)
+                    reason = f"HTTP {resp.status}: {_snippet(resp.body)}"
+                    log.warning("%s: %s %s attempt %d failed: %s", policy.name, method, url, tries, reason)
+                    raise HttpStatusError(f"{method} {url} failed: {reason}", resp.status)
+            log.warning("%s: %s %s attempt %d failed: %s", policy.name, method, url, tries, reason)
+            if early and quick < len(policy.quick_retries):
+                wait = policy.quick_retries[quick]
+                quick += 1
+                if self.clock.remaining(deadline) >= self.clock.seconds(wait):
+                    self.clock.sleep(wait, f"{policy.name} (connection retry)")
+                    continue
+            failures += 1
             wait = policy.wait(failures, throttled)
             if failures >= attempts:
-                why = f"after {failures} attempts"
+                why = f"after {tries} attempts"
             elif self.clock.remaining(deadline) < self.clock.seconds(wait):
-                why = f"at its {policy.deadline:g}s deadline, after {failures} attempts"
+                why = f"at its {policy.deadline:g}s deadline, after {tries} attempts"
             else:
                 self.clock.sleep(wait, policy.name)
                 continue
@@ -227,8 +250,18 @@ _TRANSPORT_REASONS = {
     "Network is unreachable": "network is unreachable",
     "No route to host": "no route to host",
     "RemoteDisconnected": "connection closed without a response",
+    "Broken pipe": "connection closed while sending",
     "timed out": "timed out",
 }
+# a connection that failed before any response: quick retries first (QUICK_RETRIES)
+_EARLY_REASONS = frozenset(
+    {
+        "connection refused",
+        "connection reset",
+        "connection closed without a response",
+        "connection closed while sending",
+    }
+)
 
 
 def _describe(e: Exception) -> str:

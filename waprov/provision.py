@@ -9,7 +9,8 @@
 2. Refuse an enabled cloud-init; begin the host-key regeneration in the background (its
    step waits for it in WA's place, so Ready still follows the keys). Data (the DVD at
    once; IMDS once the network is up: the unit does not wait for network-online.target),
-   the wireserver (and certificates when a key needs them), NotReady `Provisioning`/`Starting`.
+   the wireserver (and certificates when a key needs them), NotReady `Provisioning`/`Starting`
+   (a failure to send it is a WARNING and the run goes on, as in WALinuxAgent: report.py).
 3. The steps of STEPS in WALinuxAgent's order, then `provisioned`, `disable_agent`, Ready,
    and waprov's marker last. Any failure: NotReady `ProvisioningFailed` with the
    structured description (report.py), no marker, exit 1; the next run converges.

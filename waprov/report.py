@@ -2,8 +2,13 @@
 
 `Reporter` connects to the wireserver once (discovery, versions, goal state), fetches
 the certificates when a key needs them, and posts NotReady/Provisioning, Ready or
-NotReady/ProvisioningFailed. In a dry run it contacts nothing and puts each report in
-the plan. `failure_description()` is design.md's one-line
+NotReady/ProvisioningFailed. The in-progress NotReady/Provisioning is tried under a 60 s
+deadline (wireserver.PROGRESS_POLICY) and its failure is logged as a WARNING, and the run
+goes on (WALinuxAgent only logs it too). A 410 Gone (the incarnation changed) makes the
+next report fetch the goal state again first; Ready and ProvisioningFailed are posted once
+more after one 410. `sent` lists every POST tried, failed ones with their status and error
+(the run report's `health_reports`). In a dry run it contacts nothing and puts each report
+in the plan. `failure_description()` is design.md's one-line
 `result=error|reason=…|agent=waprov/<ver>|step=…|…|vm_id=…|timestamp=…|documentation_url=…`.
 """
 
@@ -19,14 +24,22 @@ from waprov import __version__
 from waprov.certs import fetch_certificates
 from waprov.config import Config
 from waprov.errors import ProtocolError, ProvisionError
-from waprov.http import HttpClient
+from waprov.http import HttpClient, RetryPolicy
 from waprov.log import Redactor
 from waprov.model import ProvisioningData
 from waprov.overrides import Overrides
 from waprov.runreport import iso
 from waprov.system import System
 from waprov.timing import Clock
-from waprov.wireserver import GoalState, WireServer, connect, discover_endpoint
+from waprov.wireserver import (
+    GONE,
+    HEALTH_POLICY,
+    PROGRESS_POLICY,
+    GoalState,
+    WireServer,
+    connect,
+    discover_endpoint,
+)
 
 log = logging.getLogger("waprov")
 DOC_URL = "https://aka.ms/linuxprovisioningerror"
@@ -71,6 +84,7 @@ class Reporter:
         self.ws: Optional[WireServer] = None
         self.gs: Optional[GoalState] = None
         self.unreachable: Optional[str] = None
+        self.stale = False  # a report was answered 410: fetch the goal state before the next
         self.sent: List[Dict[str, Any]] = []  # each report: state, substatus, http_status (run report)
 
     def connect(self) -> None:
@@ -98,27 +112,60 @@ class Reporter:
             return
         fetch_certificates(self.system, self.config, self.ws, self.gs)
 
-    def _post(self, state: str, substatus: str = "", description: str = "") -> None:
-        entry: Optional[Dict[str, Any]] = None
-        if not self.system.dry_run:  # the run report lists every report tried, sent or not
-            entry = {"state": state, "substatus": substatus, "time": iso(time.time()), "http_status": None}
-            self.sent.append(entry)
-        try:
-            self.connect()
-            if self.ws is None or self.gs is None:
-                self.system.note("report", f"{state} {substatus}".strip(), "dry run: not sent")
-                return
-            status = self.ws.report(self.gs, state, substatus, description)
-        except ProtocolError as e:
+    def _post(
+        self,
+        state: str,
+        substatus: str = "",
+        description: str = "",
+        *,
+        policy: RetryPolicy = HEALTH_POLICY,
+        again_after_gone: bool = True,
+    ) -> None:
+        """POST one report (after a fresh goal state when the last answer was 410); with
+        `again_after_gone`, once more after a 410. Every POST tried is one `sent` entry."""
+        again = again_after_gone
+        while True:
+            entry: Optional[Dict[str, Any]] = None
+            if not self.system.dry_run:  # the run report lists every report tried, sent or not
+                entry = {
+                    "state": state,
+                    "substatus": substatus,
+                    "time": iso(time.time()),
+                    "http_status": None,
+                }
+                self.sent.append(entry)
+            try:
+                self.connect()
+                if self.ws is None or self.gs is None:
+                    self.system.note("report", f"{state} {substatus}".strip(), "dry run: not sent")
+                    return
+                if self.stale:
+                    log.info("Fetching the goal state again (the wireserver answered 410 Gone)")
+                    self.gs = self.ws.goal_state()
+                    self.stale = False
+                status = self.ws.report(self.gs, state, substatus, description, policy)
+            except ProtocolError as e:
+                code = getattr(e, "status", None)
+                if entry is not None:
+                    entry["http_status"] = code
+                    entry["error"] = self.system.redactor.redact(str(e))
+                if code == GONE:
+                    self.stale = True
+                    if again:
+                        again = False
+                        log.warning("Reporting %s: 410 Gone (the goal state changed): reporting again", state)
+                        continue
+                raise
             if entry is not None:
-                entry["http_status"] = getattr(e, "status", None)
-                entry["error"] = self.system.redactor.redact(str(e))
-            raise
-        if entry is not None:
-            entry["http_status"] = status
+                entry["http_status"] = status
+            return
 
     def provisioning(self) -> None:
-        self._post("NotReady", "Provisioning", "Starting")
+        """NotReady/Provisioning/Starting. A failure is a WARNING and the run goes on."""
+        try:
+            self._post("NotReady", "Provisioning", "Starting", policy=PROGRESS_POLICY, again_after_gone=False)
+        except ProtocolError as e:
+            log.warning("Reporting NotReady (Provisioning) failed, going on without it: %s", e)
 
     def ready(self) -> bool:
         try:

@@ -4,7 +4,12 @@ Discovery (§6.1) without a raw DHCP probe: the 168.63.129.16 route in /proc/net
 option 245 in dhclient and systemd-networkd leases, `<Lib.Dir>/WireServerEndpoint`, then
 168.63.129.16. `connect()` checks `?comp=versions` and fetches a goal state that has a
 RoleInstance, retrying under a deadline. Health documents are WALinuxAgent's, byte for
-byte (§6.4); requests carry `x-ms-agent-name: waprov` and `x-ms-version: 2012-11-30`.
+byte (§6.4), but with the goal state's ids XML-escaped too (WALinuxAgent puts them in raw;
+ordinary ids are unchanged). Requests carry `x-ms-agent-name: waprov`, `x-ms-version: 2012-11-30`.
+Health reports: HEALTH_POLICY (WALinuxAgent's 15 s Fibonacci back-off, bounded at 15
+minutes); the in-progress NotReady/Provisioning has PROGRESS_POLICY, the same back-off
+under a 60 s deadline, as its failure is only logged (report.py). A report answered with
+a status raises HttpStatusError: 410 Gone means the goal state changed.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from defusedxml.ElementTree import ParseError, fromstring
 
 from waprov.config import Config
 from waprov.errors import ProtocolError
-from waprov.http import HttpClient, RetryPolicy
+from waprov.http import HttpClient, HttpStatusError, RetryPolicy
 from waprov.overrides import Overrides
 from waprov.system import System
 from waprov.timing import Clock
@@ -41,6 +46,9 @@ DHCLIENT_LEASES = ("/var/lib/dhcp/dhclient.*.leases", "/var/lib/dhclient/dhclien
 NETWORKD_LEASES = "/run/systemd/netif/leases/*"
 WIRE_POLICY = RetryPolicy("wireserver", attempts=6, delay=1.0, deadline=300.0)
 HEALTH_POLICY = RetryPolicy("health report", attempts=30, delay=15.0, deadline=900.0)
+# NotReady/Provisioning: its failure is tolerated, so it must not hold the run for 15 minutes
+PROGRESS_POLICY = RetryPolicy("health report (in progress)", attempts=30, delay=15.0, deadline=60.0)
+GONE = 410  # the wireserver's answer to a report for an incarnation that is no longer current
 CONNECT_DEADLINE = 1200.0
 PROBE_INTERVAL = 10.0
 ROLE_INSTANCE_RETRIES = 6
@@ -188,8 +196,14 @@ def parse_goal_state(data: bytes) -> GoalState:
     )
 
 
+def _xml_text(value: Optional[str]) -> str:
+    """Element text: `&`, `<`, `>` escaped (and CR, which a parser would turn into LF)."""
+    return escape(str(value), {"\r": "&#13;"})
+
+
 def health_document(gs: GoalState, state: str, substatus: str = "", description: str = "") -> str:
-    """WALinuxAgent's health report: one line, the description cut then escaped."""
+    """WALinuxAgent's health report: one line, the description cut then escaped; the
+    goal state's ids escaped (WALinuxAgent does not: ordinary ids give the same bytes)."""
     details = ""
     if state != "Ready":
         details = (
@@ -199,9 +213,10 @@ def health_document(gs: GoalState, state: str, substatus: str = "", description:
     return (
         '<?xml version="1.0" encoding="utf-8"?>'
         '<Health xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xmlns:xsd="http://www.w3.org/2001/XMLSchema">'
-        f"<GoalStateIncarnation>{gs.incarnation}</GoalStateIncarnation>"
-        f"<Container><ContainerId>{gs.container_id}</ContainerId><RoleInstanceList><Role>"
-        f"<InstanceId>{gs.role_instance_id}</InstanceId><Health><State>{state}</State>{details}</Health>"
+        f"<GoalStateIncarnation>{_xml_text(gs.incarnation)}</GoalStateIncarnation>"
+        f"<Container><ContainerId>{_xml_text(gs.container_id)}</ContainerId><RoleInstanceList><Role>"
+        f"<InstanceId>{_xml_text(gs.role_instance_id)}</InstanceId>"
+        f"<Health><State>{state}</State>{details}</Health>"
         "</Role></RoleInstanceList></Container></Health>"
     )
 
@@ -236,14 +251,24 @@ class WireServer:
                 self.client.clock.sleep(ROLE_INSTANCE_WAIT, "goal state without RoleInstance")
         raise ProtocolError(f"Fetched goal state without a RoleInstance [incarnation {gs.incarnation}]")
 
-    def report(self, gs: GoalState, state: str, substatus: str = "", description: str = "") -> int:
-        """POST a health document; the HTTP status of the answer."""
+    def report(
+        self,
+        gs: GoalState,
+        state: str,
+        substatus: str = "",
+        description: str = "",
+        policy: RetryPolicy = HEALTH_POLICY,
+    ) -> int:
+        """POST a health document; the HTTP status of the answer. A failure is a
+        ProtocolError, an HttpStatusError (with `.status`) when the server answered."""
         body = health_document(gs, state, substatus, description).encode("utf-8")
         headers = {**self.headers, "Content-Type": "text/xml;charset=utf-8"}
         try:
             resp = self.client.request(
-                "POST", f"{self.base}/machine?comp=health", HEALTH_POLICY, headers=headers, body=body
+                "POST", f"{self.base}/machine?comp=health", policy, headers=headers, body=body
             )
+        except HttpStatusError as e:
+            raise HttpStatusError(f"Failed to send provision status: {e}", e.status) from None
         except ProtocolError as e:
             raise ProtocolError(f"Failed to send provision status: {e}") from None
         log.info("Reported %s%s to the wireserver", state, f" ({substatus})" if substatus else "")
@@ -253,7 +278,7 @@ class WireServer:
         self.report(gs, "Ready")
 
     def report_provisioning(self, gs: GoalState) -> None:
-        self.report(gs, "NotReady", "Provisioning", "Starting")
+        self.report(gs, "NotReady", "Provisioning", "Starting", PROGRESS_POLICY)
 
     def report_failed(self, gs: GoalState, description: str) -> None:
         self.report(gs, "NotReady", "ProvisioningFailed", description)
