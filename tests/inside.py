@@ -2,7 +2,8 @@
 
 `python3 -m tests.inside SPEC.json RESULT.json`. The spec says what to put on the host
 first (`files`, `setup` shell lines, `conf`), what the fabric serves (`ovf` with
-`{THUMBPRINT}` filled in, `imds`, `faults`), and the runs (`env`, `crash_after`). The
+`{THUMBPRINT}` filled in, `imds`, `faults`), and the runs (`env`, `crash_after`, `before`
+and `after` shell lines, whose output is kept under the run's `after`). The
 result holds each run's exit code and output, the requests the fabric received, a
 snapshot of the files under `snapshot` roots (type, mode, owner, bytes) and, with
 `"sshd": true`, what a real sshd on 127.0.0.1 did with the provisioned key and with a
@@ -195,6 +196,9 @@ def main(spec_path: str, result_path: str) -> int:
                      "seconds": time.monotonic() - started}  # fmt: skip
             if run.get("snapshot"):
                 entry["snapshot"] = snapshot(run["snapshot"])
+            after = [subprocess.run(["bash", "-c", line], capture_output=True, text=True, timeout=60)
+                     for line in run.get("after", [])]  # fmt: skip
+            entry["after"] = [{"rc": a.returncode, "stdout": a.stdout, "stderr": a.stderr} for a in after]
             result["runs"].append(entry)
         result["requests"] = [
             {"route": r.route, "path": r.path, "body": r.body.decode("utf-8", "replace")}

@@ -24,8 +24,14 @@ from waprov.system import System
 DEBIAN = Distro("debian", "12")
 FLATCAR = Distro("flatcar", "3815.2.0", flatcar=True)
 UBUNTU = Distro("ubuntu", "22.04", ubuntu=True)
+PASSWD = """root:x:0:0:root:/root:/bin/bash
+daemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin
+nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin
+azureuser:x:1000:1000::/home/azureuser:/bin/sh
+"""
 TREE = {
     "/etc/hostname": "vm1",
+    "/etc/passwd": PASSWD,
     "/etc/resolv.conf": "nameserver 168.63.129.16\n",
     "/etc/machine-id": "abc\n",
     "/etc/dhcp/dhclient.conf": 'send host-name "vm1";\n',
@@ -178,3 +184,119 @@ def test_confirmation(answer: str, expected: bool) -> None:
     out = io.StringIO()
     assert confirm(io.StringIO(answer), out) is expected
     assert out.getvalue().startswith("Do you want to proceed (y/n)")
+
+
+# ---- which user +user deletes ----------------------------------------------------------------
+
+
+def user_plan(tmp: str, extra: Dict[str, str], **conf: Any) -> Dict[str, Any]:
+    """build + apply (real) on TREE with `extra` files over it: the user warnings and calls."""
+    make_tree(tmp)
+    for path, text in extra.items():
+        full = os.path.join(tmp, path.lstrip("/"))
+        os.makedirs(os.path.dirname(full), exist_ok=True)
+        with open(full, "w", encoding="utf-8") as f:
+            f.write(text)
+    runner = ScriptedRunner(hostname=ok, touch=ok, userdel=ok, systemctl=ok)
+    system = System(root=tmp, runner=runner)
+    plan = build(system, Config(**conf), DEBIAN, True)
+    user = [w for w in plan.warnings if "resolv.conf" not in w and "waagent service" not in w
+            and "DHCP" not in w]  # fmt: skip
+    failed = apply(system, plan)
+    return {"warnings": user, "userdel": [c for c in runner.calls if c[0] == "userdel"], "failed": failed,
+            "sudoers": open(os.path.join(tmp, "etc/sudoers.d/waagent")).read()}  # fmt: skip
+
+
+def test_the_recorded_user_is_deleted_not_the_one_named_in_ovf_env(tmp_path: Any) -> None:
+    r = user_plan(str(tmp_path), {
+        "/etc/passwd": PASSWD + "alice:x:1001:1001::/home/alice:/bin/sh\n",
+        "/var/lib/waprov/user": "VMID alice 1001 created\n",
+        "/var/lib/waprov/attempt": "VMID",
+        "/etc/sudoers.d/waagent": "alice ALL=(ALL) ALL\nazureuser ALL=(ALL) ALL\n",
+    })  # fmt: skip
+    assert r["warnings"] == ["WARNING! alice account and entire home directory will be deleted."]
+    assert r["userdel"] == [["userdel", "-f", "-r", "alice"]] and r["failed"] == []
+    assert r["sudoers"] == "azureuser ALL=(ALL) ALL\n"
+
+
+def test_a_waprov_attempt_without_a_record_keeps_the_ovf_env_user(tmp_path: Any) -> None:
+    r = user_plan(str(tmp_path), {"/var/lib/waprov/attempt": "VMID"})
+    assert r["warnings"] == [
+        "WARNING! azureuser is kept: waprov provisioned this VM and created or adopted no account "
+        "(no /var/lib/waprov/user: the user step refused it or did not run)."
+    ]
+    assert r["userdel"] == [] and r["sudoers"] == TREE["/etc/sudoers.d/waagent"]
+
+
+@pytest.mark.parametrize(
+    ("entry", "files", "why"),
+    [
+        ("daemon:x:1:1::/usr/sbin:/bin/sh", {}, "uid 1 is below UID_MIN 1000 (a system account)"),
+        ("root:x:0:0::/root:/bin/sh", {}, "uid 0 is below UID_MIN 1000 (a system account)"),
+        ("nobody:x:65534:65534::/nonexistent:/bin/sh", {},
+         "uid 65534 is above UID_MAX 60000 (not a regular account)"),
+        ("bob:x:1500:1500::/home/bob:/bin/sh", {"/etc/login.defs": "UID_MIN\t 2000\nUID_MAX 3000\n"},
+         "uid 1500 is below UID_MIN 2000 (a system account)"),
+        ("bob:x:1500:1500::/:/bin/sh", {}, "its home / is not below OS.HomeDir /home"),
+        ("bob:x:1500:1500::/home:/bin/sh", {}, "its home /home is not below OS.HomeDir /home"),
+        ("bob:x:1500:1500::/home/../etc:/bin/sh", {}, "its home /home/../etc is not below OS.HomeDir /home"),
+        ("bob:x:1500:1500::/homebob:/bin/sh", {}, "its home /homebob is not below OS.HomeDir /home"),
+        ("bob:x:1500:1500::home/bob:/bin/sh", {}, "its home home/bob is not below OS.HomeDir /home"),
+        ("bob:x:1500:1500::/home/bob:/bin/sh", {"link /home/bob": "../etc"},
+         "its home /home/bob is a symbolic link"),
+        ("bob:x:1500:1500::/home/team/bob:/bin/sh", {"link /home/team": "../etc"},
+         "its home /home/team/bob resolves to a place outside OS.HomeDir /home"),
+    ],
+)  # fmt: skip
+def test_a_system_account_or_a_home_outside_home_dir_is_kept(
+    tmp_path: Any, entry: str, files: Dict[str, str], why: str
+) -> None:
+    """Both ways in: the user waprov recorded, and ovf-env.xml's user when WALinuxAgent
+    provisioned the VM (no waprov state)."""
+    name, uid = entry.split(":")[0], entry.split(":")[2]
+    for source in ("record", "ovf-env"):
+        root = tmp_path / source
+        extra = {p: t for p, t in files.items() if not p.startswith("link ")}
+        extra["/etc/passwd"] = "".join(x + "\n" for x in PASSWD.splitlines() if not x.startswith(name + ":"))
+        extra["/etc/passwd"] += entry + "\n"
+        extra["/etc/sudoers.d/waagent"] = f"{name} ALL=(ALL) NOPASSWD: ALL\n"
+        if source == "record":
+            extra["/var/lib/waprov/user"] = f"VMID {name} {uid} adopted\n"
+        else:
+            extra["/var/lib/waagent/ovf-env.xml"] = ovf(user=name)
+        make_tree(str(root))
+        for spec, target in files.items():
+            if spec.startswith("link "):
+                os.makedirs(root / "etc", exist_ok=True)
+                os.symlink(target, root / spec[5:].lstrip("/"))
+        r = user_plan(str(root), extra)
+        assert r["warnings"] == [f"WARNING! {name} is kept: {why}."], source
+        assert r["userdel"] == [] and r["failed"] == [], source
+        assert r["sudoers"] == f"{name} ALL=(ALL) NOPASSWD: ALL\n", source  # kept with the user
+
+
+def test_a_recorded_user_whose_uid_changed_is_kept(tmp_path: Any) -> None:
+    r = user_plan(str(tmp_path), {"/var/lib/waprov/user": "VMID azureuser 1005 created\n"})
+    assert r["warnings"] == ["WARNING! azureuser is kept: its uid is now 1000, not 1005 as when "
+                             "provisioning accepted it."]  # fmt: skip
+    assert r["userdel"] == []
+
+
+def test_an_unreadable_record_deletes_no_user(tmp_path: Any) -> None:
+    r = user_plan(str(tmp_path), {"/var/lib/waprov/user": "azureuser\n"})
+    assert r["warnings"] == ["WARNING! No user is deleted: /var/lib/waprov/user is not a "
+                             "'<vm id> <name> <uid> created|adopted' line."]  # fmt: skip
+    assert r["userdel"] == []
+
+
+def test_the_account_is_checked_again_when_the_action_runs(tmp_path: Any) -> None:
+    make_tree(str(tmp_path))
+    runner = ScriptedRunner(hostname=ok, touch=ok, userdel=ok, systemctl=ok)
+    system = System(root=str(tmp_path), runner=runner)
+    plan = build(system, Config(), DEBIAN, True)
+    assert "WARNING! azureuser account and entire home directory will be deleted." in plan.warnings
+    with open(tmp_path / "etc/passwd", "w", encoding="utf-8") as f:  # the name now has another uid
+        f.write(PASSWD.replace("azureuser:x:1000:1000", "azureuser:x:0:0"))
+    assert apply(system, plan) == ["user"]
+    assert "userdel" not in runner.names()
+    assert open(tmp_path / "etc/sudoers.d/waagent").read() == TREE["/etc/sudoers.d/waagent"]

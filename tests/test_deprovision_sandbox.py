@@ -7,7 +7,10 @@ run reports; then the next boot (a new VM id) provisions from scratch.
 
 from __future__ import annotations
 
+import base64
 from typing import Any, Dict, List
+
+import pytest
 
 from tests.provisioning import PASSWORD, ovf, scenario, user_key
 
@@ -31,8 +34,6 @@ def names(run: Dict[str, Any]) -> set[str]:
 
 
 def users(run: Dict[str, Any]) -> List[str]:
-    import base64
-
     passwd = base64.b64decode(run["snapshot"]["/etc/passwd"]["data"]).decode()
     return [line.split(":")[0] for line in passwd.splitlines()]
 
@@ -112,3 +113,99 @@ def test_a_user_that_no_longer_exists_is_not_an_error(tmp_path: Any) -> None:
     run = r["runs"][1]
     assert run["rc"] == 0, run["stderr"]
     assert "/var/lib/waagent/provisioned" not in names(run)
+
+
+# ---- which account +user deletes --------------------------------------------------------------
+
+# Before a deprovision that a regression could turn into `userdel -r` of a system account or
+# of `/`: every mount the sandbox shares with the host (/dev, /dev/shm, /sys/fs/cgroup/...) is
+# made read-only in this mount namespace only (a bind remount), and /dev is checked.
+PROTECT = (
+    "for m in $(findmnt -rn -o TARGET); do case $m in /|/run|/run/*|/etc|/home|/root|/var|/usr|/mnt|/srv"
+    '|/opt|/tmp) ;; *) mount -o remount,bind,ro "$m" 2>/dev/null || true;; esac; done; '
+    "if mkdir /dev/.waprov-probe 2>/dev/null; then rmdir /dev/.waprov-probe; exit 1; fi"
+)
+KEPT_SNAP = [
+    "/etc/passwd",
+    "/etc/sudoers.d",
+    "/usr/sbin/userdel",
+    "/root/.waprov-marker",
+    "/etc/ssh/sshd_config",
+]
+
+
+def deprovision_runs() -> List[Dict[str, Any]]:
+    return [
+        {"args": ["-deprovision+user", "--dry-run"], "before": [PROTECT]},
+        {"args": ["-deprovision+user", "-force"], "snapshot": KEPT_SNAP},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("user", "kept"), [("daemon", "/usr/sbin/userdel"), ("root", "/root/.waprov-marker")]
+)
+def test_a_user_provisioning_refused_is_kept_by_deprovision_user(tmp_path: Any, user: str, kept: str) -> None:
+    r = scenario(str(tmp_path), {
+        "ovf": ovf(user=user), "setup": ["echo keep > /root/.waprov-marker"], "snapshot": [],
+        "runs": [{}, *deprovision_runs()],
+    })  # fmt: skip
+    provisioned, dry, real = r["runs"]
+    assert provisioned["rc"] == 1 and "system user refused" in provisioned["stderr"]
+    warning = (f"WARNING! {user} is kept: waprov provisioned this VM and created or adopted no account "
+               "(no /var/lib/waprov/user: the user step refused it or did not run).")  # fmt: skip
+    for run in (dry, real):
+        assert run["rc"] == 0, run["stderr"]
+        assert warning in run["stdout"].splitlines()
+        assert not any("userdel" in line for line in run["stdout"].splitlines()), run["stdout"]
+    assert "Plan (dry run: nothing was changed):" in dry["stdout"]
+    assert user in users(real) and kept in names(real)
+    assert "/var/lib/waagent/ovf-env.xml" not in names(real)  # the rest of -deprovision ran
+
+
+def test_an_adopted_user_whose_home_is_the_root_directory_is_kept(tmp_path: Any) -> None:
+    r = scenario(str(tmp_path), {
+        "ovf": ovf(user="webadm"), "setup": ["useradd -M -d / -u 1500 webadm"], "snapshot": [],
+        "runs": [{"snapshot": ["/var/lib/waprov/user"]}, *deprovision_runs()],
+    })  # fmt: skip
+    provisioned, dry, real = r["runs"]
+    assert provisioned["rc"] == 0, provisioned["stderr"]
+    warning = "WARNING! webadm is kept: its home / is not below OS.HomeDir /home."
+    for run in (dry, real):
+        assert run["rc"] == 0, run["stderr"]
+        assert warning in run["stdout"].splitlines()
+        assert not any("userdel" in line for line in run["stdout"].splitlines()), run["stdout"]
+    assert "webadm" in users(real)
+    assert {"/usr/sbin/userdel", "/etc/ssh/sshd_config"} <= names(real)
+    sudoers = base64.b64decode(real["snapshot"]["/etc/sudoers.d/waagent"]["data"]).decode()
+    assert sudoers == "webadm ALL=(ALL) NOPASSWD: ALL\n"  # kept with its user
+    record = base64.b64decode(provisioned["snapshot"]["/var/lib/waprov/user"]["data"]).decode()
+    assert record.split()[1:] == ["webadm", "1500", "adopted"]
+
+
+@pytest.mark.parametrize(
+    ("user", "deleted", "warning"),
+    [
+        ("alice", True, "WARNING! alice account and entire home directory will be deleted."),
+        ("daemon", False, "WARNING! daemon is kept: uid 1 is below UID_MIN 1000 (a system account)."),
+    ],
+)
+def test_on_a_vm_walinuxagent_provisioned_the_ovf_env_user_is_deleted_unless_a_system_account(
+    tmp_path: Any, user: str, deleted: bool, warning: str
+) -> None:
+    r = scenario(str(tmp_path), {
+        "files": {"/var/lib/waagent/ovf-env.xml": ovf(user=user), "/var/lib/waagent/provisioned": "x"},
+        "setup": ["useradd -m alice", f"echo '{user} ALL=(ALL) NOPASSWD: ALL' > /etc/sudoers.d/waagent"],
+        "snapshot": [], "runs": [{"args": ["-deprovision+user", "-force"], "before": [PROTECT],
+                                  "snapshot": [*KEPT_SNAP, "/home/alice"]}],
+    })  # fmt: skip
+    run = r["runs"][0]
+    assert run["rc"] == 0, run["stderr"]
+    assert warning in run["stdout"].splitlines()
+    sudoers = base64.b64decode(run["snapshot"]["/etc/sudoers.d/waagent"]["data"]).decode()
+    if deleted:
+        assert "alice" not in users(run) and "/home/alice" not in names(run)
+        assert any(line.endswith("userdel -f -r alice") for line in run["stdout"].splitlines())
+        assert sudoers == ""
+    else:
+        assert "daemon" in users(run) and "/usr/sbin/userdel" in names(run) and "/home/alice" in names(run)
+        assert sudoers == "daemon ALL=(ALL) NOPASSWD: ALL\n"

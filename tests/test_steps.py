@@ -22,8 +22,8 @@ from waprov.steps import Ctx
 from waprov.steps.hostname import dhclient_edit, primary_interface, reannounce, valid_hostname
 from waprov.steps.keys import deploy_keys, public_key_line
 from waprov.steps.sshd import edited_config, set_ssh_config
-from waprov.steps.sudoers import sudoers_line, with_line
-from waprov.steps.user import SALT_ALPHABET, hash_password
+from waprov.steps.sudoers import configure_sudoers, sudoers_line, sudoers_name_problem, with_line
+from waprov.steps.user import SALT_ALPHABET, create_user, hash_password
 from waprov.system import System
 
 # ---- set_ssh_config (WA §5.6) --------------------------------------------------------------
@@ -158,6 +158,110 @@ def test_a_sudoers_line_is_appended_once_and_other_lines_are_kept() -> None:
     first = with_line("alice ALL=(ALL) ALL\n", "bob ALL=(ALL) ALL")
     assert first == "alice ALL=(ALL) ALL\nbob ALL=(ALL) ALL\n"
     assert with_line("bob ALL=(ALL) ALL   \n", "bob ALL=(ALL) ALL") == "bob ALL=(ALL) ALL   \n"
+
+
+SUDOERS_WORDS = ["ALL", "Defaults", "User_Alias", "Runas_Alias", "Host_Alias", "Cmnd_Alias", "Cmd_Alias"]
+
+
+@pytest.mark.parametrize("name", [*SUDOERS_WORDS, "ADMIN", "A", "OPS_2", "X9"])
+def test_names_sudoers_reads_as_keywords_or_aliases_are_refused_before_useradd(
+    tmp_path: Any, name: str
+) -> None:
+    runner = ScriptedRunner(useradd=ok)
+    ctx = ctx_for(tmp_path, runner, username=name)
+    with pytest.raises(ProvisionError) as e:
+        create_user(ctx)
+    assert (e.value.reason, e.value.step) == ("invalid user name", "user")
+    assert f"UserName {name!r} cannot be used: " in str(e.value)
+    assert runner.calls == []
+    with pytest.raises(ProvisionError, match=f"UserName {name!r} gets no sudoers line"):
+        configure_sudoers(ctx)  # the sudoers step refuses it too
+    assert not os.path.exists(tmp_path / "etc/sudoers.d/waagent") and runner.calls == []
+
+
+@pytest.mark.parametrize(
+    "name", ["Admin", "alL", "_ALL", "all", "azure.User", "a-B", "defaults", "user_alias"]
+)
+def test_user_names_sudoers_reads_as_users_are_accepted(name: str) -> None:
+    assert sudoers_name_problem(name) is None
+
+
+def passwd_tree(tmp_path: Any, *lines: str, login_defs: str | None = None) -> None:
+    os.makedirs(tmp_path / "etc", exist_ok=True)
+    (tmp_path / "etc/passwd").write_text(
+        "root:x:0:0:root:/root:/bin/bash\n" + "".join(x + "\n" for x in lines)
+    )
+    if login_defs is not None:
+        (tmp_path / "etc/login.defs").write_text(login_defs)
+
+
+def useradd_into(tmp_path: Any, uid: int) -> Any:
+    def run(argv: List[str], data: Any) -> Tuple[int, bytes, bytes]:
+        with open(tmp_path / "etc/passwd", "a", encoding="utf-8") as f:
+            f.write(f"{argv[-1]}:x:{uid}:{uid}::/home/{argv[-1]}:/bin/sh\n")
+        return 0, b"", b""
+
+    return run
+
+
+NOBODY = "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin"
+
+
+@pytest.mark.parametrize(
+    ("line", "login_defs", "words"),
+    [
+        (NOBODY, None, "User nobody is not a regular user (uid 65534 > UID_MAX 60000)"),
+        ("bob:x:2500:2500::/home/bob:/bin/sh", "UID_MAX 2000\n", "(uid 2500 > UID_MAX 2000)"),
+        ("bob:x:150:150::/home/bob:/bin/sh", "UID_MIN 500\n",
+         "User bob is a system user (uid 150 < UID_MIN 500)"),
+        ("bob:x:99:99::/home/bob:/bin/sh", None, "(uid 99 < UID_MIN 100)"),  # WA's default UID_MIN
+    ],
+)  # fmt: skip
+def test_an_existing_account_outside_uid_min_to_uid_max_is_refused_and_not_recorded(
+    tmp_path: Any, line: str, login_defs: str | None, words: str
+) -> None:
+    passwd_tree(tmp_path, line, login_defs=login_defs)
+    ctx = ctx_for(tmp_path, ScriptedRunner(), username=line.split(":")[0])
+    with pytest.raises(ProvisionError) as e:
+        create_user(ctx)
+    assert e.value.reason == "system user refused" and words in str(e.value)
+    assert "Provisioning.AllowResetSysUser=y" in str(e.value)
+    assert not os.path.exists(tmp_path / "var/lib/waprov/user")
+
+
+def test_allow_reset_sys_user_accepts_nobody(tmp_path: Any) -> None:
+    passwd_tree(tmp_path, NOBODY)
+    ctx = ctx_for(tmp_path, ScriptedRunner(), username="nobody")
+    ctx.config = Config(allow_reset_sys_user=True)
+    create_user(ctx)
+    assert (tmp_path / "var/lib/waprov/user").read_text() == "ID nobody 65534 adopted\n"
+
+
+def test_the_created_account_is_recorded_once_and_a_rerun_keeps_the_record(tmp_path: Any) -> None:
+    passwd_tree(tmp_path)
+    os.makedirs(tmp_path / "var/lib/waprov")
+    (tmp_path / "var/lib/waprov/user").write_text("OTHER-VM alice 1000 created\n")
+    runner = ScriptedRunner(useradd=useradd_into(tmp_path, 1001))
+    ctx = ctx_for(tmp_path, runner, username="bob")
+    create_user(ctx)
+    record = tmp_path / "var/lib/waprov/user"
+    assert record.read_text() == "ID bob 1001 created\n" and record.stat().st_mode & 0o777 == 0o600
+    create_user(ctx)  # a resumed run: the account exists now, and was still created by waprov
+    assert record.read_text() == "ID bob 1001 created\n" and runner.names() == ["useradd"]
+
+
+def test_an_existing_account_is_recorded_as_adopted_and_another_vms_record_goes_on_refusal(
+    tmp_path: Any,
+) -> None:
+    passwd_tree(tmp_path, "bob:x:1001:1001::/home/bob:/bin/sh")
+    os.makedirs(tmp_path / "var/lib/waprov")
+    record = tmp_path / "var/lib/waprov/user"
+    create_user(ctx_for(tmp_path, ScriptedRunner(), username="bob"))
+    assert record.read_text() == "ID bob 1001 adopted\n"
+    record.write_text("OTHER-VM bob 1001 adopted\n")
+    with pytest.raises(ProvisionError):
+        create_user(ctx_for(tmp_path, ScriptedRunner(), username="root"))
+    assert not record.exists()  # the account of another VM's provisioning is not this VM's
 
 
 ECDSA = (

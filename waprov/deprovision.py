@@ -1,8 +1,12 @@
 """`waprov -deprovision[+user] [-force] [--dry-run]`: WALinuxAgent's deprovisioning (WA §7).
 
-`build()` makes the plan once: WA §7.2's warnings and actions in WA's order (the user
-name for `+user` is read from `<Lib.Dir>/ovf-env.xml` here, before the lib dir is
-emptied), then waprov's own state. `--dry-run` runs the same actions on a dry-run System
+`build()` makes the plan once: WA §7.2's warnings and actions in WA's order, then waprov's
+own state. `+user` deletes the account the user step recorded (`/var/lib/waprov/user`);
+with no record and no provisioning attempt by waprov (WALinuxAgent provisioned the VM) the
+user named in `<Lib.Dir>/ovf-env.xml`, read before the lib dir is emptied; never one outside
+UID_MIN..UID_MAX (login.defs, else 1000..60000), nor one whose home is not a real directory
+strictly below `OS.HomeDir`: such a user is kept, with a warning saying why, and checked
+again when the action runs. `--dry-run` runs the same actions on a dry-run System
 and prints what they would do; a real run prints the warnings, asks `Do you want to
 proceed (y/n)` (not with -force; EOF is "no"), and runs them with SIGINT deferred
 (WA §7.1). Dangerous `Lib.Dir`/`Extension.LogDir` values are refused before anything.
@@ -23,10 +27,11 @@ from waprov.config import Config
 from waprov.distro import Distro
 from waprov.errors import ConfigError, HostError, WaprovError
 from waprov.log import LOG_FILE
-from waprov.steps import STATE_DIR
+from waprov.provision import attempt_path
+from waprov.steps import DEFAULT_UID_MAX, STATE_DIR, Account, read_account, uid_range
 from waprov.steps.hostname import set_dhcp_hostname
 from waprov.steps.sshd import DROPIN_MARK, FLATCAR_DROPIN
-from waprov.steps.user import lock_root_password
+from waprov.steps.user import USER_RECORD, lock_root_password, read_record
 from waprov.system import System
 
 log = logging.getLogger("waprov")
@@ -37,6 +42,7 @@ OTHER_FILES = ("/root/.bash_history", "/var/log/waagent.log", "/etc/random.seed"
                "/etc/iked/local.pub")  # fmt: skip
 SYSTEM_TOPS = {"etc", "usr", "boot", "proc", "sys", "dev", "bin", "sbin", "lib", "lib32", "lib64", "libx32"}
 SHALLOW_TOPS = {"var", "home"}  # /var/lib, /var/log, /home/<user>: never emptied whole
+DELETE_UID_MIN = 1000  # useradd's (shadow's) UID_MIN when /etc/login.defs has none
 
 
 @dataclass
@@ -90,10 +96,42 @@ def reset_hostname(distro: Distro) -> Action:
     return run
 
 
-def delete_account(config: Config, user: str) -> Action:
+def keep_reason(system: System, config: Config, acct: Account, uid: int) -> Optional[str]:
+    """Why `acct` must not be deleted (None: it may): not the uid provisioning saw, outside
+    UID_MIN..UID_MAX, or a home that is not a real directory strictly below OS.HomeDir."""
+    if acct.uid != uid:
+        return f"its uid is now {acct.uid}, not {uid} as when provisioning accepted it"
+    low, high = uid_range(system, DELETE_UID_MIN, DEFAULT_UID_MAX)
+    if acct.uid < low:
+        return f"uid {acct.uid} is below UID_MIN {low} (a system account)"
+    if acct.uid > high:
+        return f"uid {acct.uid} is above UID_MAX {high} (not a regular account)"
+    base, home = os.path.normpath(config.home_dir), acct.home
+    norm = os.path.normpath(home) if home.startswith("/") else ""
+    if not norm.startswith(base.rstrip("/") + "/") or norm == base:
+        return f"its home {home or '(none)'} is not below OS.HomeDir {config.home_dir}"
+    if system.kind(norm) == "link":
+        return f"its home {home} is a symbolic link"
+    real, real_base = os.path.realpath(system.path(norm)), os.path.realpath(system.path(base))
+    if not real.startswith(real_base.rstrip("/") + "/"):
+        return f"its home {home} resolves to a place outside OS.HomeDir {config.home_dir}"
+    return None
+
+
+def delete_account(config: Config, user: str, uid: Optional[int]) -> Action:
+    """userdel of `user` if it still passes keep_reason (uid None: it did not exist), then its
+    lines of the sudoers drop-in."""
+
     def run(system: System) -> None:
-        system.run(["touch", "/var/run/utmp"], check=False)
-        system.run(["userdel", "-f", "-r", user], check=False, timeout=120)
+        acct = read_account(system, user)
+        if uid is not None and acct is not None:
+            why = keep_reason(system, config, acct, uid)
+            if why is not None:
+                raise HostError(f"{user} is kept: {why}")
+            system.run(["touch", "/var/run/utmp"], check=False)
+            system.run(["userdel", "-f", "-r", user], check=False, timeout=120)
+        elif acct is not None:
+            raise HostError(f"{user} is kept: the account appeared after the plan was made")
         path = os.path.join(config.sudoers_dir, "waagent")
         raw, kept = system.read(path), system.mode_owner(path)
         if raw is not None and kept is not None:
@@ -104,6 +142,36 @@ def delete_account(config: Config, user: str) -> Action:
                 system.write(path, "\n".join(new).encode("utf-8", "surrogateescape"), *kept)
 
     return run
+
+
+def plan_user(plan: Plan, system: System, config: Config) -> None:
+    """`+user`: the recorded account, else (WALinuxAgent provisioned this VM) ovf-env.xml's user."""
+    try:
+        record = read_record(system, STATE_DIR)
+        user = record.name if record is not None else deleted_user(system, config)
+        if record is None and system.kind(attempt_path(STATE_DIR)) != "absent":  # waprov started here
+            record_file = os.path.join(STATE_DIR, USER_RECORD)
+            plan.add(f"WARNING! {user or 'The provisioned user'} is kept: waprov provisioned this VM and "
+                     f"created or adopted no account (no {record_file}: the user step refused it or did "
+                     "not run).", "user")  # fmt: skip
+            return
+        if user is None:
+            plan.add("WARNING! ovf-env.xml is not found.", "user")
+            plan.add("WARNING! Skip delete user.", "user")
+            return
+        acct = read_account(system, user)
+        why = keep_reason(system, config, acct, record.uid if record else acct.uid) if acct else None
+    except HostError as e:
+        plan.add(f"WARNING! No user is deleted: {e}.", "user")
+        return
+    if acct is None:
+        plan.add(f"WARNING! {user} account does not exist; only its sudoers lines will be removed.", "user",
+                 delete_account(config, user, None))  # fmt: skip
+    elif why is not None:
+        plan.add(f"WARNING! {user} is kept: {why}.", "user")
+    else:
+        plan.add(f"WARNING! {user} account and entire home directory will be deleted.", "user",
+                 delete_account(config, user, acct.uid))  # fmt: skip
 
 
 def remove_all(*paths: str) -> Action:
@@ -154,13 +222,7 @@ def build(system: System, config: Config, distro: Distro, deluser: bool) -> Plan
     plan.add(None, "files", remove_all(*OTHER_FILES))
     _resolv(plan, system, distro)
     if deluser:
-        user = deleted_user(system, config)
-        if user is None:
-            plan.add("WARNING! ovf-env.xml is not found.", "user")
-            plan.add("WARNING! Skip delete user.", "user")
-        else:
-            plan.add(f"WARNING! {user} account and entire home directory will be deleted.", "user",
-                     delete_account(config, user))  # fmt: skip
+        plan_user(plan, system, config)
     plan.add(None, "GA unit files", lambda s: remove_ga_unit_files(s, config, distro))
     if distro.flatcar:
         plan.add("WARNING! /etc/machine-id will be removed.", "machine-id", remove_all("/etc/machine-id"))

@@ -1,9 +1,10 @@
-"""What every provisioning step gets: the run's context, the user lookup, the step journal.
+"""What every provisioning step gets: the run's context, the account lookups, the step journal.
 
 A step is a function `apply(ctx)` that checks its own guard and is idempotent. Steps whose
 effect cannot be repeated byte for byte (regenerated host keys, an executed custom-data
 script) record themselves in the journal `/var/lib/waprov/journal` ("<vm id> <what>"
-lines) and are skipped when the journal says they ran for this VM.
+lines) and are skipped when the journal says they ran for this VM. The account helpers
+(`read_account`, `uid_range`: UID_MIN..UID_MAX of /etc/login.defs) serve -deprovision too.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from waprov.timing import Clock
 
 STATE_DIR = "/var/lib/waprov"
 DEFAULT_UID_MIN = 100  # WA's value when /etc/login.defs has no UID_MIN
+DEFAULT_UID_MAX = 60000  # useradd's (shadow's) value when /etc/login.defs has no UID_MAX
+LOGIN_DEFS = "/etc/login.defs"
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,44 @@ def _journal(system: System, state_dir: str) -> Tuple[str, ...]:
 def journal_done(system: System, state_dir: str, vm_id: str, what: str) -> bool:
     """Whether the journal says `what` ran for this VM (also before the run has a Ctx)."""
     return f"{vm_id} {what}" in _journal(system, state_dir)
+
+
+def entry(system: System, path: str, name: str) -> Optional[List[str]]:
+    """The fields of `name`'s line in a colon-separated file (/etc/passwd, /etc/shadow)."""
+    raw = system.read(path) or b""
+    for line in raw.decode("utf-8", "replace").split("\n"):
+        fields = line.split(":")
+        if len(fields) > 1 and fields[0] == name:
+            return fields
+    return None
+
+
+def read_account(system: System, name: str) -> Optional[Account]:
+    """The local account from /etc/passwd (None when absent)."""
+    fields = entry(system, "/etc/passwd", name)
+    if fields is None or len(fields) < 7:
+        return None
+    try:
+        return Account(name, int(fields[2]), int(fields[3]), fields[5])
+    except ValueError:
+        raise HostError(f"/etc/passwd: the entry of {name} has a bad uid or gid") from None
+
+
+def uid_range(
+    system: System, default_min: int = DEFAULT_UID_MIN, default_max: int = DEFAULT_UID_MAX
+) -> Tuple[int, int]:
+    """(UID_MIN, UID_MAX): the first line of /etc/login.defs starting with each (WA §5.2);
+    the defaults for a missing file or line."""
+    try:
+        raw = system.read(LOGIN_DEFS) or b""
+    except HostError:
+        raw = b""
+    found = {}
+    for line in raw.decode("utf-8", "replace").splitlines():
+        m = re.match(r"(UID_MIN|UID_MAX)\s+(\d+)", line)
+        if m and m.group(1) not in found:
+            found[m.group(1)] = int(m.group(2))
+    return found.get("UID_MIN", default_min), found.get("UID_MAX", default_max)
 
 
 @dataclass
@@ -75,34 +116,15 @@ class Ctx:
 
     def entry(self, path: str, name: str) -> Optional[List[str]]:
         """The fields of `name`'s line in a colon-separated file (/etc/passwd, /etc/shadow)."""
-        raw = self.system.read(path) or b""
-        for line in raw.decode("utf-8", "replace").split("\n"):
-            fields = line.split(":")
-            if len(fields) > 1 and fields[0] == name:
-                return fields
-        return None
+        return entry(self.system, path, name)
 
     def account(self, name: str) -> Optional[Account]:
         """The local account from /etc/passwd (None when absent)."""
-        fields = self.entry("/etc/passwd", name)
-        if fields is None or len(fields) < 7:
-            return None
-        try:
-            return Account(name, int(fields[2]), int(fields[3]), fields[5])
-        except ValueError:
-            raise HostError(f"/etc/passwd: the entry of {name} has a bad uid or gid") from None
+        return read_account(self.system, name)
 
-    def uid_min(self) -> int:
-        """UID_MIN from /etc/login.defs (WA §5.2), 100 when absent."""
-        try:
-            raw = self.system.read("/etc/login.defs") or b""
-        except HostError:
-            return DEFAULT_UID_MIN
-        for line in raw.decode("utf-8", "replace").splitlines():
-            m = re.match(r"UID_MIN\s+(\d+)", line)
-            if m:
-                return int(m.group(1))
-        return DEFAULT_UID_MIN
+    def uid_range(self) -> Tuple[int, int]:
+        """(UID_MIN, UID_MAX) from /etc/login.defs; WA's 100 and useradd's 60000 when absent."""
+        return uid_range(self.system)
 
     def lib(self, name: str) -> str:
         return os.path.join(self.config.lib_dir, name)

@@ -5,17 +5,36 @@ The line is `<user> ALL=(ALL) NOPASSWD: ALL` when there is no password, else
 there, other lines are kept. When the directory is missing, `#includedir <dir>` is
 appended to `<dir>/../sudoers` (once) and the directory created. The new file is checked
 with `visudo -c -f` before it replaces the old one (improvement: a bad file never lands).
+A user name that sudoers reads as something else (`ALL`, `Defaults`, an `*_Alias` keyword,
+an alias-shaped word of capitals, digits and `_`) is refused here as in the user step.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
+from typing import Optional
 
 from waprov.errors import HostError, ProvisionError
 from waprov.steps import Ctx
 
 log = logging.getLogger("waprov")
+SUDOERS_KEYWORDS = frozenset(
+    {"ALL", "Defaults", "User_Alias", "Runas_Alias", "Host_Alias", "Cmnd_Alias", "Cmd_Alias"}
+)
+_ALIAS_NAME = re.compile(r"[A-Z][A-Z0-9_]*")  # sudoers' ALIAS token
+
+
+def sudoers_name_problem(name: str) -> Optional[str]:
+    """Why `name` cannot stand as the user of a sudoers line; None when it can."""
+    if name == "ALL":
+        return "ALL is the sudoers keyword for every user: its line would give every account root"
+    if name in SUDOERS_KEYWORDS:
+        return f"{name} is a sudoers keyword, not a user name to sudoers"
+    if _ALIAS_NAME.fullmatch(name):
+        return "sudoers reads a word of capital letters, digits and '_' as an alias name, not as a user"
+    return None
 
 
 def sudoers_line(user: str, nopasswd: bool) -> str:
@@ -34,6 +53,9 @@ def _fail(message: str) -> ProvisionError:
 
 
 def configure_sudoers(ctx: Ctx) -> None:
+    problem = sudoers_name_problem(ctx.data.username)
+    if problem is not None:  # the user step refuses it first; defence in depth
+        raise _fail(f"UserName {ctx.data.username!r} gets no sudoers line: {problem}")
     directory = ctx.config.sudoers_dir.rstrip("/") or "/"
     if ctx.system.kind(directory) == "absent":
         main = os.path.normpath(os.path.join(directory, "..", "sudoers"))

@@ -1,8 +1,10 @@
 """The user account (WA §5.2): create it, set or lock its password, lock root.
 
-`useradd -m <user>` unless the account exists (then it is left as it is). A name that is
-not a valid user name, or an account below UID_MIN (unless
-`Provisioning.AllowResetSysUser=y`; `core` on Flatcar is exempt), is refused. The password
+`useradd -m <user>` unless the account exists (then it is left as it is). Refused: a name
+that is not a valid user name or that sudoers reads as a keyword or alias (`ALL`), and an
+account outside login.defs' UID_MIN..UID_MAX (unless `Provisioning.AllowResetSysUser=y`;
+`core` on Flatcar is exempt). The account that passed is recorded in `<state dir>/user`
+("<vm id> <name> <uid> created|adopted", 0600): -deprovision+user deletes that one. The password
 is hashed with crypt, `$<PasswordCryptId>$` and a CSPRNG salt of `PasswordCryptSaltLength`
 characters, and set with `usermod -p`; an account whose hash already matches the password
 is not touched (a rerun leaves the same bytes). Without a password: `passwd -l`.
@@ -11,14 +13,17 @@ is not touched (a rerun leaves the same bytes). Without a password: `passwd -l`.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import string
 import sys
 import warnings
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 from waprov.errors import HostError, ProvisionError
 from waprov.steps import Account, Ctx
+from waprov.steps.sudoers import sudoers_name_problem
 from waprov.system import System
 
 log = logging.getLogger("waprov")
@@ -26,6 +31,32 @@ _USERNAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$")
 SALT_ALPHABET = string.ascii_letters + string.digits
 SHADOW = "/etc/shadow"
 ROOT_LOCK = "root:*LOCK*:14600::::::"
+USER_RECORD = "user"  # in the state dir
+
+
+@dataclass(frozen=True)
+class UserRecord:
+    """The account provisioning created or adopted (accepted as it was) on a VM."""
+
+    vm_id: str
+    name: str
+    uid: int
+    how: str  # "created" | "adopted"
+
+    def line(self) -> str:
+        return f"{self.vm_id or '-'} {self.name} {self.uid} {self.how}\n"
+
+
+def read_record(system: System, state_dir: str) -> Optional[UserRecord]:
+    """The recorded account, None when there is no record; HostError when it is unreadable."""
+    path = os.path.join(state_dir, USER_RECORD)
+    raw = system.read(path)
+    if raw is None:
+        return None
+    parts = raw.decode("utf-8", "replace").split()
+    if len(parts) != 4 or not parts[2].isdigit() or parts[3] not in ("created", "adopted"):
+        raise HostError(f"{path} is not a '<vm id> <name> <uid> created|adopted' line")
+    return UserRecord("" if parts[0] == "-" else parts[0], parts[1], int(parts[2]), parts[3])
 
 
 def _fail(message: str, reason: str = "failed to provision user", step: str = "user") -> ProvisionError:
@@ -34,15 +65,21 @@ def _fail(message: str, reason: str = "failed to provision user", step: str = "u
 
 def create_user(ctx: Ctx) -> None:
     name = ctx.data.username
+    _forget_other_vm(ctx)
     if not _USERNAME.fullmatch(name):
         raise _fail(
             f"UserName {name[:40]!r} is not a valid user name "
             "(a letter or '_', then up to 31 letters, digits, '_', '.', '-')",
             reason="invalid user name",
         )
+    problem = sudoers_name_problem(name)
+    if problem is not None:
+        raise _fail(f"UserName {name!r} cannot be used: {problem}", reason="invalid user name")
     acct = ctx.account(name)
+    how = "adopted"
     if acct is None:
         ctx.system.run(["useradd", "-m", name], timeout=60)
+        how = "created"
         acct = ctx.account(name)
         if acct is None and not ctx.system.dry_run:
             raise _fail(f"useradd -m {name} succeeded but {name} is not in /etc/passwd")
@@ -50,18 +87,46 @@ def create_user(ctx: Ctx) -> None:
         log.info("User %s already exists, skip useradd", name)
     if acct is not None:
         refuse_system_user(ctx, acct)
+        _remember(ctx, acct, how)
+
+
+def _forget_other_vm(ctx: Ctx) -> None:
+    """A record left by another VM's provisioning (or unreadable) is dropped first."""
+    try:
+        record = read_record(ctx.system, ctx.state_dir)
+    except HostError:
+        record = None
+    else:
+        if record is None or record.vm_id == ctx.vm_id:
+            return
+    ctx.system.remove(os.path.join(ctx.state_dir, USER_RECORD))
+
+
+def _remember(ctx: Ctx, acct: Account, how: str) -> None:
+    """Record the account that passed every check; a rerun keeps the first run's record."""
+    record = read_record(ctx.system, ctx.state_dir)
+    if record is not None and (record.vm_id, record.name, record.uid) == (ctx.vm_id, acct.name, acct.uid):
+        return
+    ctx.system.makedirs(ctx.state_dir, 0o700)
+    line = UserRecord(ctx.vm_id, acct.name, acct.uid, how).line()
+    ctx.system.write(os.path.join(ctx.state_dir, USER_RECORD), line, 0o600)
 
 
 def refuse_system_user(ctx: Ctx, acct: Account) -> None:
+    """An account outside UID_MIN..UID_MAX is not a regular user: no sudo, keys, password."""
     if ctx.config.allow_reset_sys_user or (ctx.distro.flatcar and acct.name == "core"):
         return
-    uid_min = ctx.uid_min()
+    uid_min, uid_max = ctx.uid_range()
     if acct.uid < uid_min:
-        raise _fail(
-            f"User {acct.name} is a system user (uid {acct.uid} < UID_MIN {uid_min}), will not provision it; "
-            "set Provisioning.AllowResetSysUser=y to allow it",
-            reason="system user refused",
-        )
+        why = f"is a system user (uid {acct.uid} < UID_MIN {uid_min})"
+    elif acct.uid > uid_max:
+        why = f"is not a regular user (uid {acct.uid} > UID_MAX {uid_max})"
+    else:
+        return
+    raise _fail(
+        f"User {acct.name} {why}, will not provision it; set Provisioning.AllowResetSysUser=y to allow it",
+        reason="system user refused",
+    )
 
 
 def load_crypt() -> Callable[[str, str], Optional[str]]:
