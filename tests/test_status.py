@@ -11,6 +11,7 @@ from typing import Any, Dict
 
 import pytest
 
+from tests.provisioning import scenario
 from waprov.errors import ConfigError, WaprovError
 from waprov.status import main
 
@@ -105,3 +106,18 @@ def test_a_huge_report_is_refused_without_being_read(tmp_path: Any) -> None:
 def test_a_missing_report_is_not_an_error(tmp_path: Any) -> None:
     r = status_within(str(tmp_path))
     assert r.get("rc") == 1 and "has not run a provisioning" in r["out"], r
+
+
+def test_the_command_exits_2_naming_a_fifo_report(tmp_path: Any) -> None:
+    """The real `waprov -status` in a sandbox (the old one waited forever: the sandbox's
+    timeout then fails the test)."""
+    setup = ["mkdir -p -m 0700 /var/lib/waprov", "mkfifo -m 0600 /var/lib/waprov/report.json"]
+    r = scenario(
+        str(tmp_path),
+        {"setup": setup, "ovf": None, "snapshot": [], "runs": [{"args": ["-status"]}]},
+        timeout=60,
+    )
+    run = r["runs"][0]
+    assert run["rc"] == 2, run["stderr"]
+    assert "ERROR /var/lib/waprov/report.json: is not a regular file" in run["stderr"]
+    assert "Traceback" not in run["stderr"]
