@@ -4,6 +4,8 @@ Each argument is matched against `^[-/]*<word>` (any number of `-` or `/`, a pre
 match), so `-version`, `--version` and `/version` are the same; the last command wins.
 Exit codes: 0 success, 1 the requested operation failed, 2 usage or configuration
 error. Modules beyond the standard library are imported only by the commands using them.
+The commands that change the host (LOCKED, without --dry-run) run one at a time: each holds
+waprov.lock's run lock from before its first step until the process exits.
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ _ORDER = ("deprovision+user", "deprovision", "version", "verbose", "force", "dry
           "provision", "resourcedisk", "enable", "disable", "status", "json", "doctor", "image",
           "help", "usage", "?")  # fmt: skip
 _CONF = "configuration-path:"
+LOCKED = ("provision", "resourcedisk", "deprovision", "deprovision+user", "enable", "disable")
 
 
 class Args:
@@ -195,6 +198,17 @@ def cmd_status(args: Args) -> int:
     return main(args.json)
 
 
+def take_lock(args: Args) -> None:
+    """The run lock for a command that changes the host (see waprov.lock)."""
+    import os
+
+    from waprov.lock import DEFAULT_WAIT, hold
+    from waprov.overrides import lock_wait_from_env
+
+    command = " ".join(["waprov", f"-{args.command}", *(["-force"] if args.force else [])])
+    hold(command, lock_wait_from_env(os.environ, DEFAULT_WAIT))
+
+
 COMMANDS: Dict[str, Callable[[Args], int]] = {
     "status": cmd_status,
     "doctor": cmd_doctor,
@@ -220,6 +234,8 @@ def _run(args: Args) -> int:
     setup_logging(args.verbose)
     log = logging.getLogger("waprov")
     try:
+        if args.command in LOCKED and not args.dry_run:
+            take_lock(args)
         return COMMANDS[args.command](args)
     except WaprovError as e:
         log.error("%s", e)
