@@ -59,7 +59,8 @@ usage: waprov [-verbose] [-configuration-path:<path>] -help|-version|-show-confi
   -verbose                     log debug messages (also Logs.Verbose=y)
 
 Arguments may be written -x, --x or /x. Exit codes: 0 success, 1 the operation failed,
-2 usage or configuration error."""
+2 usage or configuration error. -provision, -resourcedisk, -deprovision, -enable and
+-disable run one at a time (/run/waprov/lock): another waits up to 60 s, then exits 1."""
 
 # Words in the order WALinuxAgent checks them; each is a command or a flag. An argument
 # matches a word when, after any leading '-' and '/', it starts with the word.

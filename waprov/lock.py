@@ -45,9 +45,8 @@ def _open_dir(path: str) -> int:
     except FileExistsError:
         pass
     except OSError as e:
-        raise LockError(
-            f"cannot create {path} for waprov's run lock ({e.strerror}; waprov runs as root)"
-        ) from None
+        root = "; waprov must run as root" if e.errno in (errno.EACCES, errno.EPERM) else ""
+        raise LockError(f"cannot create {path} for waprov's run lock ({e.strerror}{root})") from None
     try:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as e:
@@ -140,6 +139,11 @@ def hold(command: str, wait: float = DEFAULT_WAIT, lock_dir: str = LOCK_DIR) -> 
             time.sleep(POLL)
         log.info("The other waprov run finished after %.1fs; continuing", time.monotonic() - start)
     since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"pid {os.getpid()}\ncommand {command}\nsince {since}\n".encode(), 0)
+    try:  # what a waiting run shows; the lock itself does not depend on it
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}\ncommand {command}\nsince {since}\n".encode(), 0)
+    except OSError as e:
+        log.warning(
+            "cannot write this run's name into %s (%s); holding the lock all the same", path, e.strerror
+        )
     return fd
