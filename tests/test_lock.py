@@ -233,7 +233,7 @@ def test_two_provisions_at_once_provision_once_and_report_ready_once(tmp_path: A
 WAIT_FOR_HOLDER = "for i in $(seq 600); do [ -s /var/lib/holder-pid ] && exit 0; sleep 0.1; done; exit 1"
 SLOW_CUSTOM_DATA = (  # runs inside `-provision`, so the lock is held: records the run's pid, lingers
     "#!/bin/sh\npgrep -o -f 'bin/waprov -provision' > /var/lib/holder-pid.tmp\n"
-    "mv /var/lib/holder-pid.tmp /var/lib/holder-pid\nsleep 4\n"
+    "mv /var/lib/holder-pid.tmp /var/lib/holder-pid\nsleep 8\n"
 )
 
 
