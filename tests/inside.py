@@ -2,9 +2,11 @@
 
 `python3 -m tests.inside SPEC.json RESULT.json`. The spec says what to put on the host
 first (`files`, `setup` shell lines, `conf`), what the fabric serves (`ovf` with
-`{THUMBPRINT}` filled in, `imds`, `faults`), and the runs (`env`, `crash_after`, `before`
-and `after` shell lines, whose output is kept under the run's `after`). The
-result holds each run's exit code and output, the requests the fabric received, a
+`{THUMBPRINT}` filled in, `imds`, `faults`), and the runs (`args`, `env`, `crash_after`,
+`before`, `stdin`, `sigint_after`, `snapshot`; `after`: shell lines run when the run has
+ended, whose output is kept under the run's `after`; `parallel_with_next`: the next run
+starts without waiting for this one, both then run at once). The result holds each run's
+exit code and output (in the order of the runs), the requests the fabric received, a
 snapshot of the files under `snapshot` roots (type, mode, owner, bytes) and, with
 `"sshd": true`, what a real sshd on 127.0.0.1 did with the provisioned key and with a
 password attempt. Tests assert on the result; nothing here decides pass or fail.
@@ -19,8 +21,9 @@ import signal
 import stat
 import subprocess
 import sys
+import threading
 import time
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 from tests.fakefabric import DEFAULT_IMDS, FakeFabric, Fault, delay, status
 
@@ -132,6 +135,31 @@ def sshd_checks(user: str, key_file: str) -> Dict[str, Any]:
     }
 
 
+def execute(run: Dict[str, Any], env: Dict[str, str], entry: Dict[str, Any]) -> None:
+    """One run of the launcher; its exit code, output and duration into `entry`."""
+    started = time.monotonic()
+    argv = [sys.executable, LAUNCHER, *run.get("args", ["-provision"])]
+    try:
+        if run.get("sigint_after") is not None:  # SIGINT while it waits at a prompt
+            proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
+            time.sleep(run["sigint_after"])
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=60)
+            p = subprocess.CompletedProcess(argv, proc.returncode, out, err)
+        else:
+            stdin = run.get("stdin")  # None: stdin is /dev/null (closed for a prompt)
+            p = subprocess.run(
+                argv, input=stdin if stdin is not None else None,
+                stdin=subprocess.DEVNULL if stdin is None else None,
+                capture_output=True, text=True, env=env, timeout=300,
+            )  # fmt: skip
+    except Exception as e:  # reported in the entry: the thread has no caller
+        entry["error"] = f"{type(e).__name__}: {e}"
+        return
+    entry.update(rc=p.returncode, stdout=p.stdout, stderr=p.stderr, seconds=time.monotonic() - started)
+
+
 def main(spec_path: str, result_path: str) -> int:
     with open(spec_path, encoding="utf-8") as f:
         spec: Dict[str, Any] = json.load(f)
@@ -170,36 +198,33 @@ def main(spec_path: str, result_path: str) -> int:
         result["tenant_ssh_key"] = derived.stdout.strip()  # derived from the private key, not the certificate
         with open(fabric.tenant_key, "rb") as fk:
             result["tenant_key"] = base64.b64encode(fk.read()).decode("ascii")
-        for run in spec.get("runs", [{}]):
+        runs = spec.get("runs", [{}])
+        group: List[Tuple[int, threading.Thread]] = []  # runs under way together
+        for i, run in enumerate(runs):
             run_env = dict(env, **run.get("env", {}))
             if run.get("crash_after"):
                 run_env["WAPROV_CRASH_AFTER"] = run["crash_after"]
             for line in run.get("before", []):
                 subprocess.run(["bash", "-euo", "pipefail", "-c", line], check=True)
-            started = time.monotonic()
-            argv = [sys.executable, LAUNCHER, *run.get("args", ["-provision"])]
-            if run.get("sigint_after") is not None:  # SIGINT while it waits at a prompt
-                proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                        stderr=subprocess.PIPE, text=True, env=run_env)  # fmt: skip
-                time.sleep(run["sigint_after"])
-                proc.send_signal(signal.SIGINT)
-                out, err = proc.communicate(timeout=60)
-                p = subprocess.CompletedProcess(argv, proc.returncode, out, err)
-            else:
-                stdin = run.get("stdin")  # None: stdin is /dev/null (closed for a prompt)
-                p = subprocess.run(
-                    argv, input=stdin if stdin is not None else None,
-                    stdin=subprocess.DEVNULL if stdin is None else None,
-                    capture_output=True, text=True, env=run_env, timeout=300,
-                )  # fmt: skip
-            entry = {"rc": p.returncode, "stdout": p.stdout, "stderr": p.stderr,
-                     "seconds": time.monotonic() - started}  # fmt: skip
-            if run.get("snapshot"):
-                entry["snapshot"] = snapshot(run["snapshot"])
-            after = [subprocess.run(["bash", "-c", line], capture_output=True, text=True, timeout=60)
-                     for line in run.get("after", [])]  # fmt: skip
-            entry["after"] = [{"rc": a.returncode, "stdout": a.stdout, "stderr": a.stderr} for a in after]
+            entry: Dict[str, Any] = {}
             result["runs"].append(entry)
+            thread = threading.Thread(target=execute, args=(run, run_env, entry))
+            thread.start()
+            group.append((i, thread))
+            if run.get("parallel_with_next") and i + 1 < len(runs):
+                continue
+            for j, t in group:  # the group is over when all its runs are
+                t.join()
+                if "rc" not in result["runs"][j]:
+                    raise RuntimeError(f"run {j} did not finish: {result['runs'][j]}")
+                if runs[j].get("snapshot"):
+                    result["runs"][j]["snapshot"] = snapshot(runs[j]["snapshot"])
+                after = [subprocess.run(["bash", "-c", line], capture_output=True, text=True, timeout=60)
+                         for line in runs[j].get("after", [])]  # fmt: skip
+                result["runs"][j]["after"] = [
+                    {"rc": a.returncode, "stdout": a.stdout, "stderr": a.stderr} for a in after
+                ]
+            group = []
         result["requests"] = [
             {"route": r.route, "path": r.path, "body": r.body.decode("utf-8", "replace")}
             for r in fabric.requests

@@ -4,6 +4,8 @@ Each argument is matched against `^[-/]*<word>` (any number of `-` or `/`, a pre
 match), so `-version`, `--version` and `/version` are the same; the last command wins.
 Exit codes: 0 success, 1 the requested operation failed, 2 usage or configuration
 error. Modules beyond the standard library are imported only by the commands using them.
+The commands that change the host (LOCKED, without --dry-run) run one at a time: each holds
+waprov.lock's run lock from before its first step until the process exits.
 """
 
 from __future__ import annotations
@@ -57,7 +59,8 @@ usage: waprov [-verbose] [-configuration-path:<path>] -help|-version|-show-confi
   -verbose                     log debug messages (also Logs.Verbose=y)
 
 Arguments may be written -x, --x or /x. Exit codes: 0 success, 1 the operation failed,
-2 usage or configuration error."""
+2 usage or configuration error. -provision, -resourcedisk, -deprovision, -enable and
+-disable run one at a time (/run/waprov/lock): another waits up to 60 s, then exits 1."""
 
 # Words in the order WALinuxAgent checks them; each is a command or a flag. An argument
 # matches a word when, after any leading '-' and '/', it starts with the word.
@@ -66,6 +69,7 @@ _ORDER = ("deprovision+user", "deprovision", "version", "verbose", "force", "dry
           "provision", "resourcedisk", "enable", "disable", "status", "json", "doctor", "image",
           "help", "usage", "?")  # fmt: skip
 _CONF = "configuration-path:"
+LOCKED = ("provision", "resourcedisk", "deprovision", "deprovision+user", "enable", "disable")
 
 
 class Args:
@@ -195,6 +199,17 @@ def cmd_status(args: Args) -> int:
     return main(args.json)
 
 
+def take_lock(args: Args) -> None:
+    """The run lock for a command that changes the host (see waprov.lock)."""
+    import os
+
+    from waprov.lock import DEFAULT_WAIT, hold
+    from waprov.overrides import lock_wait_from_env
+
+    command = " ".join(["waprov", f"-{args.command}", *(["-force"] if args.force else [])])
+    hold(command, lock_wait_from_env(os.environ, DEFAULT_WAIT))
+
+
 COMMANDS: Dict[str, Callable[[Args], int]] = {
     "status": cmd_status,
     "doctor": cmd_doctor,
@@ -220,6 +235,8 @@ def _run(args: Args) -> int:
     setup_logging(args.verbose)
     log = logging.getLogger("waprov")
     try:
+        if args.command in LOCKED and not args.dry_run:
+            take_lock(args)
         return COMMANDS[args.command](args)
     except WaprovError as e:
         log.error("%s", e)

@@ -5,7 +5,9 @@ None is needed in production. `WAPROV_WIRESERVER=host[:port]` skips endpoint dis
 instead of the provisioning DVD, `WAPROV_VM_ID=<uuid>` replaces the SMBIOS UUID and
 `WAPROV_RETRY_SCALE=<factor>` multiplies every retry delay, timeout and deadline;
 `WAPROV_CRASH_AFTER=<step>` (tests only) makes `-provision` kill itself after that step;
-`WAPROV_RESOURCE_DISK=<block device>` makes `-resourcedisk` use that device (no discovery).
+`WAPROV_RESOURCE_DISK=<block device>` makes `-resourcedisk` use that device (no discovery);
+`WAPROV_LOCK_WAIT=<seconds>` (tests) replaces the 60 s a run waits for another's run lock
+(read by `lock_wait_from_env`, for the commands that take the lock).
 A malformed value is a UsageError that names the variable.
 """
 
@@ -36,6 +38,20 @@ class Overrides:
 
 def bad_override(name: str, value: str, reason: str) -> UsageError:
     return UsageError(f"environment variable {name}={value!r}: {reason}")
+
+
+def lock_wait_from_env(environ: Mapping[str, str], default: float) -> float:
+    """WAPROV_LOCK_WAIT: how long a run waits for the run lock; `default` when unset."""
+    raw = environ.get("WAPROV_LOCK_WAIT", "")
+    if not raw:
+        return default
+    try:
+        wait = float(raw)
+    except ValueError:
+        wait = -1.0
+    if not (math.isfinite(wait) and wait >= 0):
+        raise bad_override("WAPROV_LOCK_WAIT", raw, "expected a number of seconds such as 2 (0: do not wait)")
+    return wait
 
 
 def overrides_from_env(environ: Mapping[str, str]) -> Overrides:

@@ -4,13 +4,16 @@ A human summary (provisioned or not, when, the sources, each step's duration and
 the health reports and their HTTP status, the last error and the structured report line)
 or, with `--json`, the report itself plus `provisioned`. Exit 0 when this VM is
 provisioned by waprov, 1 when the last run failed or waprov has not provisioned this VM,
-2 when the report is unreadable. Read-only: nothing is changed.
+2 when the report (or the marker) is unreadable, too large, a symbolic link or not a regular
+file: neither is ever opened as a FIFO or a device. Read-only: nothing is changed.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import stat
 import sys
 from typing import Any, Dict, List, Optional, TextIO
 
@@ -19,15 +22,53 @@ from waprov.runreport import REPORT
 from waprov.steps import STATE_DIR
 from waprov.vmid import same_vm
 
+MAX_REPORT = 16 << 20  # bytes: a run report is a few KiB
+MAX_MARKER = 4096  # bytes: the marker holds one VM id
+
+
+def read_regular(path: str, limit: int, what: str) -> Optional[bytes]:
+    """The bytes of `path`, None when it is missing; ConfigError (exit 2) when it is a
+    symbolic link, not a regular file (opened without blocking, so a FIFO cannot hang
+    us), larger than `limit` bytes or unreadable."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise ConfigError(path, f"is a symbolic link, not {what}: refused") from None
+        raise ConfigError(path, f"cannot be read as {what} ({e.strerror})") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(path, f"is not a regular file (a FIFO, device or socket?), not {what}: refused")
+        if st.st_size > limit:
+            raise ConfigError(path, f"is {st.st_size} bytes, too large for {what} (at most {limit})")
+        chunks: List[bytes] = []
+        size = 0
+        while size <= limit:
+            chunk = os.read(fd, limit + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > limit:
+            raise ConfigError(path, f"grew past {limit} bytes while being read, too large for {what}")
+        return b"".join(chunks)
+    except OSError as e:
+        raise ConfigError(path, f"cannot be read as {what} ({e.strerror})") from None
+    finally:
+        os.close(fd)
+
 
 def load(state_dir: str = STATE_DIR) -> Optional[Dict[str, Any]]:
     path = os.path.join(state_dir, REPORT)
-    try:
-        with open(path, encoding="utf-8") as f:
-            doc = json.load(f)
-    except FileNotFoundError:
+    data = read_regular(path, MAX_REPORT, "waprov's run report")
+    if data is None:
         return None
-    except (OSError, ValueError) as e:
+    try:
+        doc = json.loads(data.decode("utf-8"))
+    except ValueError as e:  # UnicodeDecodeError is a ValueError too
         raise ConfigError(path, f"cannot be read as waprov's run report ({e})") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("steps"), list):
         raise ConfigError(path, "is not a waprov run report (no list of steps)")
@@ -35,11 +76,9 @@ def load(state_dir: str = STATE_DIR) -> Optional[Dict[str, Any]]:
 
 
 def provisioned(doc: Dict[str, Any], state_dir: str = STATE_DIR) -> bool:
-    try:
-        with open(os.path.join(state_dir, "provisioned"), encoding="utf-8") as f:
-            return same_vm(f.read(), str(doc.get("vm_id", "")))
-    except OSError:
-        return False
+    """Whether waprov's marker names the report's VM (a missing marker: no)."""
+    data = read_regular(os.path.join(state_dir, "provisioned"), MAX_MARKER, "waprov's provisioned marker")
+    return data is not None and same_vm(data.decode("utf-8", "replace"), str(doc.get("vm_id", "")))
 
 
 def summary(doc: Dict[str, Any], done: bool) -> List[str]:
