@@ -24,9 +24,14 @@ class ScriptedRunner:
     def __init__(self, **handlers: Handler) -> None:
         self.handlers: Dict[str, Handler] = dict(handlers)
         self.calls: List[List[str]] = []
+        self.outputs: List[int] = []  # the output descriptors given (System.run(output=...))
 
-    def __call__(self, argv: List[str], data: Optional[bytes], timeout: float) -> Tuple[int, bytes, bytes]:
+    def __call__(
+        self, argv: List[str], data: Optional[bytes], timeout: float, output: Optional[int] = None
+    ) -> Tuple[int, bytes, bytes]:
         self.calls.append(list(argv))
+        if output is not None:
+            self.outputs.append(output)
         handler = self.handlers.get(os.path.basename(argv[0]))
         if handler is None:
             raise FileNotFoundError(argv[0])

@@ -61,6 +61,16 @@ def make_tree(root: str) -> None:
         os.makedirs(os.path.dirname(full), exist_ok=True)
         with open(full, "w", encoding="utf-8") as f:
             f.write(text)
+    own_homes(root)
+
+
+def own_homes(root: str) -> None:
+    """Each existing home directory below /home owned by its account, as useradd leaves it."""
+    with open(os.path.join(root, "etc/passwd"), encoding="utf-8") as f:
+        for fields in (line.split(":") for line in f.read().splitlines()):
+            home = os.path.join(root, fields[5].lstrip("/"))
+            if fields[5].startswith("/home/") and os.path.isdir(home) and not os.path.islink(home):
+                os.chown(home, int(fields[2]), int(fields[3]))
 
 
 def files(root: str) -> List[str]:
@@ -189,14 +199,20 @@ def test_confirmation(answer: str, expected: bool) -> None:
 # ---- which user +user deletes ----------------------------------------------------------------
 
 
-def user_plan(tmp: str, extra: Dict[str, str], **conf: Any) -> Dict[str, Any]:
-    """build + apply (real) on TREE with `extra` files over it: the user warnings and calls."""
+def user_plan(
+    tmp: str, extra: Dict[str, str], owners: Dict[str, int] | None = None, **conf: Any
+) -> Dict[str, Any]:
+    """build + apply (real) on TREE with `extra` files over it (and `owners`: uids set on
+    paths after the homes are given to their accounts): the user warnings and calls."""
     make_tree(tmp)
     for path, text in extra.items():
         full = os.path.join(tmp, path.lstrip("/"))
         os.makedirs(os.path.dirname(full), exist_ok=True)
         with open(full, "w", encoding="utf-8") as f:
             f.write(text)
+    own_homes(tmp)
+    for path, uid in (owners or {}).items():
+        os.chown(os.path.join(tmp, path.lstrip("/")), uid, uid)
     runner = ScriptedRunner(hostname=ok, touch=ok, userdel=ok, systemctl=ok)
     system = System(root=tmp, runner=runner)
     plan = build(system, Config(**conf), DEBIAN, True)
@@ -210,6 +226,7 @@ def user_plan(tmp: str, extra: Dict[str, str], **conf: Any) -> Dict[str, Any]:
 def test_the_recorded_user_is_deleted_not_the_one_named_in_ovf_env(tmp_path: Any) -> None:
     r = user_plan(str(tmp_path), {
         "/etc/passwd": PASSWD + "alice:x:1001:1001::/home/alice:/bin/sh\n",
+        "/home/alice/.profile": "",
         "/var/lib/waprov/user": "VMID alice 1001 created\n",
         "/var/lib/waprov/attempt": "VMID",
         "/etc/sudoers.d/waagent": "alice ALL=(ALL) ALL\nazureuser ALL=(ALL) ALL\n",
@@ -228,6 +245,9 @@ def test_a_waprov_attempt_without_a_record_keeps_the_ovf_env_user(tmp_path: Any)
     assert r["userdel"] == [] and r["sudoers"] == TREE["/etc/sudoers.d/waagent"]
 
 
+NOT_BELOW = "the home directory {} of bob is not below OS.HomeDir /home"
+
+
 @pytest.mark.parametrize(
     ("entry", "files", "why"),
     [
@@ -237,15 +257,15 @@ def test_a_waprov_attempt_without_a_record_keeps_the_ovf_env_user(tmp_path: Any)
          "uid 65534 is above UID_MAX 60000 (not a regular account)"),
         ("bob:x:1500:1500::/home/bob:/bin/sh", {"/etc/login.defs": "UID_MIN\t 2000\nUID_MAX 3000\n"},
          "uid 1500 is below UID_MIN 2000 (a system account)"),
-        ("bob:x:1500:1500::/:/bin/sh", {}, "its home / is not below OS.HomeDir /home"),
-        ("bob:x:1500:1500::/home:/bin/sh", {}, "its home /home is not below OS.HomeDir /home"),
-        ("bob:x:1500:1500::/home/../etc:/bin/sh", {}, "its home /home/../etc is not below OS.HomeDir /home"),
-        ("bob:x:1500:1500::/homebob:/bin/sh", {}, "its home /homebob is not below OS.HomeDir /home"),
-        ("bob:x:1500:1500::home/bob:/bin/sh", {}, "its home home/bob is not below OS.HomeDir /home"),
+        ("bob:x:1500:1500::/:/bin/sh", {}, NOT_BELOW.format("/")),
+        ("bob:x:1500:1500::/home:/bin/sh", {}, NOT_BELOW.format("/home")),
+        ("bob:x:1500:1500::/home/../etc:/bin/sh", {}, NOT_BELOW.format("/home/../etc")),
+        ("bob:x:1500:1500::/homebob:/bin/sh", {}, NOT_BELOW.format("/homebob")),
+        ("bob:x:1500:1500::home/bob:/bin/sh", {}, NOT_BELOW.format("home/bob")),
         ("bob:x:1500:1500::/home/bob:/bin/sh", {"link /home/bob": "../etc"},
-         "its home /home/bob is a symbolic link"),
+         "the home directory /home/bob of bob is a symbolic link"),
         ("bob:x:1500:1500::/home/team/bob:/bin/sh", {"link /home/team": "../etc"},
-         "its home /home/team/bob resolves to a place outside OS.HomeDir /home"),
+         "the home directory /home/team/bob of bob is not below OS.HomeDir /home"),
     ],
 )  # fmt: skip
 def test_a_system_account_or_a_home_outside_home_dir_is_kept(
@@ -300,3 +320,30 @@ def test_the_account_is_checked_again_when_the_action_runs(tmp_path: Any) -> Non
     assert apply(system, plan) == ["user"]
     assert "userdel" not in runner.names()
     assert open(tmp_path / "etc/sudoers.d/waagent").read() == TREE["/etc/sudoers.d/waagent"]
+
+
+BOB = "bob:x:1500:1500::/home/bob:/bin/sh\n"
+
+
+def test_a_recorded_user_whose_home_another_account_owns_is_kept(tmp_path: Any) -> None:
+    extra = {
+        "/etc/passwd": PASSWD + BOB,
+        "/home/bob/data": "x",
+        "/var/lib/waprov/user": "VMID bob 1500 adopted\n",
+    }
+    r = user_plan(str(tmp_path), extra, owners={"/home/bob": 0})
+    assert r["warnings"] == [
+        "WARNING! bob is kept: the home directory /home/bob is not owned by bob (uid 1500)."
+    ]
+    assert r["userdel"] == []
+
+
+def test_a_recorded_user_whose_home_holds_another_accounts_home_is_kept(tmp_path: Any) -> None:
+    carol = "carol:x:1501:1501::/home/bob/carol:/bin/sh\n"
+    extra = {"/etc/passwd": PASSWD + BOB + carol, "/home/bob/carol/data": "x",
+             "/var/lib/waprov/user": "VMID bob 1500 adopted\n"}  # fmt: skip
+    r = user_plan(str(tmp_path), extra)
+    assert r["warnings"] == [
+        "WARNING! bob is kept: its home /home/bob holds the home of carol too (/home/bob/carol)."
+    ]
+    assert r["userdel"] == []

@@ -192,6 +192,27 @@ def test_a_host_name_longer_than_the_kernel_allows_runs_as_its_first_label(tmp_p
     assert "is longer than 64 characters" in r["runs"][0]["stderr"]
 
 
+def test_custom_data_output_never_follows_a_symlink_planted_at_its_log(tmp_path: Any) -> None:
+    script = "#!/bin/sh\necho FORGED-LINE\ntouch /var/lib/custom-data-ran\n"
+    r = scenario(
+        str(tmp_path),
+        {
+            "conf": "Provisioning.ExecuteCustomData=y\n",
+            "ovf": ovf(custom_data=custom_data(script)),
+            "imds": None,
+            "setup": [
+                "mkdir -m 0700 /etc/victim && echo original > /etc/victim/file && chmod 600 /etc/victim/file",
+                "ln -s /etc/victim/file /var/log/waprov-customdata.log",
+            ],
+            "snapshot": ["/etc/victim", "/var/lib/custom-data-ran"],
+        },
+    )
+    assert r["runs"][0]["rc"] == 0, r["runs"][0]["stderr"]
+    assert text(r, "/etc/victim/file") == "original\n"
+    assert "Cannot append command output to /var/log/waprov-customdata.log" in r["runs"][0]["stderr"]
+    assert "/var/lib/custom-data-ran" in r["snapshot"]  # it ran all the same, its output to /dev/null
+
+
 def custom_data(script: str) -> str:
     return base64.b64encode(script.encode()).decode()
 
@@ -204,13 +225,15 @@ def test_custom_data_that_leaves_a_process_behind_does_not_hold_provisioning(tmp
             "conf": "Provisioning.ExecuteCustomData=y\n",
             "ovf": ovf(custom_data=custom_data(script)),
             "imds": None,
+            "logs": ["/var/log/waprov.log", "/var/log/waprov-customdata.log"],
         },
     )
     run = r["runs"][0]
     assert run["rc"] == 0, run["stderr"]
     assert run["seconds"] < 60, run["seconds"]  # held until `sleep 120` ended before
     assert health_states(r) == ["NotReady/Provisioning", "Ready"]
-    assert "started-from-custom-data" in r["logs"]["/var/log/waprov.log"]  # its output: the log file
+    assert "started-from-custom-data" in r["logs"]["/var/log/waprov-customdata.log"]  # its own file
+    assert "started-from-custom-data" not in r["logs"]["/var/log/waprov.log"]
 
 
 def test_custom_data_that_reboots_the_vm_runs_once_and_the_next_boot_reaches_ready(tmp_path: Any) -> None:

@@ -258,3 +258,22 @@ def test_any_document_gives_a_model_or_a_typed_error(text: str, noise: bytes) ->
             continue
         assert isinstance(env, OvfEnv)
         assert isinstance(env.hostname, str) and isinstance(env.username, str)
+
+
+@pytest.mark.parametrize(
+    "bad", ["/root/secretkey", "../../../srv/x/evil", "F6ABAA61098A301EBB8A571C3C7CF77F355F7FA", " " * 40]
+)
+def test_a_key_pair_fingerprint_that_is_not_a_thumbprint_is_refused_naming_the_field(bad: str) -> None:
+    with pytest.raises(ProtocolError, match=r"the Fingerprint of SSH KeyPair 1 \(.*\) is not a certificate"):
+        parse_ovf(variant("F6ABAA61098A301EBB8A571C3C7CF77F355F7FA9", bad))
+
+
+def test_a_public_key_fingerprint_is_checked_only_when_the_key_has_no_value() -> None:
+    with_value = variant("8979F1AC8C4215827BF3B5A403E6137B504D02A4", "not-a-thumbprint")
+    assert parse_ovf(with_value).public_keys[0].fingerprint == "not-a-thumbprint"  # unused, as in WA
+    without = with_value.decode().replace(
+        "<Value>ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeKeyForTestsOnly test@example</Value>", ""
+    )
+    assert "<Value>ssh-ed25519" not in without
+    with pytest.raises(ProtocolError, match=r"the Fingerprint of SSH PublicKey 1 \('not-a-thumbprint'\)"):
+        parse_ovf(without.encode())

@@ -214,7 +214,7 @@ NOBODY = "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin"
         ("bob:x:2500:2500::/home/bob:/bin/sh", "UID_MAX 2000\n", "(uid 2500 > UID_MAX 2000)"),
         ("bob:x:150:150::/home/bob:/bin/sh", "UID_MIN 500\n",
          "User bob is a system user (uid 150 < UID_MIN 500)"),
-        ("bob:x:99:99::/home/bob:/bin/sh", None, "(uid 99 < UID_MIN 100)"),  # WA's default UID_MIN
+        ("bob:x:999:999::/home/bob:/bin/sh", None, "(uid 999 < UID_MIN 1000)"),  # shadow's default (WA: 100)
     ],
 )  # fmt: skip
 def test_an_existing_account_outside_uid_min_to_uid_max_is_refused_and_not_recorded(
@@ -477,3 +477,43 @@ def test_a_fingerprint_that_is_not_a_thumbprint_is_refused_before_a_path_is_buil
     with pytest.raises(ProvisionError, match="is not a 40-digit hexadecimal thumbprint"):
         deploy_keys(ctx)
     assert runner.calls == [] and ctx.system.actions == []
+
+
+def test_a_dry_run_reads_the_key_file_by_descriptor_as_the_real_run_does(tmp_path: Any) -> None:
+    _home(tmp_path)
+    ssh = tmp_path / "home/azureuser/.ssh"
+    ssh.mkdir()
+    (tmp_path / "etc/shadow").write_text("root:$6$secret-hash:19000::::::\n")
+    os.link(tmp_path / "etc/shadow", ssh / "authorized_keys")
+    key = PublicKey(path="/home/azureuser/.ssh/authorized_keys", value=ECDSA)
+    ctx = ctx_for(tmp_path, ScriptedRunner(), public_keys=(key,))
+    ctx.system.dry_run = True
+    with pytest.raises(HostError, match="has 2 hard links"):  # the plan fails where the run would
+        deploy_keys(ctx)
+
+
+def test_an_adopted_account_whose_home_is_slash_is_refused_by_the_user_step_when_keys_come(
+    tmp_path: Any,
+) -> None:
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc/passwd").write_text("alice:x:1500:1500::/:/bin/sh\n")
+    key = PublicKey(path="/root/.ssh/authorized_keys", value=ECDSA)
+    ctx = ctx_for(tmp_path, ScriptedRunner(), username="alice", public_keys=(key,))
+    with pytest.raises(ProvisionError) as e:
+        create_user(ctx)  # before the password and sudoers steps change anything
+    assert (e.value.reason, e.value.step) == ("unusable home directory", "user")
+    assert "the home directory / of alice is not below OS.HomeDir /home" in str(e.value)
+    assert not (tmp_path / "var/lib/waprov/user").exists()
+    create_user(ctx_for(tmp_path, ScriptedRunner(), username="alice"))  # no keys: nothing is written there
+
+
+def test_a_home_under_the_directory_home_dir_resolves_to_is_accepted(tmp_path: Any) -> None:
+    """ostree systems: /home -> var/home, and useradd writes /var/home/<user> into passwd."""
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc/passwd").write_text("azureuser:x:4242:4243::/var/home/azureuser:/bin/sh\n")
+    (tmp_path / "var/home/azureuser").mkdir(parents=True)
+    os.chown(tmp_path / "var/home/azureuser", 4242, 4243)
+    (tmp_path / "home").symlink_to("var/home")
+    key = PublicKey(path="/var/home/azureuser/.ssh/authorized_keys", value=ECDSA)
+    deploy_keys(ctx_for(tmp_path, ScriptedRunner(), public_keys=(key,)))
+    assert (tmp_path / "var/home/azureuser/.ssh/authorized_keys").read_text() == ECDSA + "\n"

@@ -9,6 +9,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
@@ -262,7 +263,9 @@ def test_secret_output_is_returned_but_never_logged_or_put_in_an_error(tmp_path:
 def test_the_runner_is_the_edge_a_fake_replaces() -> None:
     calls = []
 
-    def runner(argv: List[str], data: Optional[bytes], timeout: float) -> Tuple[int, bytes, bytes]:
+    def runner(
+        argv: List[str], data: Optional[bytes], timeout: float, output: Optional[int] = None
+    ) -> Tuple[int, bytes, bytes]:
         calls.append((argv, data))
         return 0, b"out", b""
 
@@ -354,3 +357,26 @@ def test_a_directory_at_a_temp_name_does_not_block_a_write(tmp_path: Path) -> No
     System().write(str(tmp_path / "f"), "x")
     assert (tmp_path / "f").read_text() == "x"
     assert sorted(os.listdir(tmp_path)) == [".f.waprov-tmp", "f"]  # no temp file left behind
+
+
+def test_output_to_a_file_appends_there_and_does_not_wait_for_what_the_command_left_running(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / "out.log"
+    log.write_text("before\n")
+    started = time.monotonic()
+    res = System().run(["sh", "-c", "echo to-stdout; echo to-stderr >&2; sleep 30 &"], output=str(log))
+    assert time.monotonic() - started < 10  # the background sleep holds no pipe of ours
+    assert res.rc == 0 and res.stdout == ""
+    assert log.read_text() == "before\nto-stdout\nto-stderr\n"
+
+
+def test_output_never_follows_a_symlink_and_falls_back_to_dev_null(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    victim = tmp_path / "victim"
+    victim.write_text("original\n")
+    (tmp_path / "out.log").symlink_to(victim)
+    res = System().run(["sh", "-c", "echo forged"], output=str(tmp_path / "out.log"))
+    assert res.rc == 0 and victim.read_text() == "original\n"
+    assert "Cannot append command output to" in caplog.text

@@ -28,7 +28,8 @@ from waprov.distro import Distro
 from waprov.errors import ConfigError, HostError, WaprovError
 from waprov.log import LOG_FILE
 from waprov.provision import attempt_path
-from waprov.steps import DEFAULT_UID_MAX, STATE_DIR, Account, read_account, uid_range
+from waprov.steps import STATE_DIR, Account, home_problem, read_account, uid_range
+from waprov.steps.customdata import OUTPUT as CUSTOM_DATA_LOG
 from waprov.steps.hostname import set_dhcp_hostname
 from waprov.steps.sshd import DROPIN_MARK, FLATCAR_DROPIN
 from waprov.steps.user import USER_RECORD, lock_root_password, read_record
@@ -42,7 +43,6 @@ OTHER_FILES = ("/root/.bash_history", "/var/log/waagent.log", "/etc/random.seed"
                "/etc/iked/local.pub")  # fmt: skip
 SYSTEM_TOPS = {"etc", "usr", "boot", "proc", "sys", "dev", "bin", "sbin", "lib", "lib32", "lib64", "libx32"}
 SHALLOW_TOPS = {"var", "home"}  # /var/lib, /var/log, /home/<user>: never emptied whole
-DELETE_UID_MIN = 1000  # useradd's (shadow's) UID_MIN when /etc/login.defs has none
 
 
 @dataclass
@@ -98,24 +98,31 @@ def reset_hostname(distro: Distro) -> Action:
 
 def keep_reason(system: System, config: Config, acct: Account, uid: int) -> Optional[str]:
     """Why `acct` must not be deleted (None: it may): not the uid provisioning saw, outside
-    UID_MIN..UID_MAX, or a home that is not a real directory strictly below OS.HomeDir."""
+    UID_MIN..UID_MAX, a home that fails steps.home_problem (a real directory strictly below
+    OS.HomeDir, owned by the account), or one that holds another account's home: `userdel
+    -f -r` removes the home whoever owns it."""
     if acct.uid != uid:
         return f"its uid is now {acct.uid}, not {uid} as when provisioning accepted it"
-    low, high = uid_range(system, DELETE_UID_MIN, DEFAULT_UID_MAX)
+    low, high = uid_range(system)
     if acct.uid < low:
         return f"uid {acct.uid} is below UID_MIN {low} (a system account)"
     if acct.uid > high:
         return f"uid {acct.uid} is above UID_MAX {high} (not a regular account)"
-    base, home = os.path.normpath(config.home_dir), acct.home
-    norm = os.path.normpath(home) if home.startswith("/") else ""
-    if not norm.startswith(base.rstrip("/") + "/") or norm == base:
-        return f"its home {home or '(none)'} is not below OS.HomeDir {config.home_dir}"
-    if system.kind(norm) == "link":
-        return f"its home {home} is a symbolic link"
-    real, real_base = os.path.realpath(system.path(norm)), os.path.realpath(system.path(base))
-    if not real.startswith(real_base.rstrip("/") + "/"):
-        return f"its home {home} resolves to a place outside OS.HomeDir {config.home_dir}"
+    problem = home_problem(system, config.home_dir, acct)
+    if problem is not None:
+        return problem
+    home = os.path.normpath(acct.home)
+    for other in _homes(system):
+        if other[0] != acct.name and (other[1] == home or other[1].startswith(home + "/")):
+            return f"its home {home} holds the home of {other[0]} too ({other[1]})"
     return None
+
+
+def _homes(system: System) -> List[Tuple[str, str]]:
+    """(name, normalised home) of every /etc/passwd entry."""
+    raw = (system.read("/etc/passwd") or b"").decode("utf-8", "replace")
+    fields = [line.split(":") for line in raw.split("\n")]
+    return [(f[0], os.path.normpath(f[5])) for f in fields if len(f) >= 7 and f[5].startswith("/")]
 
 
 def delete_account(config: Config, user: str, uid: Optional[int]) -> Action:
@@ -226,7 +233,7 @@ def build(system: System, config: Config, distro: Distro, deluser: bool) -> Plan
     plan.add(None, "GA unit files", lambda s: remove_ga_unit_files(s, config, distro))
     if distro.flatcar:
         plan.add("WARNING! /etc/machine-id will be removed.", "machine-id", remove_all("/etc/machine-id"))
-    own = [STATE_DIR, LOG_FILE]
+    own = [STATE_DIR, LOG_FILE, CUSTOM_DATA_LOG]
     if any(line.endswith(" " + DROPIN_MARK) for line in journal.splitlines()):
         own.insert(0, os.path.join(config.ssh_dir, "sshd_config.d", FLATCAR_DROPIN))
     plan.add(None, "waprov state", remove_all(*own))

@@ -8,7 +8,8 @@ O_NONBLOCK)` and must be a regular file with one link; a write goes to a temp na
 with `O_EXCL` and a random part, is labelled, chowned and chmodded on its descriptor, and
 renamed within the held directory. No path is resolved twice, so swapping a directory for
 a symbolic link (or a hard link to a root-only file) while waprov works gains nothing.
-In dry-run the same checks run by path and the changes are only recorded (System).
+In dry-run the checks also run by path and the changes are only recorded (System); files
+are still read by descriptor, the same way.
 """
 
 from __future__ import annotations
@@ -72,8 +73,8 @@ class HeldDir:
         """The bytes of the regular file `name` here, None when absent; HostError when it
         is a symbolic link, not a regular file, has more than one link, or is over `limit`."""
         path = self._name(name)
-        if self._fd is None:  # dry run
-            return self.system.read(path, limit)
+        if self._fd is None:  # a dry run, and the directory is not there yet
+            return None
         flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
         try:
             fd = os.open(name, flags, dir_fd=self._fd)
@@ -116,7 +117,7 @@ class HeldDir:
         new file before it takes the name); the content is never logged."""
         path = self._name(name)
         detail = f"{len(data)} bytes, {_mode_owner_text(mode, owner)}"
-        if self._fd is None:  # dry run: System records it, with its own checks
+        if self.system.dry_run or self._fd is None:  # System records it, with its own checks
             self.system.write(path, data, mode, owner)
             if label:
                 self.system.note("label", path, label)
@@ -188,10 +189,10 @@ def open_dir(
         if not part or "/" in part or part in (".", ".."):
             raise HostError(f"not a directory name below {top}: {part!r}")
     full = os.path.join(top, *parts)
-    if system.dry_run:
+    if system.dry_run:  # the checks by path, the plan recorded; reads by descriptor still
         _plan_walk(system, top, parts, top_uid)
         system.makedirs(full, mode, owner)
-        return HeldDir(system, full, None)
+        return HeldDir(system, full, _read_only_walk(system, top, parts))
     try:
         fd = os.open(system.path(top), DIR_FLAGS)
     except FileNotFoundError:
@@ -211,6 +212,24 @@ def open_dir(
         os.close(fd)
         raise
     return HeldDir(system, full, fd)
+
+
+def _read_only_walk(system: System, top: str, parts: Sequence[str]) -> Optional[int]:
+    """The descriptor of top/parts, walked as the real run does but creating nothing; None
+    when a part is missing (the dry run would make it) or is not a plain directory."""
+    try:
+        fd = os.open(system.path(top), DIR_FLAGS)
+    except OSError:
+        return None
+    for part in parts:
+        try:
+            new = os.open(part, DIR_FLAGS, dir_fd=fd)
+        except OSError:
+            os.close(fd)
+            return None
+        os.close(fd)
+        fd = new
+    return fd
 
 
 def _plan_walk(system: System, top: str, parts: Sequence[str], top_uid: Optional[int]) -> None:

@@ -102,9 +102,10 @@ def _parse_xml(text: str) -> Document:
 
 
 def _check_fingerprints(pubkeys: Tuple[PublicKey, ...], keypairs: Tuple[KeyPair, ...]) -> None:
-    """A Fingerprint names files in Lib.Dir: anything but a thumbprint is refused here,
-    before any path is built from it (improvement; WALinuxAgent uses the text as is)."""
-    entries = [("PublicKey", n, k.fingerprint) for n, k in enumerate(pubkeys, 1)]
+    """A Fingerprint that will be used names files in Lib.Dir: anything but a thumbprint is
+    refused here, before any path is built from it (improvement; WALinuxAgent uses the text
+    as is). A public key's Fingerprint is unused, as in WALinuxAgent, when it has a Value."""
+    entries = [("PublicKey", n, k.fingerprint) for n, k in enumerate(pubkeys, 1) if not k.value]
     entries += [("KeyPair", n, k.fingerprint) for n, k in enumerate(keypairs, 1)]
     for what, n, fp in entries:
         if fp is not None and not valid_thumbprint(fp):

@@ -23,7 +23,7 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Protocol, Sequence, Tuple, Union
 
 from waprov.errors import CommandError, CommandNotFound, HostError
 from waprov.log import Redactor
@@ -33,8 +33,18 @@ if TYPE_CHECKING:
     from waprov.linkwatch import LinkWatch
 
 Owner = Tuple[int, int]
-# (argv, stdin, timeout) -> (rc, stdout, stderr): the edge a scripted fake replaces in tests
-Runner = Callable[[List[str], Optional[bytes], float], Tuple[int, bytes, bytes]]
+
+
+class Runner(Protocol):
+    """(argv, stdin, timeout[, output]) -> (rc, stdout, stderr): the edge a scripted fake
+    replaces in tests. With `output` (a descriptor), stdout and stderr go there, nothing is
+    captured, and only the process is waited for (not what it leaves running)."""
+
+    def __call__(
+        self, argv: List[str], data: Optional[bytes], timeout: float, output: Optional[int] = None
+    ) -> Tuple[int, bytes, bytes]: ...
+
+
 Which = Callable[[str], Optional[str]]  # shutil.which, or a fake's list of installed commands
 log = logging.getLogger("waprov")
 
@@ -261,9 +271,13 @@ class System:
             raise TypeError("System commands are non-empty lists of str, never a shell string")
         return " ".join(shlex.quote(a) for a in self.redactor.redact_argv(argv))
 
-    def _call(self, argv: Sequence[str], data: Optional[bytes], timeout: float) -> Tuple[int, bytes, bytes]:
+    def _call(
+        self, argv: Sequence[str], data: Optional[bytes], timeout: float, output: Optional[int] = None
+    ) -> Tuple[int, bytes, bytes]:
         """The runner, with its failures as our errors (safe to call from another thread)."""
         try:
+            if output is not None:
+                return self.runner(list(argv), data, timeout, output)
             return self.runner(list(argv), data, timeout)
         except FileNotFoundError:
             raise CommandNotFound(f"command not found: {self.redactor.redact(argv[0])}") from None
@@ -302,14 +316,15 @@ class System:
         timeout: float,
         check: bool,
         secret_output: bool = False,
+        output: Optional[int] = None,
     ) -> Result:
         data = input.encode("utf-8") if isinstance(input, str) else input
         started = time.monotonic()
         try:
-            output = self._call(argv, data, timeout)
+            result = self._call(argv, data, timeout, output)
         finally:
             self.command_seconds += time.monotonic() - started
-        return self._result(argv, output, check, secret_output)
+        return self._result(argv, result, check, secret_output)
 
     def run(
         self,
@@ -320,17 +335,43 @@ class System:
         timeout: float = DEFAULT_TIMEOUT,
         check: bool = True,
         secret_output: bool = False,
+        output: Optional[str] = None,
     ) -> Result:
         """Run a command that changes the host. `secret` strings are redacted everywhere
         (log, plan, errors) from then on; `input` (stdin) is never shown, nor stdout
-        with `secret_output`."""
+        with `secret_output`. `output`: a file the command's stdout and stderr are
+        appended to instead of being captured (opened here: O_NOFOLLOW, made 0600; when
+        it cannot be opened, /dev/null and a warning); waprov then waits for the command
+        itself, not for what it leaves running in the background."""
         for s in secret:
             self.redactor.add(s)
         detail = f"stdin: {len(input)} bytes, not shown" if input is not None else ""
+        if output is not None:
+            detail = ", ".join(filter(None, [detail, f"output appended to {output}"]))
         self._record("run", self._show(argv), detail)
         if self.dry_run:
             return Result(tuple(argv), 0, "", "")
-        return self._exec(argv, input, timeout, check, secret_output)
+        if output is None:
+            return self._exec(argv, input, timeout, check, secret_output)
+        fd = self._open_output(output)
+        try:
+            return self._exec(argv, input, timeout, check, secret_output, fd)
+        finally:
+            os.close(fd)
+
+    def _open_output(self, path: str) -> int:
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        try:
+            fd = os.open(self.path(path), flags, 0o600)
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                os.close(fd)
+                raise HostError("it is not a regular file")
+            os.set_blocking(fd, True)
+            return fd
+        except (OSError, HostError) as e:
+            why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+            log.warning("Cannot append command output to %s (%s): it goes to /dev/null", path, why)
+            return os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
 
     def start(self, argv: Sequence[str], *, timeout: float = DEFAULT_TIMEOUT) -> Background:
         """Start a command that changes the host and return at once; `wait()` on the
@@ -575,7 +616,15 @@ class Background:
 
 
 def _subprocess_runner(env: Optional[Dict[str, str]]) -> Runner:
-    def run(argv: List[str], data: Optional[bytes], timeout: float) -> Tuple[int, bytes, bytes]:
+    def run(
+        argv: List[str], data: Optional[bytes], timeout: float, output: Optional[int] = None
+    ) -> Tuple[int, bytes, bytes]:
+        if output is not None:  # no pipes: a process left behind cannot hold the run
+            done = subprocess.run(
+                argv, input=data, stdout=output, stderr=output, timeout=timeout, env=env,
+                stdin=None if data is not None else subprocess.DEVNULL,
+            )  # fmt: skip
+            return done.returncode, b"", b""
         proc = subprocess.run(
             argv,
             input=data,

@@ -22,7 +22,7 @@ from waprov.system import Background, System
 from waprov.timing import Clock
 
 STATE_DIR = "/var/lib/waprov"
-DEFAULT_UID_MIN = 100  # WA's value when /etc/login.defs has no UID_MIN
+DEFAULT_UID_MIN = 1000  # shadow's value when /etc/login.defs has none (WA: 100, which admits system accounts)
 DEFAULT_UID_MAX = 60000  # useradd's (shadow's) value when /etc/login.defs has no UID_MAX
 LOGIN_DEFS = "/etc/login.defs"
 
@@ -83,6 +83,32 @@ def uid_range(
     return found.get("UID_MIN", default_min), found.get("UID_MAX", default_max)
 
 
+def _below(path: str, base: str) -> bool:
+    return path.startswith(base.rstrip("/") + "/")
+
+
+def home_problem(system: System, home_dir: str, acct: Account) -> Optional[str]:
+    """Why root must not write into `acct`'s home (None: it may): where it resolves must lie
+    strictly below where OS.HomeDir (`home_dir`) resolves (so /var/home/<user> passes when
+    /home -> /var/home, as on ostree systems, and /home/team/<user> with /home/team -> /etc
+    does not), and it must be a directory, not a symbolic link, owned by the account."""
+    base = os.path.normpath(home_dir)
+    home = os.path.normpath(acct.home) if acct.home.startswith("/") else ""
+    if home and system.kind(home) == "link":
+        return f"the home directory {home} of {acct.name} is a symbolic link"
+    real_base = os.path.realpath(system.path(base))
+    if not home or not _below(os.path.realpath(system.path(home)), real_base):
+        return f"the home directory {acct.home or '(none)'} of {acct.name} is not below OS.HomeDir {base}"
+    kind = system.kind(home)
+    if kind != "dir":
+        what = {"link": "a symbolic link", "absent": "missing"}.get(kind, "not a directory")
+        return f"the home directory {home} of {acct.name} is {what}"
+    found = system.mode_owner(home)  # None: only planned by this dry run
+    if found is not None and found[1][0] != acct.uid:
+        return f"the home directory {home} is not owned by {acct.name} (uid {acct.uid})"
+    return None
+
+
 @dataclass
 class Ctx:
     system: System
@@ -123,7 +149,7 @@ class Ctx:
         return read_account(self.system, name)
 
     def uid_range(self) -> Tuple[int, int]:
-        """(UID_MIN, UID_MAX) from /etc/login.defs; WA's 100 and useradd's 60000 when absent."""
+        """(UID_MIN, UID_MAX) from /etc/login.defs; useradd's 1000 and 60000 when absent."""
         return uid_range(self.system)
 
     def lib(self, name: str) -> str:

@@ -5,9 +5,9 @@ the base64 is decoded (non-strict, as Python's b64decode); data that is not UTF-
 written as bytes instead of failing (improvement). The file is 0600 (0700 to execute).
 With `ExecuteCustomData` it runs through /bin/sh at most once per VM: the journal records
 it before it starts, so a script that reboots the VM does not run again at every boot. It
-runs detached from waprov's pipes (stdin /dev/null, output appended to waprov's log
-file), so what it leaves running in the background does not hold provisioning; its exit
-code is logged and ignored, as in WALinuxAgent.
+runs detached from waprov's pipes (stdin /dev/null, stdout and stderr appended to
+OUTPUT, a file of its own), so what it leaves running in the background does not hold
+provisioning; its exit code is logged and ignored, as in WALinuxAgent.
 """
 
 from __future__ import annotations
@@ -18,16 +18,13 @@ import logging
 import time
 
 from waprov.errors import ProvisionError
-from waprov.log import LOG_FILE
 from waprov.steps import Ctx
 
 log = logging.getLogger("waprov")
 EXECUTE_TIMEOUT = 3600.0
-OUTPUT = LOG_FILE  # the script's stdout and stderr are appended to waprov's log file
-# The script runs with its stdin on /dev/null and its output appended to OUTPUT, never on
-# waprov's pipes: waprov waits for the script to end, not for what it left running
-# (`nohup daemon &`). "$0" is the script, "$1" the log file.
-DETACHED = 'exec "$0" </dev/null >>"$1" 2>&1'
+# The script's stdout and stderr: a file of its own (not waprov's log, whose lines a
+# process the script leaves running could otherwise forge), opened by waprov (O_NOFOLLOW)
+OUTPUT = "/var/log/waprov-customdata.log"
 
 
 def decode(data: str) -> bytes:
@@ -53,8 +50,8 @@ def save_custom_data(ctx: Ctx) -> None:
         return
     ctx.mark("customdata")  # before it starts: a script that reboots the VM runs once
     started = time.monotonic()
-    argv = ["/bin/sh", "-c", DETACHED, ctx.system.path(path), ctx.system.path(OUTPUT)]
-    res = ctx.system.run(argv, check=False, timeout=EXECUTE_TIMEOUT)
+    argv = ["/bin/sh", "-c", ctx.system.path(path)]
+    res = ctx.system.run(argv, check=False, timeout=EXECUTE_TIMEOUT, output=OUTPUT)
     log.info(
         "CustomData ran for %.1fs, exit code %d (its output: %s)", time.monotonic() - started, res.rc, OUTPUT
     )

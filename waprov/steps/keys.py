@@ -23,7 +23,7 @@ from typing import Dict, List, Optional, Set, Tuple
 
 from waprov.errors import ProvisionError
 from waprov.model import valid_thumbprint
-from waprov.steps import Account, Ctx
+from waprov.steps import Account, Ctx, home_problem
 
 log = logging.getLogger("waprov")
 BASE_TYPES = (
@@ -84,17 +84,15 @@ def _fingerprint(value: str, what: str) -> str:
 
 
 def user_home(ctx: Ctx) -> Tuple[str, Optional[Account]]:
-    """The user's home, which must lie strictly below OS.HomeDir (improvement: a home of
-    `/`, /root or /usr/sbin is never written into)."""
+    """The user's home, which must pass steps.home_problem (improvement: a home of `/`,
+    /root or /usr/sbin, or one the user does not own, is never written into)."""
     acct = ctx.account(ctx.data.username)
-    base = os.path.normpath(ctx.config.home_dir)
-    home = os.path.normpath(acct.home if acct else os.path.join(base, ctx.data.username))
-    if home == "/" or not home.startswith(base.rstrip("/") + "/"):
-        raise _fail(
-            f"the home directory {home} of {ctx.data.username} is not below OS.HomeDir {base}: "
-            "no keys are written there"
-        )
-    return home, acct
+    if acct is None:  # a dry run, before the useradd it skipped
+        return os.path.join(os.path.normpath(ctx.config.home_dir), ctx.data.username), None
+    problem = home_problem(ctx.system, ctx.config.home_dir, acct)
+    if problem is not None:
+        raise _fail(f"{problem}: no keys are written there")
+    return os.path.normpath(acct.home), acct
 
 
 def key_path(ctx: Ctx, raw: Optional[str], what: str, home: str) -> str:

@@ -3,7 +3,9 @@
 `useradd -m <user>` unless the account exists (then it is left as it is). Refused: a name
 that is not a valid user name or that sudoers reads as a keyword or alias (`ALL`), and an
 account outside login.defs' UID_MIN..UID_MAX (unless `Provisioning.AllowResetSysUser=y`;
-`core` on Flatcar is exempt). The account that passed is recorded in `<state dir>/user`
+`core` on Flatcar is exempt), and, when SSH keys are to be written, an account whose
+home fails steps.home_problem (checked here, before the password and sudoers). The
+account that passed is recorded in `<state dir>/user`
 ("<vm id> <name> <uid> created|adopted", 0600): -deprovision+user deletes that one. The password
 is hashed with crypt, `$<PasswordCryptId>$` and a CSPRNG salt of `PasswordCryptSaltLength`
 characters, and set with `usermod -p`; an account whose hash already matches the password
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 from waprov.errors import HostError, ProvisionError
-from waprov.steps import Account, Ctx
+from waprov.steps import Account, Ctx, home_problem
 from waprov.steps.sudoers import sudoers_name_problem
 from waprov.system import System
 
@@ -87,6 +89,12 @@ def create_user(ctx: Ctx) -> None:
         log.info("User %s already exists, skip useradd", name)
     if acct is not None:
         refuse_system_user(ctx, acct)
+        if ctx.data.public_keys or ctx.data.key_pairs:  # checked before any change to the account
+            problem = home_problem(ctx.system, ctx.config.home_dir, acct)
+            if problem is not None:
+                raise _fail(
+                    f"{problem}: its SSH keys cannot be written there", reason="unusable home directory"
+                )
         _remember(ctx, acct, how)
 
 
