@@ -164,12 +164,13 @@ def test_a_user_provisioning_refused_is_kept_by_deprovision_user(tmp_path: Any, 
 
 def test_an_adopted_user_whose_home_is_the_root_directory_is_kept(tmp_path: Any) -> None:
     r = scenario(str(tmp_path), {
-        "ovf": ovf(user="webadm"), "setup": ["useradd -M -d / -u 1500 webadm"], "snapshot": [],
+        "ovf": ovf(user="webadm"), "imds": None,  # no keys: provisioning adopts it, writes nothing in /
+        "setup": ["useradd -M -d / -u 1500 webadm"], "snapshot": [],
         "runs": [{"snapshot": ["/var/lib/waprov/user"]}, *deprovision_runs()],
     })  # fmt: skip
     provisioned, dry, real = r["runs"]
     assert provisioned["rc"] == 0, provisioned["stderr"]
-    warning = "WARNING! webadm is kept: its home / is not below OS.HomeDir /home."
+    warning = "WARNING! webadm is kept: the home directory / of webadm is not below OS.HomeDir /home."
     for run in (dry, real):
         assert run["rc"] == 0, run["stderr"]
         assert warning in run["stdout"].splitlines()

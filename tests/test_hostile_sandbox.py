@@ -143,7 +143,7 @@ def test_a_home_the_user_does_not_own_gets_no_keys(tmp_path: Any) -> None:
         },
     )
     assert r["runs"][0]["rc"] == 1
-    assert "/home/azureuser is not owned by uid" in r["runs"][0]["stderr"]
+    assert "the home directory /home/azureuser is not owned by azureuser (uid" in r["runs"][0]["stderr"]
     assert "/home/azureuser/.ssh" not in r["snapshot"]
 
 
