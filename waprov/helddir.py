@@ -134,43 +134,56 @@ class HeldDir:
         if st is not None and not stat.S_ISREG(st.st_mode):
             raise HostError(f"refusing to write {path}: it exists and is not a regular file")
         self.system.note("write", path, detail)
-        tmp = f".{name}.waprov-{os.urandom(8).hex()}"
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        if label:
+            self.system.note("label", path, label)
+        replace_at(self._fd, name, path, data, mode, owner, label)
+
+
+def replace_at(
+    dfd: int,
+    name: str,
+    path: str,
+    data: bytes,
+    mode: int,
+    owner: Optional[Owner],
+    label: Optional[str] = None,
+) -> None:
+    """Replace `name` in the directory `dfd` (shown as `path`) atomically: a temp name with
+    a random part made with O_EXCL (nothing left at a fixed name can block it), owner, mode
+    and SELinux `label` set on its descriptor, fsync, rename within `dfd`, fsync of `dfd`."""
+    tmp = f".{name}.waprov-{os.urandom(8).hex()}"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(tmp, flags, 0o600, dir_fd=dfd)
+    except OSError as e:
+        raise HostError(f"cannot write {path}: {e.strerror}") from None
+    try:
         try:
-            fd = os.open(tmp, flags, 0o600, dir_fd=dfd)
-        except OSError as e:
-            raise HostError(f"cannot write {path}: {e.strerror}") from None
+            if owner is not None:
+                os.fchown(fd, owner[0], owner[1])
+            os.fchmod(fd, mode)  # after chown, which may clear set-id bits
+            if label:
+                try:
+                    os.setxattr(fd, SELINUX_XATTR, label.encode("ascii") + b"\0")
+                except OSError as e:  # as a failed chcon in WALinuxAgent: the file is still written
+                    log.warning("Labelling %s for SELinux failed: %s", path, e.strerror)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+    except OSError as e:
         try:
-            try:
-                if owner is not None:
-                    os.fchown(fd, owner[0], owner[1])
-                os.fchmod(fd, mode)  # after chown, which may clear set-id bits
-                if label:
-                    self._label(fd, path, label)
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
-        except OSError as e:
-            try:
-                os.unlink(tmp, dir_fd=dfd)
-            except OSError:
-                pass
-            raise HostError(f"cannot write {path}: {e.strerror}") from None
-        try:
-            os.fsync(dfd)
+            os.unlink(tmp, dir_fd=dfd)
         except OSError:
             pass
-
-    def _label(self, fd: int, path: str, label: str) -> None:
-        self.system.note("label", path, label)
-        try:
-            os.setxattr(fd, SELINUX_XATTR, label.encode("ascii") + b"\0")
-        except OSError as e:  # as a failed chcon in WALinuxAgent: the file is still written
-            log.warning("Labelling %s for SELinux failed: %s", path, e.strerror)
+        raise HostError(f"cannot write {path}: {e.strerror}") from None
+    try:
+        os.fsync(dfd)
+    except OSError:
+        pass
 
 
 def open_dir(

@@ -411,47 +411,17 @@ class System:
         if self.dry_run:
             self._planned[path] = "file"
             return
-        real = self.path(path)
-        parent = os.path.dirname(real)
-        # a random part: nothing left at a fixed name (a crash's file, a directory) blocks it
-        tmp = os.path.join(parent, f".{os.path.basename(real)}.waprov-{os.urandom(8).hex()}")
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        try:
-            fd = os.open(tmp, flags, 0o600)
-        except OSError as e:
-            raise HostError(f"cannot write {path}: {e.strerror}") from None
-        try:
-            try:
-                if owner is not None:
-                    os.fchown(fd, owner[0], owner[1])
-                os.fchmod(fd, mode)  # after chown, which may clear set-id bits
-                view = memoryview(raw)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.rename(tmp, real)
-        except OSError as e:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise HostError(f"cannot write {path}: {e.strerror}") from None
-        self._fsync_dir(parent)
+        from waprov.helddir import replace_at
 
-    @staticmethod
-    def _fsync_dir(path: str) -> None:
+        real = self.path(path)
+        try:  # the parent is root's (callers under a user's directory use open_dir)
+            dfd = os.open(os.path.dirname(real), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as e:
+            raise HostError(f"cannot write {path}: {e.strerror}") from None
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        except OSError:
-            return
-        try:
-            os.fsync(fd)
-        except OSError:
-            pass
+            replace_at(dfd, os.path.basename(real), path, raw, mode, owner)
         finally:
-            os.close(fd)
+            os.close(dfd)
 
     def remove(self, path: str, *, recursive: bool = False) -> bool:
         """Remove a file or symlink (a directory only with `recursive`); absent is fine.
