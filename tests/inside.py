@@ -2,7 +2,7 @@
 
 `python3 -m tests.inside SPEC.json RESULT.json`. The spec says what to put on the host
 first (`files`, `setup` shell lines, `conf`), what the fabric serves (`ovf` with
-`{THUMBPRINT}` filled in, `imds`, `faults`), and the runs (`args`, `env`, `crash_after`,
+`{THUMBPRINT}` filled in, `imds`, `faults`, `goal_state` ids), and the runs (`args`, `env`, `crash_after`,
 `before`, `stdin`, `sigint_after`, `snapshot`; `after`: shell lines run when the run has
 ended, whose output is kept under the run's `after`; `parallel_with_next`: the next run
 starts without waiting for this one, both then run at once). The result holds each run's
@@ -174,7 +174,8 @@ def main(spec_path: str, result_path: str) -> int:
         subprocess.run(["bash", "-euo", "pipefail", "-c", line], check=True)
     imds = spec.get("imds", DEFAULT_IMDS)
     result: Dict[str, Any] = {"runs": []}
-    with FakeFabric("/run/fabric", imds=imds, log_file="/run/fabric/requests.jsonl") as fabric:
+    ids = spec.get("goal_state", {})  # incarnation, container_id, instance_id: as the XML holds them
+    with FakeFabric("/run/fabric", imds=imds, log_file="/run/fabric/requests.jsonl", **ids) as fabric:
         for route, faults in spec.get("faults", {}).items():
             fabric.script(route, *(_fault(x) for x in faults))
         env = dict(os.environ)

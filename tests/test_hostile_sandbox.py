@@ -11,6 +11,7 @@ import base64
 import os
 import struct
 from typing import Any, Dict, List, Tuple
+from xml.etree import ElementTree
 
 from tests.fakefabric import IMDS_KEY
 from tests.provisioning import files, health_states, ovf, scenario, text
@@ -256,3 +257,66 @@ def test_custom_data_that_reboots_the_vm_runs_once_and_the_next_boot_reaches_rea
     assert second["rc"] == 0, second["stderr"]
     assert text(r, "/var/lib/custom-data-runs") == "ran\n"
     assert health_states(r)[-1] == "Ready"
+
+
+def test_goal_state_ids_with_markup_give_health_reports_that_parse_with_the_ids_intact(tmp_path: Any) -> None:
+    ids = {"incarnation": "7&amp;8", "container_id": "c&lt;/ContainerId&gt;x", "instance_id": "i&amp;&lt;j"}
+    r = scenario(str(tmp_path), {"ovf": ovf(), "imds": None, "goal_state": ids})
+    assert r["runs"][0]["rc"] == 0, r["runs"][0]["stderr"]
+    bodies = [x["body"] for x in r["requests"] if x["route"] == "health"]
+    assert len(bodies) == 2
+    for body in bodies:
+        root = ElementTree.fromstring(body)  # noqa: S314 (our own fake's traffic)
+        assert root.findtext("GoalStateIncarnation") == "7&8"
+        assert root.findtext("Container/ContainerId") == "c</ContainerId>x"
+        assert root.findtext("Container/RoleInstanceList/Role/InstanceId") == "i&<j"
+
+
+def test_a_thousand_keys_for_one_file_are_written_once_and_one_more_is_refused(tmp_path: Any) -> None:
+    lines = fake_keys(1001)
+    many = scenario(str(tmp_path / "many"), {"ovf": ovf(keys=[(HOME_KEYS, None, k) for k in lines[:1000]]),
+                                             "imds": None, "snapshot": ["/home/azureuser/.ssh"]})  # fmt: skip
+    assert many["runs"][0]["rc"] == 0, many["runs"][0]["stderr"][-2000:]
+    assert text(many, HOME_KEYS).splitlines() == lines[:1000]
+    assert many["runs"][0]["seconds"] < 60
+    over = scenario(str(tmp_path / "over"), {"ovf": ovf(keys=[(HOME_KEYS, None, k) for k in lines]),
+                                             "imds": None, "snapshot": ["/home"]})  # fmt: skip
+    assert over["runs"][0]["rc"] == 1
+    assert "1001 SSH keys and key pairs are listed: waprov deploys at most 1000" in over["runs"][0]["stderr"]
+    assert HOME_KEYS not in over["snapshot"]
+
+
+def test_an_authorized_keys_hard_linked_to_a_root_file_is_refused_and_not_copied(tmp_path: Any) -> None:
+    r = scenario(
+        str(tmp_path),
+        {
+            "ovf": ovf(keys=[(HOME_KEYS, None, IMDS_KEY)]),
+            "imds": None,
+            "setup": [
+                "useradd -m azureuser",
+                # a root-only file on the home's file system, linked where fs.protected_hardlinks is off
+                "echo ROOT-ONLY-SECRET > /home/.root-secret && chmod 600 /home/.root-secret",
+                "install -d -o azureuser -m 0700 /home/azureuser/.ssh",
+                "ln /home/.root-secret /home/azureuser/.ssh/authorized_keys",
+            ],
+            "snapshot": ["/home/azureuser/.ssh"],
+        },
+    )
+    assert r["runs"][0]["rc"] == 1
+    assert "has 2 hard links" in r["runs"][0]["stderr"]
+    entry = files(r)[HOME_KEYS]  # still root's 0600 file, not a copy of it readable by the user
+    assert (entry["mode"], entry["uid"], entry["bytes"]) == (0o600, 0, b"ROOT-ONLY-SECRET\n")
+
+
+def test_a_directory_at_the_old_fixed_temp_name_does_not_block_a_rerun(tmp_path: Any) -> None:
+    r = scenario(
+        str(tmp_path),
+        {
+            "ovf": ovf(),
+            "imds": None,
+            "setup": ["mkdir /etc/.hostname.waprov-tmp"],
+            "snapshot": ["/etc/hostname"],
+        },
+    )
+    assert r["runs"][0]["rc"] == 0, r["runs"][0]["stderr"]
+    assert text(r, "/etc/hostname") == "waprov-vm"
