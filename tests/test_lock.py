@@ -202,3 +202,27 @@ def test_the_wait_override_is_checked() -> None:
     for bad in ("-1", "soon", "nan", "inf"):
         with pytest.raises(UsageError, match=f"WAPROV_LOCK_WAIT={bad!r}: expected a number of seconds"):
             lock_wait_from_env({"WAPROV_LOCK_WAIT": bad}, 60.0)
+
+
+def test_a_waiting_run_gives_a_new_holder_time_to_write_its_name(
+    lock_dir: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The holder names itself just after taking the lock: a run that looks in between
+    must not report an unnamed holder (seen in CI: two -provision started at once)."""
+    os.mkdir(lock_dir, 0o700)
+    path = os.path.join(lock_dir, LOCK_NAME)
+    slow = (  # takes the lock, says so, and writes its name 0.3 s later
+        "import fcntl, os, sys, time\n"
+        "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)\n"
+        "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+        "print('held', flush=True)\n"
+        "time.sleep(0.3)\n"
+        "os.pwrite(fd, b'pid 4242\\ncommand waprov -provision\\nsince 2026-12-03T00:00:00Z\\n', 0)\n"
+        "time.sleep(float(sys.argv[2]))\n"
+    )
+    p = holder(path, 1, slow)
+    with caplog.at_level(logging.INFO, logger="waprov"):
+        hold("waprov -provision", 20, lock_dir)
+    p.wait()
+    assert "holds " + path + ": pid 4242 (waprov -provision), since 2026-12-03T00:00:00Z;" in caplog.text
+    assert "has not written its name" not in caplog.text

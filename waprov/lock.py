@@ -24,6 +24,8 @@ LOCK_NAME = "lock"
 DEFAULT_WAIT = 60.0  # seconds a second run waits for the first (WAPROV_LOCK_WAIT in tests)
 POLL = 0.1  # seconds between two attempts while waiting
 _MAX_INFO = 4096  # bytes of holder information read back
+NAME_WAIT = 1.0  # seconds a waiting run gives a new holder to write its name before saying whom it waits for
+UNNAMED = "a process that has not written its name into the lock file"
 
 log = logging.getLogger("waprov")
 
@@ -98,7 +100,8 @@ def _try(fd: int, path: str) -> bool:
 
 
 def holder(fd: int) -> str:
-    """Who holds the lock, as its file says: "pid N (command), since T"."""
+    """Who holds the lock, as its file says: "pid N (command), since T" (UNNAMED when the
+    holder has not written it yet: it does so right after taking the lock)."""
     try:
         raw = os.pread(fd, _MAX_INFO, 0).decode("utf-8", "replace")
     except OSError:
@@ -108,7 +111,7 @@ def holder(fd: int) -> str:
         key, _, value = line.partition(" ")
         info[key] = "".join(c if c.isprintable() else "?" for c in value)[:200]
     if not info.get("pid"):
-        return "a process that has not written its name into the lock file"
+        return UNNAMED
     return (
         f"pid {info['pid']} ({info.get('command', 'unknown command')}), since {info.get('since', 'unknown')}"
     )
@@ -124,19 +127,23 @@ def hold(command: str, wait: float = DEFAULT_WAIT, lock_dir: str = LOCK_DIR) -> 
     finally:
         os.close(dir_fd)
     if not _try(fd, path):
-        log.info(
-            "Another waprov run holds %s: %s; waiting up to %gs for it to finish", path, holder(fd), wait
-        )
-        start = time.monotonic()
-        while not _try(fd, path):
-            if time.monotonic() - start >= wait:
-                who = holder(fd)
+        start, announced = time.monotonic(), False
+        while True:
+            who, waited = holder(fd), time.monotonic() - start
+            if not announced and (who != UNNAMED or waited >= NAME_WAIT):
+                log.info(
+                    "Another waprov run holds %s: %s; waiting up to %gs for it to finish", path, who, wait
+                )
+                announced = True
+            if waited >= wait:
                 os.close(fd)
                 raise LockError(
                     f"another waprov run still holds {path} after {wait:g}s: {who}; nothing was done "
                     "(run again once it has finished)"
                 )
             time.sleep(POLL)
+            if _try(fd, path):
+                break
         log.info("The other waprov run finished after %.1fs; continuing", time.monotonic() - start)
     since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     try:  # what a waiting run shows; the lock itself does not depend on it
