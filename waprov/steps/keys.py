@@ -1,7 +1,7 @@
 """SSH public keys and key pairs (WA §5.4, §5.5), from the OVF and IMDS.
 
 `$HOME` in a path becomes `OS.HomeDir`; the result must lie inside the user's home, and
-the home strictly below OS.HomeDir, owned by the user (improvement: refused otherwise).
+the home pass steps.home_problem: below OS.HomeDir, owned by the user (improvement).
 Every key is checked before anything is written: a `Value` (any OpenSSH public key type,
 checked by decoding it) or the key of the certificate named by `Fingerprint` (40 hex
 digits; `openssl x509 -pubkey`, `ssh-keygen -i -m PKCS8`). Each file is then walked to,
