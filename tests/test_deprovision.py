@@ -347,3 +347,23 @@ def test_a_recorded_user_whose_home_holds_another_accounts_home_is_kept(tmp_path
         "WARNING! bob is kept: its home /home/bob holds the home of carol too (/home/bob/carol)."
     ]
     assert r["userdel"] == []
+
+
+def test_a_recorded_user_whose_home_is_missing_is_deleted(tmp_path: Any) -> None:
+    extra = {"/etc/passwd": PASSWD + BOB, "/var/lib/waprov/user": "VMID bob 1500 created\n"}
+    r = user_plan(str(tmp_path), extra)
+    assert r["warnings"] == ["WARNING! bob account and entire home directory will be deleted."]
+    assert r["userdel"] == [["userdel", "-f", "-r", "bob"]]
+
+
+def test_a_home_another_accounts_home_resolves_into_is_kept(tmp_path: Any) -> None:
+    carol = "carol:x:1501:1501::/srv/carolhome:/bin/sh\n"
+    extra = {"/etc/passwd": PASSWD + BOB + carol, "/home/bob/inner/data": "x",
+             "/var/lib/waprov/user": "VMID bob 1500 adopted\n"}  # fmt: skip
+    os.makedirs(tmp_path / "srv")
+    os.symlink("../home/bob/inner", tmp_path / "srv/carolhome")
+    r = user_plan(str(tmp_path), extra)
+    assert r["warnings"] == [
+        "WARNING! bob is kept: its home /home/bob holds the home of carol too (/srv/carolhome)."
+    ]
+    assert r["userdel"] == []

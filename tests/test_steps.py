@@ -514,6 +514,37 @@ def test_a_home_under_the_directory_home_dir_resolves_to_is_accepted(tmp_path: A
     (tmp_path / "var/home/azureuser").mkdir(parents=True)
     os.chown(tmp_path / "var/home/azureuser", 4242, 4243)
     (tmp_path / "home").symlink_to("var/home")
-    key = PublicKey(path="/var/home/azureuser/.ssh/authorized_keys", value=ECDSA)
-    deploy_keys(ctx_for(tmp_path, ScriptedRunner(), public_keys=(key,)))
-    assert (tmp_path / "var/home/azureuser/.ssh/authorized_keys").read_text() == ECDSA + "\n"
+    keys = (  # as passwd names the home, and as Azure writes the path ($HOME is OS.HomeDir)
+        PublicKey(path="/var/home/azureuser/.ssh/authorized_keys", value=ECDSA),
+        PublicKey(path="$HOME/azureuser/.ssh/authorized_keys", value=IMDS_KEY),
+    )
+    deploy_keys(ctx_for(tmp_path, ScriptedRunner(), public_keys=keys))
+    written = (tmp_path / "var/home/azureuser/.ssh/authorized_keys").read_text()
+    assert written == ECDSA + "\n" + IMDS_KEY + "\n"
+
+
+def test_a_symlinked_ssh_directory_is_reported_as_such_not_as_a_bad_descriptor(tmp_path: Any) -> None:
+    _home(tmp_path)
+    (tmp_path / "etc/target").mkdir()
+    (tmp_path / "home/azureuser/.ssh").symlink_to(tmp_path / "etc/target")
+    key = PublicKey(path="/home/azureuser/.ssh/authorized_keys", value=ECDSA)
+    with pytest.raises(HostError, match=r"^cannot open /home/azureuser/.ssh: it is a symbolic link$"):
+        deploy_keys(ctx_for(tmp_path, ScriptedRunner(), public_keys=(key,)))
+    assert os.listdir(tmp_path / "etc/target") == []
+
+
+def test_an_account_useradd_made_is_recorded_even_when_its_home_is_refused(tmp_path: Any) -> None:
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc/passwd").write_text("")
+    (tmp_path / "srv/users/bob").mkdir(parents=True)
+
+    def useradd(argv: List[str], data: Any) -> Tuple[int, bytes, bytes]:  # HOME=/srv/users in the image
+        (tmp_path / "etc/passwd").write_text("bob:x:1500:1500::/srv/users/bob:/bin/sh\n")
+        return 0, b"", b""
+
+    key = PublicKey(path="/srv/users/bob/.ssh/authorized_keys", value=ECDSA)
+    ctx = ctx_for(tmp_path, ScriptedRunner(useradd=useradd), username="bob", public_keys=(key,))
+    with pytest.raises(ProvisionError, match=r"is not below OS\.HomeDir /home"):
+        create_user(ctx)
+    record = (tmp_path / "var/lib/waprov/user").read_text()
+    assert record == "ID bob 1500 created\n"  # -deprovision+user then decides (and keeps it: its home)

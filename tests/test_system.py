@@ -380,3 +380,29 @@ def test_output_never_follows_a_symlink_and_falls_back_to_dev_null(
     res = System().run(["sh", "-c", "echo forged"], output=str(tmp_path / "out.log"))
     assert res.rc == 0 and victim.read_text() == "original\n"
     assert "Cannot append command output to" in caplog.text
+
+
+@pytest.mark.parametrize("planted", ["another owner", "a hard link"])
+def test_output_refuses_a_file_someone_else_planted(
+    tmp_path: Path, planted: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    log = tmp_path / "out.log"
+    if planted == "another owner":
+        log.write_text("theirs\n")
+        os.chown(log, 104, 104)
+        log.chmod(0o644)
+    else:
+        victim = tmp_path / "victim"
+        victim.write_text("original\n")
+        os.link(victim, log)
+    System().run(["sh", "-c", "echo appended"], output=str(log))
+    assert "appended" not in log.read_text()
+    assert "Cannot append command output to" in caplog.text
+
+
+def test_output_to_an_existing_file_of_roots_is_made_0600(tmp_path: Path) -> None:
+    log = tmp_path / "out.log"
+    log.write_text("")
+    log.chmod(0o644)
+    System().run(["sh", "-c", "echo x"], output=str(log))
+    assert (log.read_text(), stat.S_IMODE(log.stat().st_mode)) == ("x\n", 0o600)

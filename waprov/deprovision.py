@@ -99,8 +99,9 @@ def reset_hostname(distro: Distro) -> Action:
 def keep_reason(system: System, config: Config, acct: Account, uid: int) -> Optional[str]:
     """Why `acct` must not be deleted (None: it may): not the uid provisioning saw, outside
     UID_MIN..UID_MAX, a home that fails steps.home_problem (a real directory strictly below
-    OS.HomeDir, owned by the account), or one that holds another account's home: `userdel
-    -f -r` removes the home whoever owns it."""
+    OS.HomeDir, owned by the account; a missing one is fine), or one that holds another
+    account's home, by its path or where that resolves: `userdel -f -r` removes the home
+    whoever owns it."""
     if acct.uid != uid:
         return f"its uid is now {acct.uid}, not {uid} as when provisioning accepted it"
     low, high = uid_range(system)
@@ -108,13 +109,16 @@ def keep_reason(system: System, config: Config, acct: Account, uid: int) -> Opti
         return f"uid {acct.uid} is below UID_MIN {low} (a system account)"
     if acct.uid > high:
         return f"uid {acct.uid} is above UID_MAX {high} (not a regular account)"
-    problem = home_problem(system, config.home_dir, acct)
+    problem = home_problem(system, config.home_dir, acct, missing_ok=True)  # userdel -r copes
     if problem is not None:
         return problem
     home = os.path.normpath(acct.home)
-    for other in _homes(system):
-        if other[0] != acct.name and (other[1] == home or other[1].startswith(home + "/")):
-            return f"its home {home} holds the home of {other[0]} too ({other[1]})"
+    real = os.path.realpath(system.path(home))
+    for name, other in _homes(system):
+        inside = other == home or other.startswith(home + "/")
+        real_other = os.path.realpath(system.path(other))
+        if name != acct.name and (inside or real_other == real or real_other.startswith(real + "/")):
+            return f"its home {home} holds the home of {name} too ({other})"
     return None
 
 

@@ -31,7 +31,14 @@ DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 SELINUX_XATTR = "security.selinux"
 
 
-def _why(e: OSError) -> str:
+def _why(e: OSError, dir_fd: Optional[int] = None, name: str = "") -> str:
+    """Why an open with O_NOFOLLOW | O_DIRECTORY failed (a symbolic link gives ENOTDIR)."""
+    if e.errno in (errno.ELOOP, errno.EMLINK, errno.ENOTDIR) and dir_fd is not None:
+        try:
+            if stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode):
+                return "it is a symbolic link"
+        except OSError:
+            pass
     if e.errno in (errno.ELOOP, errno.EMLINK):
         return "it is a symbolic link"
     if e.errno == errno.ENOTDIR:
@@ -211,14 +218,17 @@ def open_dir(
     except FileNotFoundError:
         raise HostError(f"{top} does not exist") from None
     except OSError as e:
-        raise HostError(f"cannot open {top}: {_why(e)}") from None
+        why = "it is a symbolic link" if os.path.islink(system.path(top)) else _why(e)
+        raise HostError(f"cannot open {top}: {why}") from None
     try:
         if top_uid is not None and os.fstat(fd).st_uid != top_uid:
             raise HostError(f"{top} is not owned by uid {top_uid}")
         cur, created = top, False
         for part in parts:
             cur = os.path.join(cur, part)
-            fd, created = _step_down(system, fd, part, cur, mode, owner)
+            new, created = _step_down(system, fd, part, cur, mode, owner)
+            os.close(fd)
+            fd = new
         if not created and parts:
             _fix(system, fd, cur, mode, owner)
     except BaseException:
@@ -265,7 +275,7 @@ def _plan_walk(system: System, top: str, parts: Sequence[str], top_uid: Optional
 def _step_down(
     system: System, fd: int, part: str, path: str, mode: int, owner: Optional[Owner]
 ) -> Tuple[int, bool]:
-    """The descriptor of `part` below `fd` (which is closed), made when missing."""
+    """The descriptor of `part` below `fd` (which stays open: the caller's), made when missing."""
     created = False
     try:
         try:
@@ -279,9 +289,7 @@ def _step_down(
             new = os.open(part, DIR_FLAGS, dir_fd=fd)
             created = True
     except OSError as e:
-        os.close(fd)
-        raise HostError(f"cannot open {path}: {_why(e)}") from None
-    os.close(fd)
+        raise HostError(f"cannot open {path}: {_why(e, fd, part)}") from None
     if created:
         try:
             if owner is not None:

@@ -144,7 +144,8 @@ def hold(command: str, wait: float = DEFAULT_WAIT, lock_dir: str = LOCK_DIR) -> 
             time.sleep(POLL)
             if _try(fd, path):
                 break
-        log.info("The other waprov run finished after %.1fs; continuing", time.monotonic() - start)
+        if announced:
+            log.info("The other waprov run finished after %.1fs; continuing", time.monotonic() - start)
     since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     try:  # what a waiting run shows; the lock itself does not depend on it
         os.ftruncate(fd, 0)

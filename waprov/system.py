@@ -360,15 +360,21 @@ class System:
             os.close(fd)
 
     def _open_output(self, path: str) -> int:
+        """`path` opened for appending, made 0600: a regular file of root's with one link
+        (else /dev/null, with a warning: a file someone else planted gets nothing)."""
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        fd = -1
         try:
             fd = os.open(self.path(path), flags, 0o600)
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                os.close(fd)
-                raise HostError("it is not a regular file")
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_nlink != 1:
+                raise HostError("it is not a regular file of this user's with one link")
+            os.fchmod(fd, 0o600)
             os.set_blocking(fd, True)
             return fd
         except (OSError, HostError) as e:
+            if fd >= 0:
+                os.close(fd)
             why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
             log.warning("Cannot append command output to %s (%s): it goes to /dev/null", path, why)
             return os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)

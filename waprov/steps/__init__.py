@@ -87,11 +87,12 @@ def _below(path: str, base: str) -> bool:
     return path.startswith(base.rstrip("/") + "/")
 
 
-def home_problem(system: System, home_dir: str, acct: Account) -> Optional[str]:
+def home_problem(system: System, home_dir: str, acct: Account, *, missing_ok: bool = False) -> Optional[str]:
     """Why root must not write into `acct`'s home (None: it may): where it resolves must lie
     strictly below where OS.HomeDir (`home_dir`) resolves (so /var/home/<user> passes when
     /home -> /var/home, as on ostree systems, and /home/team/<user> with /home/team -> /etc
-    does not), and it must be a directory, not a symbolic link, owned by the account."""
+    does not), and it must be a directory, not a symbolic link, owned by the account (or,
+    with `missing_ok`, be missing: nothing to delete there)."""
     base = os.path.normpath(home_dir)
     home = os.path.normpath(acct.home) if acct.home.startswith("/") else ""
     if home and system.kind(home) == "link":
@@ -100,6 +101,8 @@ def home_problem(system: System, home_dir: str, acct: Account) -> Optional[str]:
     if not home or not _below(os.path.realpath(system.path(home)), real_base):
         return f"the home directory {acct.home or '(none)'} of {acct.name} is not below OS.HomeDir {base}"
     kind = system.kind(home)
+    if kind == "absent" and missing_ok:
+        return None
     if kind != "dir":
         what = {"link": "a symbolic link", "absent": "missing"}.get(kind, "not a directory")
         return f"the home directory {home} of {acct.name} is {what}"

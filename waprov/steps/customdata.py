@@ -50,7 +50,7 @@ def save_custom_data(ctx: Ctx) -> None:
         return
     ctx.mark("customdata")  # before it starts: a script that reboots the VM runs once
     started = time.monotonic()
-    argv = ["/bin/sh", "-c", ctx.system.path(path)]
+    argv = ["/bin/sh", "-c", 'exec "$0"', ctx.system.path(path)]  # the path as one word, not shell text
     res = ctx.system.run(argv, check=False, timeout=EXECUTE_TIMEOUT, output=OUTPUT)
     log.info(
         "CustomData ran for %.1fs, exit code %d (its output: %s)", time.monotonic() - started, res.rc, OUTPUT

@@ -87,6 +87,8 @@ def user_home(ctx: Ctx) -> Tuple[str, Optional[Account]]:
     """The user's home, which must pass steps.home_problem (improvement: a home of `/`,
     /root or /usr/sbin, or one the user does not own, is never written into)."""
     acct = ctx.account(ctx.data.username)
+    if acct is None and not ctx.system.dry_run:
+        raise _fail(f"the account {ctx.data.username} does not exist")
     if acct is None:  # a dry run, before the useradd it skipped
         return os.path.join(os.path.normpath(ctx.config.home_dir), ctx.data.username), None
     problem = home_problem(ctx.system, ctx.config.home_dir, acct)
@@ -97,13 +99,26 @@ def user_home(ctx: Ctx) -> Tuple[str, Optional[Account]]:
 
 def key_path(ctx: Ctx, raw: Optional[str], what: str, home: str) -> str:
     """The normalised path, checked to lie below the user's home (the symbolic links on
-    the way are refused when the path is walked: helddir.py)."""
+    the way are refused when the path is walked: helddir.py). A path below the home as
+    OS.HomeDir names it (/home/<user> where passwd says /var/home/<user> and /home ->
+    /var/home, as Azure writes it on ostree systems) is taken to the home passwd names."""
     if raw is None:
         raise _fail(f"{what} path is None")
     path = os.path.normpath(raw.replace("$HOME", ctx.config.home_dir))
+    alias = _home_alias(ctx, home)
+    if alias != home and path.startswith(alias + "/"):
+        path = home + path[len(alias) :]
     if not path.startswith(home.rstrip("/") + "/"):
         raise _fail(f"{what} path {path} is outside the home directory {home} of {ctx.data.username}")
     return path
+
+
+def _home_alias(ctx: Ctx, home: str) -> str:
+    """`home` as a path below OS.HomeDir (the same as `home` unless OS.HomeDir is a link)."""
+    base = os.path.normpath(ctx.config.home_dir)
+    real_base = os.path.realpath(ctx.system.path(base))
+    rel = os.path.relpath(os.path.realpath(ctx.system.path(home)), real_base)
+    return home if rel.startswith("..") else os.path.normpath(os.path.join(base, rel))
 
 
 def _owner(acct: Optional[Account]) -> Optional[Tuple[int, int]]:

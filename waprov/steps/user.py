@@ -89,6 +89,8 @@ def create_user(ctx: Ctx) -> None:
         log.info("User %s already exists, skip useradd", name)
     if acct is not None:
         refuse_system_user(ctx, acct)
+        if how == "created":  # ours whatever follows: -deprovision+user may consider it
+            _remember(ctx, acct, how)
         if ctx.data.public_keys or ctx.data.key_pairs:  # checked before any change to the account
             problem = home_problem(ctx.system, ctx.config.home_dir, acct)
             if problem is not None:
