@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import os
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import pytest
 
@@ -55,8 +55,9 @@ TREE = {
 }
 
 
-def make_tree(root: str) -> None:
-    for path, text in TREE.items():
+def make_tree(root: str, extra: Optional[Dict[str, str]] = None) -> None:
+    """TREE (then `extra` over it) below `root`, each home given to its account."""
+    for path, text in {**TREE, **(extra or {})}.items():
         full = os.path.join(root, path.lstrip("/"))
         os.makedirs(os.path.dirname(full), exist_ok=True)
         with open(full, "w", encoding="utf-8") as f:
@@ -204,13 +205,7 @@ def user_plan(
 ) -> Dict[str, Any]:
     """build + apply (real) on TREE with `extra` files over it (and `owners`: uids set on
     paths after the homes are given to their accounts): the user warnings and calls."""
-    make_tree(tmp)
-    for path, text in extra.items():
-        full = os.path.join(tmp, path.lstrip("/"))
-        os.makedirs(os.path.dirname(full), exist_ok=True)
-        with open(full, "w", encoding="utf-8") as f:
-            f.write(text)
-    own_homes(tmp)
+    make_tree(tmp, extra)
     for path, uid in (owners or {}).items():
         os.chown(os.path.join(tmp, path.lstrip("/")), uid, uid)
     runner = ScriptedRunner(hostname=ok, touch=ok, userdel=ok, systemctl=ok)
