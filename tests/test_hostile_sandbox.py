@@ -193,20 +193,23 @@ def test_a_host_name_longer_than_the_kernel_allows_runs_as_its_first_label(tmp_p
     assert "is longer than 64 characters" in r["runs"][0]["stderr"]
 
 
+def custom_data_run(tmp_path: Any, script: str, **spec: Any) -> Dict[str, Any]:
+    """A sandbox run whose OVF carries `script` as custom data, with ExecuteCustomData=y."""
+    data = base64.b64encode(script.encode()).decode()
+    base = {"conf": "Provisioning.ExecuteCustomData=y\n", "ovf": ovf(custom_data=data), "imds": None}
+    return scenario(str(tmp_path), {**base, **spec})
+
+
 def test_custom_data_output_never_follows_a_symlink_planted_at_its_log(tmp_path: Any) -> None:
     script = "#!/bin/sh\necho FORGED-LINE\ntouch /var/lib/custom-data-ran\n"
-    r = scenario(
-        str(tmp_path),
-        {
-            "conf": "Provisioning.ExecuteCustomData=y\n",
-            "ovf": ovf(custom_data=custom_data(script)),
-            "imds": None,
-            "setup": [
-                "mkdir -m 0700 /etc/victim && echo original > /etc/victim/file && chmod 600 /etc/victim/file",
-                "ln -s /etc/victim/file /var/log/waprov-customdata.log",
-            ],
-            "snapshot": ["/etc/victim", "/var/lib/custom-data-ran"],
-        },
+    r = custom_data_run(
+        tmp_path,
+        script,
+        setup=[
+            "mkdir -m 0700 /etc/victim && echo original > /etc/victim/file && chmod 600 /etc/victim/file",
+            "ln -s /etc/victim/file /var/log/waprov-customdata.log",
+        ],
+        snapshot=["/etc/victim", "/var/lib/custom-data-ran"],
     )
     assert r["runs"][0]["rc"] == 0, r["runs"][0]["stderr"]
     assert text(r, "/etc/victim/file") == "original\n"
@@ -214,20 +217,12 @@ def test_custom_data_output_never_follows_a_symlink_planted_at_its_log(tmp_path:
     assert "/var/lib/custom-data-ran" in r["snapshot"]  # it ran all the same, its output to /dev/null
 
 
-def custom_data(script: str) -> str:
-    return base64.b64encode(script.encode()).decode()
-
-
 def test_custom_data_that_leaves_a_process_behind_does_not_hold_provisioning(tmp_path: Any) -> None:
     script = "#!/bin/sh\nnohup sleep 120 &\necho started-from-custom-data\n"
-    r = scenario(
-        str(tmp_path),
-        {
-            "conf": "Provisioning.ExecuteCustomData=y\n",
-            "ovf": ovf(custom_data=custom_data(script)),
-            "imds": None,
-            "logs": ["/var/log/waprov.log", "/var/log/waprov-customdata.log"],
-        },
+    r = custom_data_run(
+        tmp_path,
+        script,
+        logs=["/var/log/waprov.log", "/var/log/waprov-customdata.log"],
     )
     run = r["runs"][0]
     assert run["rc"] == 0, run["stderr"]
@@ -242,15 +237,11 @@ def test_custom_data_that_reboots_the_vm_runs_once_and_the_next_boot_reaches_rea
     script = (
         "#!/bin/sh\necho ran >> /var/lib/custom-data-runs\npkill -KILL -f 'bin/waprov -provision'\nsleep 5\n"
     )
-    r = scenario(
-        str(tmp_path),
-        {
-            "conf": "Provisioning.ExecuteCustomData=y\n",
-            "ovf": ovf(custom_data=custom_data(script)),
-            "imds": None,
-            "runs": [{}, {}],
-            "snapshot": ["/var/lib/custom-data-runs", "/var/lib/waprov"],
-        },
+    r = custom_data_run(
+        tmp_path,
+        script,
+        runs=[{}, {}],
+        snapshot=["/var/lib/custom-data-runs", "/var/lib/waprov"],
     )
     first, second = r["runs"]
     assert first["rc"] == -9, first["stderr"]

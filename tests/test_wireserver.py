@@ -17,6 +17,7 @@ from waprov.overrides import Overrides
 from waprov.system import System
 from waprov.timing import Clock
 from waprov.wireserver import (
+    PROGRESS_POLICY,
     GoalState,
     WireServer,
     connect,
@@ -310,7 +311,7 @@ def test_the_in_progress_report_gives_up_at_its_60_s_deadline(fabric: FakeFabric
     ws, gs = connect(HttpClient(clock), fabric.wireserver, clock)
     fabric.script("health", *[status(500, b"no")] * 30)
     with pytest.raises(HttpStatusError, match=r"^Failed to send provision status: .*60s deadline.*HTTP 500"):
-        ws.report_provisioning(gs)
+        ws.report(gs, "NotReady", "Provisioning", "Starting", PROGRESS_POLICY)  # as Reporter.provisioning
     assert waits(clock) == [30.0]  # 45 more would pass 60 s
     assert len(fabric.requests_for("health")) == 2
 

@@ -18,15 +18,15 @@ import errno
 import logging
 import os
 import stat
-from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Optional, Sequence, Tuple
 
 from waprov.errors import HostError
+from waprov.system import Owner, _mode_owner, read_regular
 
 if TYPE_CHECKING:
     from waprov.system import System
 
 log = logging.getLogger("waprov")
-Owner = Tuple[int, int]
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 SELINUX_XATTR = "security.selinux"
 
@@ -44,13 +44,6 @@ def _why(e: OSError, dir_fd: Optional[int] = None, name: str = "") -> str:
     if e.errno == errno.ENOTDIR:
         return "it is not a directory"
     return e.strerror or str(e)
-
-
-def _mode_owner_text(mode: Optional[int], owner: Optional[Owner]) -> str:
-    parts = [] if mode is None else [f"mode {mode:04o}"]
-    if owner is not None:
-        parts.append("owner {}:{}".format(*owner))
-    return ", ".join(parts)
 
 
 class HeldDir:
@@ -82,34 +75,7 @@ class HeldDir:
         path = self._name(name)
         if self._fd is None:  # a dry run, and the directory is not there yet
             return None
-        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-        try:
-            fd = os.open(name, flags, dir_fd=self._fd)
-        except FileNotFoundError:
-            return None
-        except OSError as e:
-            raise HostError(f"cannot read {path}: {_why(e)}") from None
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                raise HostError(f"cannot read {path}: it is not a regular file")
-            if st.st_nlink != 1:
-                raise HostError(f"refusing to read {path}: it has {st.st_nlink} hard links")
-            chunks: List[bytes] = []
-            size = 0
-            while size <= limit:
-                chunk = os.read(fd, min(1 << 20, limit + 1 - size))
-                if not chunk:
-                    break
-                chunks.append(chunk)
-                size += len(chunk)
-        except OSError as e:
-            raise HostError(f"cannot read {path}: {e.strerror}") from None
-        finally:
-            os.close(fd)
-        if size > limit:
-            raise HostError(f"cannot read {path}: larger than {limit} bytes")
-        return b"".join(chunks)
+        return read_regular(name, path, limit, dir_fd=self._fd, one_link=True)
 
     def write(
         self,
@@ -123,7 +89,7 @@ class HeldDir:
         """Replace `name` here with `data` (mode, owner, and an SELinux `label` set on the
         new file before it takes the name); the content is never logged."""
         path = self._name(name)
-        detail = f"{len(data)} bytes, {_mode_owner_text(mode, owner)}"
+        detail = f"{len(data)} bytes, {_mode_owner(mode, owner)}"
         if self.system.dry_run or self._fd is None:  # System records it, with its own checks
             self.system.write(path, data, mode, owner)
             if label:
@@ -266,10 +232,9 @@ def _plan_walk(system: System, top: str, parts: Sequence[str], top_uid: Optional
             raise HostError(f"cannot open {cur}: it is a symbolic link")
         if kind not in ("dir", "absent"):
             raise HostError(f"cannot open {cur}: it is not a directory")
-    if top_uid is not None and system.kind(top) == "dir":
-        uid = os.lstat(system.path(top)).st_uid
-        if uid != top_uid:
-            raise HostError(f"{top} is not owned by uid {top_uid}")
+    found = system.mode_owner(top) if system.kind(top) == "dir" else None
+    if top_uid is not None and found is not None and found[1][0] != top_uid:
+        raise HostError(f"{top} is not owned by uid {top_uid}")
 
 
 def _step_down(
@@ -281,7 +246,7 @@ def _step_down(
         try:
             new = os.open(part, DIR_FLAGS, dir_fd=fd)
         except FileNotFoundError:
-            system.note("mkdir", path, _mode_owner_text(mode, owner))
+            system.note("mkdir", path, _mode_owner(mode, owner))
             try:
                 os.mkdir(part, 0o700, dir_fd=fd)
             except FileExistsError:

@@ -16,8 +16,10 @@ import logging
 import os
 import stat
 import time
+from typing import NoReturn
 
 from waprov.errors import WaprovError
+from waprov.runreport import stamp
 
 LOCK_DIR = "/run/waprov"
 LOCK_NAME = "lock"
@@ -41,6 +43,11 @@ def _unsafe(path: str, reason: str) -> LockError:
     )
 
 
+def _refuse(fd: int, path: str, reason: str) -> NoReturn:
+    os.close(fd)
+    raise _unsafe(path, reason)
+
+
 def _open_dir(path: str) -> int:
     try:
         os.mkdir(path, 0o700)
@@ -58,14 +65,10 @@ def _open_dir(path: str) -> int:
             raise _unsafe(path, "is not a directory") from None
         raise LockError(f"cannot open {path} for waprov's run lock ({e.strerror})") from None
     st = os.fstat(fd)
-    problem = ""
     if st.st_uid != 0:
-        problem = f"is owned by uid {st.st_uid}, not root"
-    elif st.st_mode & 0o022:
-        problem = f"is writable by others than root (mode {stat.S_IMODE(st.st_mode):04o})"
-    if problem:
-        os.close(fd)
-        raise _unsafe(path, problem)
+        return _refuse(fd, path, f"is owned by uid {st.st_uid}, not root")
+    if st.st_mode & 0o022:
+        return _refuse(fd, path, f"is writable by others than root (mode {stat.S_IMODE(st.st_mode):04o})")
     return fd
 
 
@@ -78,14 +81,10 @@ def _open_lock(dir_fd: int, path: str) -> int:
             raise _unsafe(path, "is a symbolic link") from None
         raise LockError(f"cannot open waprov's run lock {path} ({e.strerror})") from None
     st = os.fstat(fd)
-    problem = ""
     if not stat.S_ISREG(st.st_mode):
-        problem = "is not a regular file"
-    elif st.st_uid != 0:
-        problem = f"is owned by uid {st.st_uid}, not root"
-    if problem:
-        os.close(fd)
-        raise _unsafe(path, problem)
+        return _refuse(fd, path, "is not a regular file")
+    if st.st_uid != 0:
+        return _refuse(fd, path, f"is owned by uid {st.st_uid}, not root")
     return fd
 
 
@@ -146,7 +145,7 @@ def hold(command: str, wait: float = DEFAULT_WAIT, lock_dir: str = LOCK_DIR) -> 
                 break
         if announced:
             log.info("The other waprov run finished after %.1fs; continuing", time.monotonic() - start)
-    since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    since = stamp()
     try:  # what a waiting run shows; the lock itself does not depend on it
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()}\ncommand {command}\nsince {since}\n".encode(), 0)

@@ -28,7 +28,7 @@ from waprov.http import HttpClient, RetryPolicy
 from waprov.log import Redactor
 from waprov.model import ProvisioningData
 from waprov.overrides import Overrides
-from waprov.runreport import iso
+from waprov.runreport import iso, stamp
 from waprov.system import System
 from waprov.timing import Clock
 from waprov.wireserver import (
@@ -54,24 +54,20 @@ def _row(items: Dict[str, str]) -> str:
     return buf.getvalue()
 
 
-def _stamp(now: Optional[float]) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() if now is None else now))
-
-
 def failure_description(
     e: ProvisionError, vm_id: str, redactor: Redactor, now: Optional[float] = None
 ) -> str:
     items = {"result": "error", "reason": e.reason, "agent": f"waprov/{__version__}", "step": e.step}
     items.update({k: v[:MAX_DETAIL] for k, v in e.data.items()})
     items["error"] = str(e)[:MAX_DETAIL]
-    items.update({"vm_id": vm_id, "timestamp": _stamp(now), "documentation_url": DOC_URL})
+    items.update({"vm_id": vm_id, "timestamp": stamp(now), "documentation_url": DOC_URL})
     return redactor.redact(_row(items))
 
 
 def success_line(vm_id: str, now: Optional[float] = None) -> str:
     """peers §3.5's success row (KVP PROVISIONING_REPORT, report.json)."""
     return _row(
-        {"result": "success", "agent": f"waprov/{__version__}", "vm_id": vm_id, "timestamp": _stamp(now)}
+        {"result": "success", "agent": f"waprov/{__version__}", "vm_id": vm_id, "timestamp": stamp(now)}
     )
 
 

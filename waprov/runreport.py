@@ -25,6 +25,11 @@ REPORT = "report.json"
 FORMAT = 1
 
 
+def stamp(now: Optional[float] = None) -> str:
+    """A UTC time to the second, `2026-12-03T18:00:00Z` (report lines, the run lock)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() if now is None else now))
+
+
 def iso(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"
 

@@ -10,60 +10,35 @@ file: neither is ever opened as a FIFO or a device. Read-only: nothing is change
 
 from __future__ import annotations
 
-import errno
 import json
 import os
-import stat
 import sys
 from typing import Any, Dict, List, Optional, TextIO
 
 from waprov.errors import ConfigError
 from waprov.runreport import REPORT
 from waprov.steps import STATE_DIR
+from waprov.system import Unreadable, read_regular
 from waprov.vmid import same_vm
 
 MAX_REPORT = 16 << 20  # bytes: a run report is a few KiB
 MAX_MARKER = 4096  # bytes: the marker holds one VM id
 
 
-def read_regular(path: str, limit: int, what: str) -> Optional[bytes]:
-    """The bytes of `path`, None when it is missing; ConfigError (exit 2) when it is a
-    symbolic link, not a regular file (opened without blocking, so a FIFO cannot hang
-    us), larger than `limit` bytes or unreadable."""
+def _read(path: str, limit: int, what: str) -> Optional[bytes]:
+    """system.read_regular's bytes (never through a link, never blocking on a FIFO), its
+    refusals as ConfigError (exit 2) naming the file."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return None
-    except OSError as e:
-        if e.errno == errno.ELOOP:
-            raise ConfigError(path, f"is a symbolic link, not {what}: refused") from None
-        raise ConfigError(path, f"cannot be read as {what} ({e.strerror})") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise ConfigError(path, f"is not a regular file (a FIFO, device or socket?), not {what}: refused")
-        if st.st_size > limit:
-            raise ConfigError(path, f"is {st.st_size} bytes, too large for {what} (at most {limit})")
-        chunks: List[bytes] = []
-        size = 0
-        while size <= limit:
-            chunk = os.read(fd, limit + 1 - size)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-        if size > limit:
-            raise ConfigError(path, f"grew past {limit} bytes while being read, too large for {what}")
-        return b"".join(chunks)
-    except OSError as e:
-        raise ConfigError(path, f"cannot be read as {what} ({e.strerror})") from None
-    finally:
-        os.close(fd)
+        return read_regular(path, path, limit)
+    except Unreadable as e:
+        if e.refused:
+            raise ConfigError(path, f"{e.why}, not {what}: refused") from None
+        raise ConfigError(path, f"cannot be read as {what} ({e.why})") from None
 
 
 def load(state_dir: str = STATE_DIR) -> Optional[Dict[str, Any]]:
     path = os.path.join(state_dir, REPORT)
-    data = read_regular(path, MAX_REPORT, "waprov's run report")
+    data = _read(path, MAX_REPORT, "waprov's run report")
     if data is None:
         return None
     try:
@@ -77,7 +52,7 @@ def load(state_dir: str = STATE_DIR) -> Optional[Dict[str, Any]]:
 
 def provisioned(doc: Dict[str, Any], state_dir: str = STATE_DIR) -> bool:
     """Whether waprov's marker names the report's VM (a missing marker: no)."""
-    data = read_regular(os.path.join(state_dir, "provisioned"), MAX_MARKER, "waprov's provisioned marker")
+    data = _read(os.path.join(state_dir, "provisioned"), MAX_MARKER, "waprov's provisioned marker")
     return data is not None and same_vm(data.decode("utf-8", "replace"), str(doc.get("vm_id", "")))
 
 

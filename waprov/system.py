@@ -104,6 +104,54 @@ class Result:
     raw: bytes = field(default=b"", repr=False)
 
 
+class Unreadable(HostError):
+    """A file read_regular() would not read: `why` ("is a symbolic link", "is not a regular
+    file", "has 2 hard links", "is too large ...") when it was refused, else the OS error."""
+
+    def __init__(self, shown: str, why: str, *, refused: bool) -> None:
+        super().__init__(f"cannot read {shown}: {'it ' if refused else ''}{why}")
+        self.why, self.refused = why, refused
+
+
+def read_regular(
+    real: str, shown: str, limit: int, *, dir_fd: Optional[int] = None, one_link: bool = False
+) -> Optional[bytes]:
+    """The bytes of the regular file `real` (a name relative to `dir_fd` when given), None
+    when it is absent. It is opened with O_NOFOLLOW and O_NONBLOCK and checked on its
+    descriptor, so neither a final symbolic link nor a FIFO swapped in is ever followed or
+    waited on; Unreadable when it is not a regular file, has more than one link
+    (`one_link`), is larger than `limit`, or cannot be read. `shown` names it in errors."""
+    try:
+        fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise Unreadable(shown, "is a symbolic link", refused=True) from None
+        raise Unreadable(shown, e.strerror or str(e), refused=False) from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise Unreadable(shown, "is not a regular file", refused=True)
+        if one_link and st.st_nlink != 1:
+            raise Unreadable(shown, f"has {st.st_nlink} hard links", refused=True)
+        chunks: List[bytes] = []
+        size = 0
+        while size <= limit and st.st_size <= limit:
+            chunk = os.read(fd, limit + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        if size > limit or st.st_size > limit:
+            raise Unreadable(shown, f"is too large (more than {limit} bytes)", refused=True)
+        return b"".join(chunks)
+    except OSError as e:
+        raise Unreadable(shown, e.strerror or str(e), refused=False) from None
+    finally:
+        os.close(fd)
+
+
 def _mode_owner(mode: Optional[int], owner: Optional[Owner]) -> str:
     parts = []
     if mode is not None:
@@ -199,15 +247,7 @@ class System:
             return b""  # written earlier in this dry run; its content was not kept
         if kind != "file":
             raise HostError(f"cannot read {path}: it is not a regular file")
-        try:
-            fd = os.open(self.path(path), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-            with os.fdopen(fd, "rb") as f:
-                data = f.read(limit + 1)
-        except OSError as e:
-            raise HostError(f"cannot read {path}: {e.strerror}") from None
-        if len(data) > limit:
-            raise HostError(f"cannot read {path}: larger than {limit} bytes")
-        return data
+        return read_regular(self.path(path), path, limit)
 
     def glob(self, pattern: str) -> List[str]:
         """The host paths matching an absolute glob pattern, sorted (read-only)."""
@@ -276,9 +316,7 @@ class System:
     ) -> Tuple[int, bytes, bytes]:
         """The runner, with its failures as our errors (safe to call from another thread)."""
         try:
-            if output is not None:
-                return self.runner(list(argv), data, timeout, output)
-            return self.runner(list(argv), data, timeout)
+            return self.runner(list(argv), data, timeout, output)
         except FileNotFoundError:
             raise CommandNotFound(f"command not found: {self.redactor.redact(argv[0])}") from None
         except PermissionError:

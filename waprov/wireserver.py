@@ -278,7 +278,7 @@ class WireServer:
         self.report(gs, "Ready")
 
     def report_provisioning(self, gs: GoalState) -> None:
-        self.report(gs, "NotReady", "Provisioning", "Starting", PROGRESS_POLICY)
+        self.report(gs, "NotReady", "Provisioning", "Starting")
 
     def report_failed(self, gs: GoalState, description: str) -> None:
         self.report(gs, "NotReady", "ProvisioningFailed", description)

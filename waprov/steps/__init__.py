@@ -95,16 +95,16 @@ def home_problem(system: System, home_dir: str, acct: Account, *, missing_ok: bo
     with `missing_ok`, be missing: nothing to delete there)."""
     base = os.path.normpath(home_dir)
     home = os.path.normpath(acct.home) if acct.home.startswith("/") else ""
-    if home and system.kind(home) == "link":
+    kind = system.kind(home) if home else "absent"
+    if kind == "link":
         return f"the home directory {home} of {acct.name} is a symbolic link"
     real_base = os.path.realpath(system.path(base))
     if not home or not _below(os.path.realpath(system.path(home)), real_base):
         return f"the home directory {acct.home or '(none)'} of {acct.name} is not below OS.HomeDir {base}"
-    kind = system.kind(home)
     if kind == "absent" and missing_ok:
         return None
     if kind != "dir":
-        what = {"link": "a symbolic link", "absent": "missing"}.get(kind, "not a directory")
+        what = "missing" if kind == "absent" else "not a directory"
         return f"the home directory {home} of {acct.name} is {what}"
     found = system.mode_owner(home)  # None: only planned by this dry run
     if found is not None and found[1][0] != acct.uid:

@@ -57,15 +57,16 @@ def set_hostname(ctx: Ctx) -> None:
             f"HostName {name[:80]!r} is not a valid host name "
             "(dot-separated labels of letters, digits and '-', each 1-63 characters)",
         )
-    if host_name(name) != name:
+    short = host_name(name)
+    if short != name:
         log.warning(
             "HostName %s is longer than %d characters, the most a host name may have: "
             "the host is named %s, its first label",
             name,
             HOST_NAME_MAX,
-            host_name(name),
+            short,
         )
-        name = host_name(name)
+        name = short
     ctx.system.write("/etc/hostname", name, 0o644)
     argv = ctx.distro.hostname_argv(name)
     try:

@@ -16,16 +16,17 @@ from __future__ import annotations
 
 import base64
 import binascii
-import logging
 import os
 import struct
-from typing import Dict, List, Optional, Set, Tuple
+from typing import TYPE_CHECKING, Dict, List, NamedTuple, Optional, Set, Tuple
 
 from waprov.errors import ProvisionError
 from waprov.model import valid_thumbprint
 from waprov.steps import Account, Ctx, home_problem
 
-log = logging.getLogger("waprov")
+if TYPE_CHECKING:
+    from waprov.helddir import HeldDir
+
 BASE_TYPES = (
     "ssh-rsa",
     "ssh-dss",
@@ -83,21 +84,36 @@ def _fingerprint(value: str, what: str) -> str:
     return value
 
 
-def user_home(ctx: Ctx) -> Tuple[str, Optional[Account]]:
+class _Home(NamedTuple):
+    path: str  # as passwd names it
+    alias: str  # the same below OS.HomeDir as Azure names it (differs when OS.HomeDir is a link)
+    acct: Optional[Account]  # None only in a dry run, before the useradd it skipped
+
+    @property
+    def owner(self) -> Optional[Tuple[int, int]]:
+        return (self.acct.uid, self.acct.gid) if self.acct else None
+
+
+def user_home(ctx: Ctx) -> _Home:
     """The user's home, which must pass steps.home_problem (improvement: a home of `/`,
     /root or /usr/sbin, or one the user does not own, is never written into)."""
     acct = ctx.account(ctx.data.username)
+    base = os.path.normpath(ctx.config.home_dir)
     if acct is None and not ctx.system.dry_run:
         raise _fail(f"the account {ctx.data.username} does not exist")
-    if acct is None:  # a dry run, before the useradd it skipped
-        return os.path.join(os.path.normpath(ctx.config.home_dir), ctx.data.username), None
-    problem = home_problem(ctx.system, ctx.config.home_dir, acct)
-    if problem is not None:
-        raise _fail(f"{problem}: no keys are written there")
-    return os.path.normpath(acct.home), acct
+    if acct is None:
+        home = os.path.join(base, ctx.data.username)
+    else:
+        problem = home_problem(ctx.system, ctx.config.home_dir, acct)
+        if problem is not None:
+            raise _fail(f"{problem}: no keys are written there")
+        home = os.path.normpath(acct.home)
+    rel = os.path.relpath(os.path.realpath(ctx.system.path(home)), os.path.realpath(ctx.system.path(base)))
+    alias = home if rel == ".." or rel.startswith("../") else os.path.normpath(os.path.join(base, rel))
+    return _Home(home, alias, acct)
 
 
-def key_path(ctx: Ctx, raw: Optional[str], what: str, home: str) -> str:
+def key_path(ctx: Ctx, raw: Optional[str], what: str, home: _Home) -> str:
     """The normalised path, checked to lie below the user's home (the symbolic links on
     the way are refused when the path is walked: helddir.py). A path below the home as
     OS.HomeDir names it (/home/<user> where passwd says /var/home/<user> and /home ->
@@ -105,24 +121,11 @@ def key_path(ctx: Ctx, raw: Optional[str], what: str, home: str) -> str:
     if raw is None:
         raise _fail(f"{what} path is None")
     path = os.path.normpath(raw.replace("$HOME", ctx.config.home_dir))
-    alias = _home_alias(ctx, home)
-    if alias != home and path.startswith(alias + "/"):
-        path = home + path[len(alias) :]
-    if not path.startswith(home.rstrip("/") + "/"):
-        raise _fail(f"{what} path {path} is outside the home directory {home} of {ctx.data.username}")
+    if home.alias != home.path and path.startswith(home.alias + "/"):
+        path = home.path + path[len(home.alias) :]
+    if not path.startswith(home.path.rstrip("/") + "/"):
+        raise _fail(f"{what} path {path} is outside the home directory {home.path} of {ctx.data.username}")
     return path
-
-
-def _home_alias(ctx: Ctx, home: str) -> str:
-    """`home` as a path below OS.HomeDir (the same as `home` unless OS.HomeDir is a link)."""
-    base = os.path.normpath(ctx.config.home_dir)
-    real_base = os.path.realpath(ctx.system.path(base))
-    rel = os.path.relpath(os.path.realpath(ctx.system.path(home)), real_base)
-    return home if rel.startswith("..") else os.path.normpath(os.path.join(base, rel))
-
-
-def _owner(acct: Optional[Account]) -> Optional[Tuple[int, int]]:
-    return (acct.uid, acct.gid) if acct else None
 
 
 def _selinux(ctx: Ctx) -> Optional[str]:
@@ -148,17 +151,15 @@ def _from_certificate(ctx: Ctx, fingerprint: str) -> Tuple[str, str]:
     return public_key_line(res.stdout)
 
 
-class _Files:
-    """What the step writes under the home, gathered first so that each file is read,
-    walked to and written once, whatever the number of keys (linear, bounded)."""
-
-    def __init__(self) -> None:
-        self.lines: Dict[str, List[Tuple[str, str]]] = {}  # authorized_keys path -> (line, material)
-        self.pairs: Dict[str, str] = {}  # private key path -> fingerprint (the last one wins, as in WA)
+Lines = Dict[str, List[Tuple[str, str]]]  # authorized_keys path -> [(line, key material)]
+Pairs = Dict[str, str]  # private key path -> fingerprint (the last one wins, as in WA)
 
 
-def _gather(ctx: Ctx, home: str) -> _Files:
-    found = _Files()
+def _gather(ctx: Ctx, home: _Home) -> Tuple[Lines, Pairs]:
+    """Every key checked and grouped by the file it goes to, before anything is written, so
+    that each file is walked to, read and written once whatever the number of keys."""
+    lines: Lines = {}
+    pairs: Pairs = {}
     certified: Dict[str, Tuple[str, str]] = {}
     for n, key in enumerate(ctx.data.public_keys, 1):
         path = key_path(ctx, key.path, "Public key", home)
@@ -171,49 +172,47 @@ def _gather(ctx: Ctx, home: str) -> _Files:
             line = certified[fp]
         else:
             raise _fail("SSH public key Fingerprint and Value are None")
-        found.lines.setdefault(path, []).append(line)
+        lines.setdefault(path, []).append(line)
     for n, pair in enumerate(ctx.data.key_pairs, 1):
         path = key_path(ctx, pair.path, "Key pair", home)
         if not pair.fingerprint:
             raise _fail(f"Key pair {path} has no Fingerprint")
-        found.pairs[path] = _fingerprint(pair.fingerprint, f"KeyPair {n}")
-    return found
+        pairs[path] = _fingerprint(pair.fingerprint, f"KeyPair {n}")
+    return lines, pairs
 
 
-def _parts(home: str, path: str) -> Tuple[List[str], str]:
-    """(the directories from the home down to the file's, the file's name)."""
-    rel = os.path.relpath(path, home).split("/")
-    return rel[:-1], rel[-1]
+def _held(ctx: Ctx, home: _Home, path: str) -> Tuple[HeldDir, str]:
+    """The directory of `path`, walked to from the home and held (0700, the user's), and
+    the file's name in it."""
+    *dirs, name = os.path.relpath(path, home.path).split("/")
+    uid = home.acct.uid if home.acct else None
+    return ctx.system.open_dir(home.path, dirs, mode=0o700, owner=home.owner, top_uid=uid), name
 
 
-def _authorized_keys(
-    ctx: Ctx, home: str, acct: Optional[Account], path: str, lines: List[Tuple[str, str]]
-) -> None:
-    dirs, name = _parts(home, path)
-    uid = acct.uid if acct else None
-    with ctx.system.open_dir(home, dirs, mode=0o700, owner=_owner(acct), top_uid=uid) as held:
+def _authorized_keys(ctx: Ctx, home: _Home, path: str, lines: List[Tuple[str, str]]) -> None:
+    held, name = _held(ctx, home, path)
+    with held:
         text = (held.read(name) or b"").decode("utf-8", "surrogateescape")
         present = _material(text)
         for line, material in lines:
             if line and material not in present:
                 text += ("\n" if text and not text.endswith("\n") else "") + line + "\n"
                 present.add(material)
-        held.write(name, text.encode("utf-8", "surrogateescape"), 0o644, _owner(acct), label=_selinux(ctx))
+        held.write(name, text.encode("utf-8", "surrogateescape"), 0o644, home.owner, label=_selinux(ctx))
 
 
-def _key_pair(ctx: Ctx, home: str, acct: Optional[Account], path: str, fingerprint: str) -> None:
+def _key_pair(ctx: Ctx, home: _Home, path: str, fingerprint: str) -> None:
     prv = ctx.lib(f"{fingerprint}.prv")
     _need(ctx, prv)
     openssl = ctx.config.openssl_path
     res = ctx.system.run([openssl, "rsa", "-in", ctx.system.path(prv), "-pubout"], check=False, timeout=30)
     if res.rc != 0:
         res = ctx.system.run([openssl, "pkey", "-in", ctx.system.path(prv), "-pubout"], timeout=30)
-    dirs, name = _parts(home, path)
-    uid = acct.uid if acct else None
-    with ctx.system.open_dir(home, dirs, mode=0o700, owner=_owner(acct), top_uid=uid) as held:
+    held, name = _held(ctx, home, path)
+    with held:
         label = _selinux(ctx)
-        held.write(name, ctx.system.read(prv) or b"", 0o600, _owner(acct), label=label)
-        held.write(name + ".pub", res.stdout.encode("utf-8"), 0o644, _owner(acct), label=label)
+        held.write(name, ctx.system.read(prv) or b"", 0o600, home.owner, label=label)
+        held.write(name + ".pub", res.stdout.encode("utf-8"), 0o644, home.owner, label=label)
 
 
 def deploy_keys(ctx: Ctx) -> None:
@@ -222,9 +221,9 @@ def deploy_keys(ctx: Ctx) -> None:
         return
     if count > MAX_KEYS:
         raise _fail(f"{count} SSH keys and key pairs are listed: waprov deploys at most {MAX_KEYS}")
-    home, acct = user_home(ctx)
-    found = _gather(ctx, home)  # every key checked before anything is written
-    for path, lines in found.lines.items():
-        _authorized_keys(ctx, home, acct, path, lines)
-    for path, fingerprint in found.pairs.items():
-        _key_pair(ctx, home, acct, path, fingerprint)
+    home = user_home(ctx)
+    lines, pairs = _gather(ctx, home)
+    for path, keys in lines.items():
+        _authorized_keys(ctx, home, path, keys)
+    for path, fingerprint in pairs.items():
+        _key_pair(ctx, home, path, fingerprint)

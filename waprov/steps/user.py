@@ -97,18 +97,18 @@ def create_user(ctx: Ctx) -> None:
                 raise _fail(
                     f"{problem}: its SSH keys cannot be written there", reason="unusable home directory"
                 )
-        _remember(ctx, acct, how)
+        if how == "adopted":  # only an existing account that passed every check
+            _remember(ctx, acct, how)
 
 
 def _forget_other_vm(ctx: Ctx) -> None:
     """A record left by another VM's provisioning (or unreadable) is dropped first."""
     try:
         record = read_record(ctx.system, ctx.state_dir)
-    except HostError:
-        record = None
-    else:
         if record is None or record.vm_id == ctx.vm_id:
             return
+    except HostError:
+        pass  # unreadable: dropped too
     ctx.system.remove(os.path.join(ctx.state_dir, USER_RECORD))
 
 
