@@ -3,7 +3,8 @@
 `python3 -m tests.inside SPEC.json RESULT.json`. The spec says what to put on the host
 first (`files`, `setup` shell lines, `conf`), what the fabric serves (`ovf` with
 `{THUMBPRINT}` filled in, `imds`, `faults`, `goal_state` ids), and the runs (`args`, `env`, `crash_after`,
-`before`, `stdin`, `sigint_after`, `snapshot`; `after`: shell lines run when the run has
+`before`, `stdin`, `sigint_after`, `snapshot`, `modules`: the names in the run's
+`sys.modules` as it exits, under the run's `modules`; `after`: shell lines run when the run has
 ended, whose output is kept under the run's `after`; `parallel_with_next`: the next run
 starts without waiting for this one, both then run at once). The result holds each run's
 exit code and output (in the order of the runs), the requests the fabric received, a
@@ -139,6 +140,12 @@ def execute(run: Dict[str, Any], env: Dict[str, str], entry: Dict[str, Any]) -> 
     """One run of the launcher; its exit code, output and duration into `entry`."""
     started = time.monotonic()
     argv = [sys.executable, LAUNCHER, *run.get("args", ["-provision"])]
+    modules_file = f"/run/modules-{id(entry)}.json"
+    if run.get("modules"):  # the launcher run as __main__, sys.modules written as it exits
+        code = ("import atexit, json, runpy, sys; out = sys.argv.pop(1); "
+                "atexit.register(lambda: open(out, 'w').write(json.dumps(sorted(sys.modules)))); "
+                "sys.argv[0] = sys.argv[1]; del sys.argv[1]; runpy.run_path(sys.argv[0], run_name='__main__')")  # fmt: skip
+        argv = [sys.executable, "-c", code, modules_file, LAUNCHER, *argv[2:]]
     try:
         if run.get("sigint_after") is not None:  # SIGINT while it waits at a prompt
             proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -158,6 +165,9 @@ def execute(run: Dict[str, Any], env: Dict[str, str], entry: Dict[str, Any]) -> 
         entry["error"] = f"{type(e).__name__}: {e}"
         return
     entry.update(rc=p.returncode, stdout=p.stdout, stderr=p.stderr, seconds=time.monotonic() - started)
+    if run.get("modules"):
+        with open(modules_file, encoding="utf-8") as f:
+            entry["modules"] = json.load(f)
 
 
 def main(spec_path: str, result_path: str) -> int:

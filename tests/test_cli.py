@@ -76,7 +76,7 @@ def test_help_lists_only_commands_that_work() -> None:
     p = run_waprov(["-help"])
     assert p.returncode == 0
     listed = set(re.findall(r"^  (-[a-z-]+)", p.stdout, re.M))
-    flags = {"-configuration-path", "-verbose", "--dry-run", "-force", "--json", "--image"}
+    flags = {"-configuration-path", "-verbose", "--dry-run", "-force", "--json", "--image", "-local"}
     # sandboxes only: they change the host, or (-status) report on this host's state
     host_changing = {
         "-provision",

@@ -221,7 +221,7 @@ def test_a_vm_provisioned_before_waprov_was_installed_is_adopted_not_reprovision
     assert [x["rc"] for x in r["runs"]] == [0, 0]
     assert "provisioned before waprov was installed" in r["runs"][0]["stderr"]
     assert "Provisioning already completed, skipping." in r["runs"][1]["stderr"]
-    assert "/home/azureuser" not in r["snapshot"]
+    assert HOME_KEYS not in r["snapshot"]  # the user is made before the network; no key without its certificate
     assert text(r, "/var/lib/waprov/provisioned") == SWAPPED_ID
     assert health_states(r) == [] and r["requests"] == []  # the GA reports; waprov asked nothing
 
@@ -248,7 +248,7 @@ def test_when_the_guest_agent_provisions_waprov_does_nothing(tmp_path: Any, agen
     assert r["runs"][0]["rc"] == 0
     assert f"Provisioning.Agent={agent} in /etc/waagent.conf: " in r["runs"][0]["stderr"]
     assert "`waprov -enable` hands provisioning over); nothing to do" in r["runs"][0]["stderr"]
-    assert "/home/azureuser" not in r["snapshot"] and "/var/lib/waprov" not in r["snapshot"]
+    assert HOME_KEYS not in r["snapshot"]  # the user is made before the network; no key without its certificate and "/var/lib/waprov" not in r["snapshot"]
     assert health_states(r) == [] and r["requests"] == []
 
 
@@ -301,8 +301,8 @@ def test_host_keys_are_begun_first_and_left_whole_when_provisioning_fails(tmp_pa
     assert good["runs"][0]["rc"] == 0, good["runs"][0]["stderr"]
     commands = json.loads(text(good, "/var/lib/waprov/report.json"))["commands"]
     useradd = next(i for i, c in enumerate(commands) if c.startswith("useradd"))
-    assert commands.index("ssh-keygen -A") < useradd  # begun before the first step, waited for later
-    assert commands.count("ssh-keygen -A") == 1
+    keygen = [i for i, c in enumerate(commands) if c.endswith(" ssh-keygen -A")]
+    assert len(keygen) == 1 and keygen[0] < useradd  # begun before the user step, waited for later
 
     snap = ["/etc/ssh", "/var/lib/before", "/var/lib/waprov/journal"]
     bad = run(tmp_path / "bad", conf=conf, ovf=ovf(user="daemon"), setup=setup, snapshot=snap)
@@ -323,24 +323,24 @@ def test_host_keys_are_begun_first_and_left_whole_when_provisioning_fails(tmp_pa
     assert b"hostkeys" not in journal  # not marked done: the next run makes them again
 
 
-def test_host_keys_are_begun_before_the_http_side_is_imported(tmp_path: Any) -> None:
-    """Every import costs at a busy boot (seconds under emulation): ssh-keygen starts before
-    requests, the XML readers, psutil or OpenSSL's hashlib are loaded. Seen through
-    `python -X importtime` of a run killed right after the keygen step."""
+def test_the_local_phase_imports_nothing_of_the_http_side(tmp_path: Any) -> None:
+    """The local phase runs before the network at every first boot, and imports cost
+    seconds under emulation: the whole `-provision -local` process never loads requests,
+    the wireserver, IMDS or the network restart code (its sys.modules as it exits)."""
+    _, pub = user_key(str(tmp_path))
     conf = "Provisioning.RegenerateSshHostKeyPair=y\nProvisioning.SshHostKeyPairType=rsa\n"
-    env = {"PYTHONPROFILEIMPORTTIME": "1"}
-    r = run(tmp_path, conf=conf, ovf=ovf(), runs=[{"crash_after": "keygen", "env": env}])
-    assert r["runs"][0]["rc"] == -9, r["runs"][0]["stderr"][-2000:]
-    imported = {
-        line.split("|")[2].strip()
-        for line in r["runs"][0]["stderr"].splitlines()
-        if line.startswith("import time:") and line.count("|") == 2
-    }
-    assert {"waprov.config", "waprov.steps.hostkeys", "logging"} <= imported  # the probe sees the run
-    late = {"requests", "urllib3", "http.client", "ssl", "psutil", "_hashlib", "secrets", "defusedxml",
-            "waprov.http", "waprov.report", "waprov.sources", "waprov.ovf", "waprov.imds",
-            "waprov.linkwatch"}  # fmt: skip
-    assert not imported & late, sorted(imported & late)
+    spec_ovf = ovf(password=PASSWORD, keys=[(HOME_KEYS, None, pub)], custom_data="ZWNobyBoaQ==")
+    r = run(tmp_path, conf=conf, ovf=spec_ovf, runs=[{"args": ["-provision", "-local"], "modules": True}])
+    assert r["runs"][0]["rc"] == 0, r["runs"][0]["stderr"][-2000:]
+    assert "Local phase done" in r["runs"][0]["stderr"]
+    imported = set(r["runs"][0]["modules"])
+    # the probe sees the run: all of the local phase's steps
+    assert {"waprov.config", "waprov.steps.hostkeys", "waprov.steps.user", "waprov.steps.keys",
+            "waprov.steps.sshd", "waprov.steps.customdata", "waprov.steps.hostname", "waprov.ovf"} <= imported  # fmt: skip
+    http = {"requests", "urllib3", "http.client", "ssl", "waprov.http", "waprov.report", "waprov.imds",
+            "waprov.wireserver", "waprov.network", "waprov.certs", "waprov.linkwatch"}  # fmt: skip
+    assert not imported & http, sorted(imported & http)
+    assert r["requests"] == []  # and nothing was sent
 
 
 def test_sshd_settings_are_checked_while_the_host_keys_are_remade(tmp_path: Any) -> None:
@@ -352,7 +352,8 @@ def test_sshd_settings_are_checked_while_the_host_keys_are_remade(tmp_path: Any)
     assert "without a check" not in r["runs"][0]["stderr"]
     commands = json.loads(text(r, "/var/lib/waprov/report.json"))["commands"]
     throwaway = [c for c in commands if "-t ed25519 -f /run/waprov/sshd-check/" in c]
-    assert len(throwaway) == 1 and commands.index(throwaway[0]) > commands.index("ssh-keygen -A")
+    keygen = next(i for i, c in enumerate(commands) if c.endswith(" ssh-keygen -A"))
+    assert len(throwaway) == 1 and commands.index(throwaway[0]) > keygen
     left = [p for p in r["snapshot"] if p.startswith("/run/waprov/")]
     assert left == ["/run/waprov/lock"], left  # the throwaway key is gone; the run lock stays
 
@@ -375,7 +376,7 @@ def test_flatcar_gets_the_drop_in_and_an_untouched_sshd_config(tmp_path: Any) ->
         snapshot=["/etc/ssh", "/var/lib/sshd_config.orig", "/var/lib/waprov/journal"],
     )
     assert r["runs"][0]["rc"] == 0, r["runs"][0]["stderr"]
-    assert text(r, "/var/lib/waprov/journal").endswith(" sshd-dropin\n")  # so -deprovision removes it
+    assert " sshd-dropin\n" in text(r, "/var/lib/waprov/journal")  # so -deprovision removes it
     dropin = files(r)["/etc/ssh/sshd_config.d/80-flatcar-walinuxagent.conf"]["bytes"]
     assert dropin == b"PasswordAuthentication no\nChallengeResponseAuthentication no\nClientAliveInterval 180"
     assert text(r, "/etc/ssh/sshd_config") == text(r, "/var/lib/sshd_config.orig")
@@ -443,7 +444,7 @@ def test_an_sshd_config_that_sshd_rejects_is_rolled_back(tmp_path: Any, regenera
     left = [p for p in r["snapshot"] if p.startswith("/run/waprov/")]
     assert left == ["/run/waprov/lock"], left  # the throwaway key is gone; the run lock stays
     assert text(r, "/etc/ssh/sshd_config") == text(r, "/var/lib/sshd_config.orig")
-    assert health_states(r) == ["NotReady/Provisioning", "NotReady/ProvisioningFailed"]
+    assert health_states(r) == ["NotReady/ProvisioningFailed"]  # a local step: before NotReady/Provisioning
     assert "reason=failed to update sshd config|" in r["requests"][-1]["body"]
     assert failure_report(r)["step"] == "sshd"
     assert "/var/lib/waprov/provisioned" not in r["snapshot"]
@@ -467,7 +468,7 @@ def failure_report(r: Dict[str, Any]) -> Dict[str, str]:
 def test_a_failing_useradd_is_reported_as_provisioning_failed_with_the_command(tmp_path: Any) -> None:
     r = run(tmp_path, ovf=ovf(password=PASSWORD), setup=["groupadd azureuser"], search=PASSWORD)
     assert r["runs"][0]["rc"] == 1
-    assert health_states(r) == ["NotReady/Provisioning", "NotReady/ProvisioningFailed"]
+    assert health_states(r) == ["NotReady/ProvisioningFailed"]  # a local step: before NotReady/Provisioning
     report = failure_report(r)
     assert report["result"] == "error" and report["reason"] == "failed to provision user"
     assert report["step"] == "user" and report["command"] == "useradd -m azureuser"
@@ -488,8 +489,8 @@ def test_certificates_that_cannot_be_decrypted_fail_provisioning(tmp_path: Any) 
     assert r["runs"][0]["rc"] == 1
     assert health_states(r) == ["NotReady/ProvisioningFailed"]
     report = failure_report(r)
-    assert (report["reason"], report["step"]) == ("failed to get the certificates", "wireserver")
-    assert "/home/azureuser" not in r["snapshot"]
+    assert (report["reason"], report["step"]) == ("failed to get the certificates", "certificates")
+    assert HOME_KEYS not in r["snapshot"]  # the user is made before the network; no key without its certificate
 
 
 def test_an_unreachable_wireserver_fails_the_run_without_a_marker(tmp_path: Any) -> None:
@@ -672,7 +673,7 @@ def test_dry_run_prints_the_plan_and_changes_nothing(tmp_path: Any) -> None:
     positions = [next(i for i, line in enumerate(plan) if line.startswith(e)) for e in expected_in_order]
     assert positions == sorted(positions)
     assert "report NotReady Provisioning" in out
-    assert "/home/azureuser" not in r["snapshot"]
+    assert HOME_KEYS not in r["snapshot"]  # the user is made before the network; no key without its certificate
     assert text(r, "/etc/hostname") == text(r, "/var/tmp/hostname.before")
     assert not any(x["route"] in ("health", "goalstate", "certificates") for x in r["requests"])
     assert r["found_in"] == []

@@ -10,6 +10,7 @@ import pytest
 
 from tests.conftest import virtual_clock, waits
 from tests.fakefabric import IMDS_KEY
+from tests.provisioning import user_key
 from tests.fakerunner import ScriptedRunner, fail, ok
 from waprov.config import Config
 from waprov.distro import Distro
@@ -20,7 +21,7 @@ from waprov.provision import ADOPT, CHANGED, DONE, TODO, provisioned_state
 from waprov.report import failure_description
 from waprov.steps import Ctx
 from waprov.steps.hostname import dhclient_edit, primary_interface, reannounce, valid_hostname
-from waprov.steps.keys import deploy_keys, public_key_line
+from waprov.steps.keys import deploy_keys, deploy_remaining_keys, public_key_line
 from waprov.steps.sshd import edited_config, set_ssh_config
 from waprov.steps.sudoers import configure_sudoers, sudoers_line, sudoers_name_problem, with_line
 from waprov.steps.user import SALT_ALPHABET, create_user, hash_password
@@ -474,9 +475,23 @@ def test_a_fingerprint_that_is_not_a_thumbprint_is_refused_before_a_path_is_buil
     key = PublicKey(path="$HOME/azureuser/.ssh/authorized_keys", fingerprint=fingerprint)
     runner = ScriptedRunner(openssl=ok)
     ctx = ctx_for(tmp_path, runner, public_keys=(key,))
-    with pytest.raises(ProvisionError, match="is not a 40-digit hexadecimal thumbprint"):
-        deploy_keys(ctx)
+    deploy_keys(ctx)  # the local phase: keys named by Fingerprint wait for the certificates
     assert runner.calls == [] and ctx.system.actions == []
+    with pytest.raises(ProvisionError, match="is not a 40-digit hexadecimal thumbprint"):
+        deploy_remaining_keys(ctx)
+    assert runner.calls == [] and ctx.system.actions == []
+
+
+def test_the_network_phase_deploys_keys_only_when_some_are_left(tmp_path: Any) -> None:
+    _home(tmp_path)
+    _, line = user_key(str(tmp_path))
+    value = PublicKey(path="/home/azureuser/.ssh/authorized_keys", value=line)
+    ctx = ctx_for(tmp_path, ScriptedRunner(), public_keys=(value,))
+    deploy_keys(ctx)
+    written = [a for a in ctx.system.actions if a.kind == "write"]
+    assert written
+    deploy_remaining_keys(ctx)  # nothing beyond what the local phase deployed: no second write
+    assert [a for a in ctx.system.actions if a.kind == "write"] == written
 
 
 def test_a_dry_run_reads_the_key_file_by_descriptor_as_the_real_run_does(tmp_path: Any) -> None:

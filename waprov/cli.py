@@ -23,7 +23,7 @@ PROG = "waprov"
 
 USAGE = """\
 usage: waprov [-verbose] [-configuration-path:<path>] -help|-version|-show-configuration
-       waprov [-verbose] [-configuration-path:<path>] -provision [--dry-run]
+       waprov [-verbose] [-configuration-path:<path>] -provision [-local] [--dry-run]
        waprov [-verbose] [-configuration-path:<path>] -resourcedisk [--dry-run]
        waprov [-verbose] [-configuration-path:<path>] -deprovision[+user] [-force] [--dry-run]
        waprov [-verbose] [-configuration-path:<path>] -enable|-disable [--dry-run]
@@ -33,7 +33,10 @@ usage: waprov [-verbose] [-configuration-path:<path>] -help|-version|-show-confi
   -help                        print this help
   -version                     print waprov's version, the distribution and Python's version
   -show-configuration          print every waagent.conf key with its value, sorted
-  -provision                   provision this VM once (ovf-env.xml/IMDS, wireserver reports)
+  -provision                   provision this VM once (ovf-env.xml/IMDS, wireserver reports):
+                               the network phase, and every local step not done yet
+  -local                       with -provision: the local phase only (waprov-local.service,
+                               before the network): the DVD's settings, no network used
   -resourcedisk                format and mount the resource disk, enable its swapfile
                                (every boot; ResourceDisk.* settings)
   -deprovision                 remove this VM's identity before capturing an image (WA's
@@ -64,9 +67,9 @@ Arguments may be written -x, --x or /x. Exit codes: 0 success, 1 the operation f
 
 # Words in the order WALinuxAgent checks them; each is a command or a flag. An argument
 # matches a word when, after any leading '-' and '/', it starts with the word.
-_FLAGS = ("verbose", "force", "dry-run", "json", "image")
+_FLAGS = ("verbose", "force", "dry-run", "json", "image", "local")
 _ORDER = ("deprovision+user", "deprovision", "version", "verbose", "force", "dry-run", "show-configuration",
-          "provision", "resourcedisk", "enable", "disable", "status", "json", "doctor", "image",
+          "provision", "resourcedisk", "enable", "disable", "status", "json", "doctor", "image", "local",
           "help", "usage", "?")  # fmt: skip
 _CONF = "configuration-path:"
 LOCKED = ("provision", "resourcedisk", "deprovision", "deprovision+user", "enable", "disable")
@@ -75,7 +78,7 @@ LOCKED = ("provision", "resourcedisk", "deprovision", "deprovision+user", "enabl
 class Args:
     """The parsed command line."""
 
-    __slots__ = ("command", "conf_path", "dry_run", "force", "image", "json", "verbose")
+    __slots__ = ("command", "conf_path", "dry_run", "force", "image", "json", "local", "verbose")
 
     def __init__(
         self,
@@ -86,7 +89,9 @@ class Args:
         dry_run: bool = False,
         json: bool = False,
         image: bool = False,
+        local: bool = False,
     ) -> None:
+        self.local = local
         self.json = json
         self.image = image
         self.command = command
@@ -96,7 +101,8 @@ class Args:
         self.dry_run = dry_run
 
     def _fields(self) -> tuple[object, ...]:
-        return (self.command, self.conf_path, self.verbose, self.force, self.dry_run, self.json, self.image)
+        return (self.command, self.conf_path, self.verbose, self.force, self.dry_run, self.json, self.image,
+                self.local)  # fmt: skip
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Args) and self._fields() == other._fields()
@@ -161,7 +167,7 @@ def cmd_provision(args: Args) -> int:
 
     from waprov.provision import main
 
-    return main(args.conf_path, args.dry_run, args.verbose, os.environ)
+    return main(args.conf_path, args.dry_run, args.verbose, os.environ, local_only=args.local)
 
 
 def cmd_resourcedisk(args: Args) -> int:

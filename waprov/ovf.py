@@ -19,7 +19,10 @@ from xml.dom.minidom import Document, Element, Node
 from xml.parsers.expat import ExpatError
 
 from defusedxml import DefusedXmlException
-from defusedxml.minidom import parseString
+
+# expatbuilder, not minidom: defusedxml.minidom also loads its pulldom, whose SAX reader imports
+# urllib.request, http.client and ssl (the local phase imports nothing of HTTP); the same parse
+from defusedxml.expatbuilder import parseString
 
 from waprov.errors import ProtocolError
 from waprov.model import KeyPair, PublicKey, Secret, valid_thumbprint

@@ -1,11 +1,14 @@
 """Where the provisioning data comes from: the DVD (or WAPROV_OVF_DIR) and IMDS.
 
-`load_ovf()` reads, validates and saves the password-free copy of ovf-env.xml to
-`<Lib.Dir>/ovf-env.xml` (0600) before releasing the DVD; an invalid OVF is never saved
-and fails provisioning. `gather()` adds IMDS: with an OVF it waits a few seconds at
-most for IMDS (which then only adds to the OVF); without one (no DVD device), IMDS is the
-source and gets the full deadline. IMDS waits for the network first (`network.py`: the
-run starts before network-online.target). The two are merged by `model.merge()`.
+`load_ovf()` (the local phase's `dvd` step; no HTTP module imported) reads, validates
+and saves the password-free copy of ovf-env.xml to `<Lib.Dir>/ovf-env.xml` (0600)
+before releasing the DVD; an invalid OVF is never saved and fails provisioning.
+`saved_ovf()` reads that copy back for a network phase in another process.
+`gather()` (the network phase's `imds` step) adds IMDS: with an OVF it waits a few
+seconds at most for IMDS (which then only adds to the OVF); without one, it looks for the
+DVD once more when the network is up (a slow device probe), else IMDS is the source and
+gets the full deadline. IMDS waits for the network first (`network.py`). The two are
+merged by `model.merge()`.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from typing import Optional
+from typing import TYPE_CHECKING, Optional, Union
 
 from waprov.config import Config
 from waprov.dvd import (
@@ -26,23 +29,36 @@ from waprov.dvd import (
     system_mounts,
 )
 from waprov.errors import ProtocolError
-from waprov.http import HttpClient
-from waprov.imds import IMDS_BASE, ImdsData, fetch_imds
 from waprov.model import ProvisioningData, merge
-from waprov.network import wait_for_network
 from waprov.overrides import Overrides
 from waprov.ovf import OvfEnv, decode_ovf, parse_ovf, strip_password
 from waprov.system import System
 from waprov.timing import Clock
 
+if TYPE_CHECKING:
+    from waprov.http import HttpClient
+
 log = logging.getLogger("waprov")
 IMDS_ONLY_DEADLINE = 300.0  # azure-init's and cloud-init's IMDS budget
 IMDS_EXTRA_DEADLINE = 3.0  # with an OVF in hand, IMDS may delay provisioning this much
+DEVICE_WAIT, DEVICE_POLL = 5.0, 0.1  # the local phase: the DVD drive's driver may still be loading
+
+
+@dataclass(frozen=True)
+class Dvd:
+    """What reading the DVD needs (the local phase has no HTTP client)."""
+
+    system: System
+    config: Config
+    overrides: Overrides
+    clock: Clock
+    distro_id: str = ""
+    mounts: MountTable = system_mounts
 
 
 @dataclass(frozen=True)
 class Fabric:
-    """What reading the data needs; one per run."""
+    """What reading all the data needs; one per run, built on first use of the network."""
 
     system: System
     config: Config
@@ -53,42 +69,75 @@ class Fabric:
     mounts: MountTable = system_mounts
 
 
-def save_ovf_copy(fabric: Fabric, data: bytes) -> None:
-    lib = fabric.config.lib_dir
-    if not os.path.isdir(fabric.system.path(lib)):
-        fabric.system.makedirs(lib, 0o700)
-    fabric.system.write(os.path.join(lib, "ovf-env.xml"), strip_password(decode_ovf(data)), 0o600)
+Source = Union[Dvd, Fabric]
 
 
-def load_ovf(fabric: Fabric) -> OvfEnv:
+def save_ovf_copy(dvd: Source, data: bytes) -> None:
+    lib = dvd.config.lib_dir
+    if not os.path.isdir(dvd.system.path(lib)):
+        dvd.system.makedirs(lib, 0o700)
+    dvd.system.write(os.path.join(lib, "ovf-env.xml"), strip_password(decode_ovf(data)), 0o600)
+
+
+def _device(dvd: Source, wait: float) -> str:
+    """The DVD's device node; with `wait`, poll for it that long (udev's coldplug loads the
+    drive's driver while the local phase starts)."""
+    deadline = dvd.clock.deadline(wait)
+    while True:
+        try:
+            return find_dvd_device(dvd.system)
+        except NoDvdError:
+            if dvd.clock.remaining(deadline) <= 0:
+                raise
+        dvd.clock.sleep(DEVICE_POLL, "the DVD device")
+
+
+def load_ovf(dvd: Source, wait: float = 0.0) -> OvfEnv:
     """The validated OVF; NoDvdError when there is no DVD (or no file in WAPROV_OVF_DIR)."""
-    dvd = None
-    if fabric.overrides.ovf_dir is not None:
-        directory = fabric.overrides.ovf_dir
-        if not os.path.isfile(fabric.system.path(os.path.join(directory, "ovf-env.xml"))):
+    mounted = None
+    if dvd.overrides.ovf_dir is not None:
+        directory = dvd.overrides.ovf_dir
+        if not os.path.isfile(dvd.system.path(os.path.join(directory, "ovf-env.xml"))):
             raise NoDvdError(f"no ovf-env.xml in WAPROV_OVF_DIR={directory}")
     else:
-        device = find_dvd_device(fabric.system)
-        dvd = mount_dvd(fabric.system, fabric.clock, device, fabric.config.dvd_mount_point, fabric.mounts)
-        directory = dvd.mount_point
-    data = read_ovf_file(fabric.system, directory)
+        device = _device(dvd, wait)
+        mounted = mount_dvd(dvd.system, dvd.clock, device, dvd.config.dvd_mount_point, dvd.mounts)
+        directory = mounted.mount_point
+    data = read_ovf_file(dvd.system, directory)
     env = parse_ovf(data)  # an invalid OVF is not saved, and the DVD stays as it is (WA §4.3)
-    save_ovf_copy(fabric, data)
-    if dvd is not None:
-        release_dvd(fabric.system, dvd, fabric.distro_id)
+    save_ovf_copy(dvd, data)
+    if mounted is not None:
+        release_dvd(dvd.system, mounted, dvd.distro_id)
     return env
 
 
-def gather(fabric: Fabric) -> ProvisioningData:
-    """The merged data; ProtocolError naming both sources when neither gives any. The
-    DVD is read first, at once; IMDS waits for the network. Without a DVD at the first
-    look, it is looked for once more when the network is up (a slow device probe)."""
-    ovf: Optional[OvfEnv] = None
-    dvd_reason = ""
+def saved_ovf(dvd: Source) -> Optional[OvfEnv]:
+    """The copy `load_ovf` saved (no password: the local phase has used it), or None."""
+    path = os.path.join(dvd.config.lib_dir, "ovf-env.xml")
+    raw = dvd.system.read(path)
+    if raw is None:
+        return None
     try:
-        ovf = load_ovf(fabric)
-    except NoDvdError as e:
-        dvd_reason = str(e)
+        return parse_ovf(raw)
+    except ProtocolError as e:
+        log.warning("%s cannot be read back (%s): reading the DVD again", path, e)
+        return None
+
+
+def gather(fabric: Fabric, ovf: Optional[OvfEnv] = None, *, dvd_tried: bool = False) -> ProvisioningData:
+    """The merged data; ProtocolError naming both sources when neither gives any. `ovf`:
+    what the DVD gave already; `dvd_tried`: the DVD was looked for in this process and was
+    not there (else it is read first, at once). IMDS waits for the network; without an OVF
+    the DVD is looked for once more when the network is up."""
+    from waprov.imds import IMDS_BASE, ImdsData, fetch_imds
+    from waprov.network import wait_for_network
+
+    dvd_reason = ""
+    if ovf is None and not dvd_tried:
+        try:
+            ovf = load_ovf(fabric)
+        except NoDvdError as e:
+            dvd_reason = str(e)
     wait_for_network(fabric.system, fabric.config, fabric.overrides, fabric.clock)
     if ovf is None:
         try:

@@ -58,6 +58,7 @@ def provisioned(doc: Dict[str, Any], state_dir: str = STATE_DIR) -> bool:
 
 def summary(doc: Dict[str, Any], done: bool) -> List[str]:
     ok = doc.get("result") == "success"
+    outcome = "succeeded" if ok else "in progress" if doc.get("result") == "in progress" else "FAILED"
     state = "provisioned" if done else "NOT provisioned"
     boot = doc.get("seconds_since_boot")
     after_boot = "" if boot is None else f" ({float(boot):.1f}s after boot)"
@@ -65,15 +66,21 @@ def summary(doc: Dict[str, Any], done: bool) -> List[str]:
     lines = [
         f"waprov: this VM ({doc.get('vm_id') or 'unknown id'}) is {state}",
         f"last run: {doc.get('started')} to {doc.get('finished')}, "
-        f"{'succeeded' if ok else 'FAILED'} in {took:.3f}s{after_boot}",
+        f"{outcome} in {took:.3f}s{after_boot}",
         "sources: " + (", ".join(doc.get("sources") or []) or "none read"),
-        "steps:",
     ]
+    phases = [p for p in doc.get("phases") or [] if isinstance(p, dict)]
+    if phases:
+        lines.append("phases:")
+        lines += [f"  {p.get('name', '?'):<8} {p.get('start')} to {p.get('end') or '(not ended)'}  "
+                  f"{p.get('result') or ''}".rstrip() for p in phases]  # fmt: skip
+    lines.append("steps:")
     for step in doc["steps"]:
         if isinstance(step, dict):
             why = f"  {step['error']}" if step.get("error") else ""
             seconds = float(step.get("duration") or 0)
-            lines.append(f"  {step.get('name', '?'):<18} {seconds:8.3f}s  {step.get('result')}{why}")
+            name, phase = step.get("name", "?"), step.get("phase") or ""
+            lines.append(f"  {name:<18} {phase:<8} {seconds:8.3f}s  {step.get('result')}{why}")
     reports = doc.get("health_reports") or []
     shown = [
         "{}{} -> {}".format(

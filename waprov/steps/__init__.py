@@ -11,15 +11,21 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable, List, Optional, Tuple
 
 from waprov.config import Config
 from waprov.distro import Distro
 from waprov.errors import HostError
 from waprov.model import ProvisioningData
+from waprov.overrides import Overrides
 from waprov.system import Background, System
 from waprov.timing import Clock
+
+if TYPE_CHECKING:  # the HTTP side: the local phase never imports it
+    from waprov.ovf import OvfEnv
+    from waprov.report import Reporter
+    from waprov.sources import Fabric
 
 STATE_DIR = "/var/lib/waprov"
 DEFAULT_UID_MIN = 1000  # shadow's value when /etc/login.defs has none (WA: 100, which admits system accounts)
@@ -114,14 +120,53 @@ def home_problem(system: System, home_dir: str, acct: Account, *, missing_ok: bo
 
 @dataclass
 class Ctx:
+    """The run's one context, built by `provision.main`: what every step may use.
+
+    `given` is the provisioning data as far as the run has it (the DVD's after the `dvd`
+    step, merged with IMDS after `imds`); `data` refuses to be read before there is any.
+    `connect` builds the HTTP side (fabric and reporter) on first use: the local phase
+    never calls it, so it never imports it."""
+
     system: System
     config: Config
     distro: Distro
-    data: ProvisioningData
+    given: Optional[ProvisioningData]
     clock: Clock
     vm_id: str
     state_dir: str = STATE_DIR
-    keygen: Optional[Background] = None  # the host keys the run began making (hostkeys.begin)
+    keygen: Optional[Background] = None  # the host keys this process began making (hostkeys.begin)
+    overrides: Overrides = field(default_factory=Overrides)
+    connect: Optional[Callable[[], Tuple[Fabric, Reporter]]] = None
+    ovf: Optional[OvfEnv] = None  # what the DVD gave (the `dvd` step), before IMDS is merged in
+    named_before_network: bool = False  # the host name was set while no route existed
+    local_only: bool = False  # the local phase's own process (waprov-local.service)
+    dvd_tried: bool = False  # this process looked for the DVD and found none
+    _wire: Optional[Tuple[Fabric, Reporter]] = field(default=None, repr=False)
+
+    @property
+    def data(self) -> ProvisioningData:
+        if self.given is None:
+            raise HostError("internal error: a step read the provisioning data before there was any")
+        return self.given
+
+    def _connected(self) -> Tuple[Fabric, Reporter]:
+        if self._wire is None:
+            if self.connect is None:
+                raise HostError("internal error: a step of the local phase asked for the network")
+            self._wire = self.connect()
+        return self._wire
+
+    @property
+    def fabric(self) -> Fabric:
+        return self._connected()[0]
+
+    @property
+    def reporter(self) -> Reporter:
+        return self._connected()[1]
+
+    @property
+    def has_reporter(self) -> bool:
+        return self._wire is not None
 
     # ---- the journal -------------------------------------------------------------------------
 
@@ -135,9 +180,10 @@ class Ctx:
     def done(self, what: str) -> bool:
         return journal_done(self.system, self.state_dir, self.vm_id, what)
 
-    def mark(self, what: str) -> None:
-        entries = [e for e in self._journal() if e.startswith(f"{self.vm_id} ")]  # other VMs' entries go
-        entries.append(f"{self.vm_id} {what}")
+    def mark(self, *whats: str) -> None:
+        """Add `whats` to the journal in one write (other VMs' entries go)."""
+        entries = [e for e in self._journal() if e.startswith(f"{self.vm_id} ")]
+        entries.extend(f"{self.vm_id} {what}" for what in whats if f"{self.vm_id} {what}" not in entries)
         self.system.makedirs(self.state_dir, 0o700)
         self.system.write(self.journal_path, "".join(e + "\n" for e in entries), 0o600)
 

@@ -3,7 +3,9 @@
 Skipped when there is none. With `Provisioning.DecodeCustomData` or `ExecuteCustomData`
 the base64 is decoded (non-strict, as Python's b64decode); data that is not UTF-8 is
 written as bytes instead of failing (improvement). The file is 0600 (0700 to execute).
-With `ExecuteCustomData` it runs through /bin/sh at most once per VM: the journal records
+The local phase saves the file (`save_custom_data`); with `ExecuteCustomData` the network
+phase runs it (`run_custom_data`: a script expects the network, as under WALinuxAgent),
+through /bin/sh, at most once per VM: the journal records
 it before it starts, so a script that reboots the VM does not run again at every boot. It
 runs detached from waprov's pipes (stdin /dev/null, stdout and stderr appended to
 OUTPUT, a file of its own), so what it leaves running in the background does not hold
@@ -44,10 +46,13 @@ def save_custom_data(ctx: Ctx) -> None:
         return
     execute = ctx.config.execute_custom_data
     raw = decode(data) if (ctx.config.decode_custom_data or execute) else data.encode("utf-8")
-    path = ctx.lib("CustomData")
-    ctx.system.write(path, raw, 0o700 if execute else 0o600)
-    if not execute or ctx.done("customdata"):
+    ctx.system.write(ctx.lib("CustomData"), raw, 0o700 if execute else 0o600)
+
+
+def run_custom_data(ctx: Ctx) -> None:
+    if not ctx.data.custom_data or not ctx.config.execute_custom_data or ctx.done("customdata"):
         return
+    path = ctx.lib("CustomData")
     ctx.mark("customdata")  # before it starts: a script that reboots the VM runs once
     started = time.monotonic()
     argv = ["/bin/sh", "-c", 'exec "$0"', ctx.system.path(path)]  # the path as one word, not shell text

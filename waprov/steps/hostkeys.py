@@ -5,24 +5,42 @@ deleted and keys are made again (`ssh-keygen -A` for `auto`, else one key of
 `SshHostKeyPairType`), once per VM (the journal records it). Then the public key of the
 configured type must exist (`auto` means rsa): when it is missing it is generated (from
 the private key when that exists) instead of failing; its fingerprint is logged. The
-regeneration is begun at the start of the run (`begin`) and waited for in its place in
-WA's order (`regenerate`), so Ready still comes after the keys exist.
+regeneration is begun by the local phase, right after the host name is set (so the keys'
+comments name the new host), and waited for by the network phase (`regenerate`), so
+Ready still comes after the keys exist.
+
+The keygen runs under a small shell wrapper that outlives the local phase's process:
+it writes its pid, the command's output and then its exit code to /run/waprov
+(`hostkeys.pid`, `hostkeys.log`, `hostkeys.rc`; root's, 0700). The network phase, in
+another process, waits for the exit code; a keygen that died without one (the local
+phase was killed) is begun again.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import time
 from typing import List, Optional
 
 from waprov.config import Config
 from waprov.errors import HostError, ProvisionError
+from waprov.lock import LOCK_DIR
 from waprov.steps import Ctx
 from waprov.system import Background, System
 
 log = logging.getLogger("waprov")
 TYPES = ("rsa", "dsa", "ecdsa", "ed25519", "auto")
 KEYGEN_TIMEOUT = 120.0
+RUN_DIR = LOCK_DIR  # root's, 0700, made anew at every boot
+WRAPPER_NAME = "waprov-hostkeys"  # the wrapper's $0: how a live keygen is recognised in /proc
+# $1: RUN_DIR; the rest: the ssh-keygen command. Its output goes to a file, never to a pipe
+# of the process that began it (which may have exited).
+WRAPPER = (
+    'dir=$1; shift; echo $$ >"$dir/hostkeys.pid"; rc=0; "$@" >"$dir/hostkeys.log" 2>&1 || rc=$?; '
+    'echo "$rc" >"$dir/hostkeys.rc.new" && mv -f "$dir/hostkeys.rc.new" "$dir/hostkeys.rc"; exit "$rc"'
+)
+PID_WAIT, POLL = 2.0, 0.05
 
 
 def _fail(message: str) -> ProvisionError:
@@ -67,21 +85,119 @@ def begin(system: System, config: Config, done: bool) -> Optional[Background]:
     for path in system.glob(os.path.join(config.ssh_dir, "ssh_host_*key*")):
         if system.kind(path) == "file":
             system.remove(path)
-    return system.start(_argv(system, kind, _private(config, kind)), timeout=KEYGEN_TIMEOUT)
+    if system.kind(RUN_DIR) == "absent":
+        system.makedirs(RUN_DIR, 0o700)
+    clear_run_files(system)
+    keygen = _argv(system, kind, _private(config, kind))
+    return system.start(
+        ["/bin/sh", "-c", WRAPPER, WRAPPER_NAME, system.path(RUN_DIR), *keygen], timeout=KEYGEN_TIMEOUT
+    )
+
+
+def _run_file(system: System, name: str) -> Optional[str]:
+    try:
+        raw = system.read(os.path.join(RUN_DIR, name), limit=65536)
+    except HostError:
+        return None
+    return None if raw is None else raw.decode("utf-8", "replace")
+
+
+def _alive(system: System, pid_text: Optional[str]) -> bool:
+    """Whether the wrapper whose pid `pid_text` holds still runs (not a zombie, not a
+    process that took its pid since)."""
+    try:
+        pid = int((pid_text or "").strip())
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0]
+    except (ValueError, OSError, IndexError):
+        return False
+    return WRAPPER_NAME.encode() in argv and state != b"Z"
+
+
+def clear_run_files(system: System) -> None:
+    """The wrapper's files, once its outcome is taken (the next run begins afresh)."""
+    for name in ("hostkeys.rc", "hostkeys.pid", "hostkeys.log"):
+        if system.kind(os.path.join(RUN_DIR, name)) != "absent":
+            system.remove(os.path.join(RUN_DIR, name))
+
+
+def hand_over(ctx: Ctx) -> None:
+    """The local phase's end: the keygen it began must have written its pid before the
+    process that began it exits (the network phase looks for it)."""
+    if ctx.keygen is None or ctx.system.dry_run:
+        return
+    deadline = time.monotonic() + PID_WAIT
+    while _run_file(ctx.system, "hostkeys.pid") is None and _run_file(ctx.system, "hostkeys.rc") is None:
+        if time.monotonic() > deadline:
+            log.warning("The host key generation has not started after %gs", PID_WAIT)
+            return
+        time.sleep(POLL / 5)
+
+
+def earlier_running(ctx: Ctx) -> bool:
+    """Whether a keygen begun earlier at this boot still runs or has ended well: it is
+    not begun again (that would delete the keys it is writing)."""
+    if ctx.system.dry_run:
+        return False
+    rc = _run_file(ctx.system, "hostkeys.rc")
+    if rc is not None:
+        return rc.strip() == "0"
+    return _alive(ctx.system, _run_file(ctx.system, "hostkeys.pid"))
+
+
+def _await_earlier(ctx: Ctx) -> bool:
+    """Wait for a keygen an earlier process of this boot began (the local phase): True
+    when it ended and wrote its exit code, False when there is none (or it died)."""
+    deadline = time.monotonic() + KEYGEN_TIMEOUT
+    said = False
+    while _run_file(ctx.system, "hostkeys.rc") is None:
+        if not _alive(ctx.system, _run_file(ctx.system, "hostkeys.pid")):
+            if _run_file(ctx.system, "hostkeys.rc") is not None:
+                break
+            return False
+        if time.monotonic() > deadline:
+            raise _fail(f"ssh-keygen, begun by the local phase, still runs after {KEYGEN_TIMEOUT:g}s")
+        if not said:
+            log.info("Waiting for the SSH host keys the local phase began")
+            said = True
+        time.sleep(POLL)
+    return True
+
+
+def _outcome(ctx: Ctx) -> None:
+    """The wrapper's exit code: 0, or the failure with the command's last output line."""
+    rc = (_run_file(ctx.system, "hostkeys.rc") or "").strip()
+    if rc == "0":
+        return
+    lines = (_run_file(ctx.system, "hostkeys.log") or "").strip().splitlines()
+    said = f": {lines[-1]}" if lines else ""
+    raise _fail(f"Failed to generate ssh host key: ssh-keygen exit code {rc or 'unknown'}{said}")
 
 
 def finish(ctx: Ctx) -> None:
     """Wait for the keygen the run began (or begin it now) and record it in the journal."""
     keygen, ctx.keygen = ctx.keygen, None
+    if ctx.done("hostkeys"):
+        return
+    if keygen is None and not ctx.system.dry_run and _await_earlier(ctx):
+        _outcome(ctx)
+        ctx.mark("hostkeys")
+        clear_run_files(ctx.system)
+        return
     if keygen is None:
-        keygen = begin(ctx.system, ctx.config, ctx.done("hostkeys"))
+        keygen = begin(ctx.system, ctx.config, False)
     if keygen is None:
         return
     try:
-        keygen.wait()
+        keygen.wait(check=False)
     except HostError as e:
         raise _keygen_failed(e) from None
+    if not ctx.system.dry_run:
+        _outcome(ctx)
     ctx.mark("hostkeys")
+    clear_run_files(ctx.system)
 
 
 def regenerate(ctx: Ctx) -> None:

@@ -1,12 +1,20 @@
-"""Hostname (WA §5.1): set it, then publish it.
+"""Hostname (WA §5.1): set it (local phase), then publish it (network phase).
 
-`/etc/hostname` gets the name with no newline and the distribution's command runs (its
-failure is a warning, as in WALinuxAgent). Publishing adds `send host-name "<name>";` to
-the dhclient.conf files that exist (unless one already sends it), writes
-`<Lib.Dir>/published_hostname`, and re-announces the name on the primary interface with
-the network stack in use. Unlike WALinuxAgent, the wait for an address is bounded, a
-name that is not a valid host name is refused, and a valid name longer than the 64
-characters Linux allows a running host name is replaced by its first label everywhere.
+`set_hostname`: `/etc/hostname` gets the name with no newline and the distribution's
+command runs; when that command is missing or fails, or is `hostnamectl` and there is no
+D-Bus yet (the local phase runs before it), `hostname <name>` sets the running name
+(WALinuxAgent's own fallback on RHEL-like systems); a failure of both is a warning, as
+in WALinuxAgent. Then `send host-name "<name>";` goes into the dhclient.conf files that
+exist (unless one already sends it) and `<Lib.Dir>/published_hostname` is written. When
+no route existed as the name was set (the local phase, before any network manager
+started), the first DHCP request carries the name.
+
+`publish_hostname` then re-announces the name on the primary interface with the network
+stack in use, only when the name was set while a network was already up (no local
+phase: IMDS only, a late DVD, a network from the initrd, waprov installed on a running VM).
+Unlike WALinuxAgent, the wait for an address is bounded, a name that is not a valid host
+name is refused, and a valid name longer than the 64 characters Linux allows a running
+host name is replaced by its first label everywhere.
 """
 
 from __future__ import annotations
@@ -68,9 +76,34 @@ def set_hostname(ctx: Ctx) -> None:
         )
         name = short
     ctx.system.write("/etc/hostname", name, 0o644)
+    set_running_hostname(ctx, name)
+    set_dhcp_hostname(ctx.system, name)
+    ctx.system.write(ctx.lib("published_hostname"), name, 0o644)
+    ctx.named_before_network = not _route_rows(_route_text(ctx))
+    if ctx.named_before_network:
+        log.info("Host name %s set before the network started: the first DHCP request carries it", name)
+
+
+DBUS_SOCKET = "/run/dbus/system_bus_socket"
+
+
+def set_running_hostname(ctx: Ctx, name: str) -> None:
+    """The distribution's command, else (missing, failing, or hostnamectl without D-Bus)
+    `hostname <name>`; both failing is a warning."""
     argv = ctx.distro.hostname_argv(name)
+    if argv[:1] == ("hostnamectl",) and ctx.system.kind(DBUS_SOCKET) == "absent":
+        log.debug("No D-Bus yet (%s): the running host name is set with hostname", DBUS_SOCKET)
+    else:
+        try:
+            ctx.system.run(argv, timeout=30)
+            return
+        except HostError as e:
+            if argv[:1] == ("hostname",):
+                log.warning("Setting the running host name failed (ignored, as WALinuxAgent does): %s", e)
+                return
+            log.warning("%s failed (%s): setting the running host name with hostname", argv[0], e)
     try:
-        ctx.system.run(argv, timeout=30)
+        ctx.system.run(["hostname", name], timeout=30)
     except HostError as e:
         log.warning("Setting the running host name failed (ignored, as WALinuxAgent does): %s", e)
 
@@ -99,10 +132,13 @@ def set_dhcp_hostname(system: System, name: str) -> None:
             system.write(path, new, *kept)
 
 
+NAMED_BEFORE_NETWORK = "hostname:before-network"  # the journal's word for it (the local phase)
+
+
 def publish_hostname(ctx: Ctx) -> None:
-    name = host_name(ctx.data.hostname)
-    set_dhcp_hostname(ctx.system, name)
-    ctx.system.write(ctx.lib("published_hostname"), name, 0o644)
+    if ctx.named_before_network or ctx.done(NAMED_BEFORE_NETWORK):
+        log.info("The host name was set before the network started: nothing to re-announce")
+        return
     reannounce(ctx)
 
 

@@ -18,10 +18,10 @@ import base64
 import binascii
 import os
 import struct
-from typing import TYPE_CHECKING, Dict, List, NamedTuple, Optional, Set, Tuple
+from typing import TYPE_CHECKING, Dict, List, NamedTuple, Optional, Sequence, Set, Tuple
 
 from waprov.errors import ProvisionError
-from waprov.model import valid_thumbprint
+from waprov.model import KeyPair, PublicKey, valid_thumbprint
 from waprov.steps import Account, Ctx, home_problem
 
 if TYPE_CHECKING:
@@ -155,13 +155,15 @@ Lines = Dict[str, List[Tuple[str, str]]]  # authorized_keys path -> [(line, key 
 Pairs = Dict[str, str]  # private key path -> fingerprint (the last one wins, as in WA)
 
 
-def _gather(ctx: Ctx, home: _Home) -> Tuple[Lines, Pairs]:
+def _gather(
+    ctx: Ctx, home: _Home, keys: Sequence[PublicKey], key_pairs: Sequence[KeyPair]
+) -> Tuple[Lines, Pairs]:
     """Every key checked and grouped by the file it goes to, before anything is written, so
     that each file is walked to, read and written once whatever the number of keys."""
     lines: Lines = {}
     pairs: Pairs = {}
     certified: Dict[str, Tuple[str, str]] = {}
-    for n, key in enumerate(ctx.data.public_keys, 1):
+    for n, key in enumerate(keys, 1):
         path = key_path(ctx, key.path, "Public key", home)
         if key.value:
             line = public_key_line(key.value)
@@ -173,7 +175,7 @@ def _gather(ctx: Ctx, home: _Home) -> Tuple[Lines, Pairs]:
         else:
             raise _fail("SSH public key Fingerprint and Value are None")
         lines.setdefault(path, []).append(line)
-    for n, pair in enumerate(ctx.data.key_pairs, 1):
+    for n, pair in enumerate(key_pairs, 1):
         path = key_path(ctx, pair.path, "Key pair", home)
         if not pair.fingerprint:
             raise _fail(f"Key pair {path} has no Fingerprint")
@@ -216,14 +218,28 @@ def _key_pair(ctx: Ctx, home: _Home, path: str, fingerprint: str) -> None:
 
 
 def deploy_keys(ctx: Ctx) -> None:
-    count = len(ctx.data.public_keys) + len(ctx.data.key_pairs)
+    """The local phase: the keys given by Value (no certificate needed)."""
+    _deploy(ctx, [k for k in ctx.data.public_keys if k.value], [])
+
+
+def deploy_remaining_keys(ctx: Ctx) -> None:
+    """The network phase: with the certificates fetched and IMDS merged in, every key and
+    key pair (each file read and written once), when any is left that `deploy_keys` did
+    not deploy: one named by Fingerprint only, a key pair, or a key IMDS added."""
+    given = {k for k in (ctx.ovf.public_keys if ctx.ovf else ctx.data.public_keys) if k.value}
+    if ctx.data.key_pairs or any(k not in given for k in ctx.data.public_keys):
+        _deploy(ctx, ctx.data.public_keys, ctx.data.key_pairs)
+
+
+def _deploy(ctx: Ctx, keys: Sequence[PublicKey], key_pairs: Sequence[KeyPair]) -> None:
+    count = len(keys) + len(key_pairs)
     if not count:
         return
     if count > MAX_KEYS:
         raise _fail(f"{count} SSH keys and key pairs are listed: waprov deploys at most {MAX_KEYS}")
     home = user_home(ctx)
-    lines, pairs = _gather(ctx, home)
-    for path, keys in lines.items():
-        _authorized_keys(ctx, home, path, keys)
+    lines, pairs = _gather(ctx, home, keys, key_pairs)
+    for path, found in lines.items():
+        _authorized_keys(ctx, home, path, found)
     for path, fingerprint in pairs.items():
         _key_pair(ctx, home, path, fingerprint)

@@ -104,7 +104,12 @@ def _fail(message: str) -> ProvisionError:
 
 def configure_sshd(ctx: Ctx) -> None:
     sshd = None if ctx.system.dry_run else _sshd()
-    throwaway = sshd is not None and ctx.keygen is not None
+    # the host keys may be being made anew (by this process or by the local phase's): check
+    # with throwaway ones
+    regenerating = ctx.keygen is not None or (
+        ctx.config.regenerate_ssh_host_key_pair and not ctx.done("hostkeys")
+    )
+    throwaway = sshd is not None and regenerating
     try:
         _configure(ctx, _check_argv(ctx, sshd, throwaway) if sshd else [])
     finally:
@@ -157,6 +162,15 @@ def _configure(ctx: Ctx, check: List[str]) -> None:
         log.warning("sshd -t already failed before the edit; %s written without a check", path)
     if path != main:  # -deprovision removes the Flatcar drop-in only when waprov wrote it
         ctx.mark(DROPIN_MARK)
+
+
+def configure_sshd_final(ctx: Ctx) -> None:
+    """The network phase: again, only when IMDS decided DisableSshPasswordAuthentication
+    (the OVF has no such element) differently from the local phase's default."""
+    if ctx.ovf is None:
+        return  # the local phase's steps ran with IMDS merged in already
+    if ctx.ovf.disable_ssh_password_auth != ctx.data.disable_ssh_password_auth:
+        configure_sshd(ctx)
 
 
 def restart_sshd(ctx: Ctx) -> None:
