@@ -192,7 +192,10 @@ def test_the_deb_installs_beside_waagent_starts_nothing_and_swaps_in_and_out(ins
     assert version[0] == f"waprov-{packages().version} running on debian 12", version
     st = os.lstat(os.path.join(root, "var/lib/waprov"))
     assert (oct(st.st_mode), st.st_uid) == (oct(0o40700), 0)
-    assert enabled(root, "waprov.service", "waprov-resourcedisk.service") == ["enabled", "enabled"]
+    assert (
+        enabled(root, "waprov-local.service", "waprov.service", "waprov-resourcedisk.service")
+        == ["enabled"] * 3
+    )
     # nothing started: waagent's postinst asked to start its unit (the log works), waprov's
     # scripts asked nothing; waprov did not run (no state, no log)
     requests = read_bytes(os.path.join(root, "var/log/policy-rc.d.log")).decode()

@@ -20,7 +20,7 @@ printf 'Provisioning.Agent=disabled\\n' > /etc/waagent.conf
 mkdir -p /lib/systemd/system/walinuxagent.service.d /etc/systemd/system/multi-user.target.wants /run/sshd
 cp tests/data/walinuxagent.service /lib/systemd/system/
 cp init/ga-dropin.conf /lib/systemd/system/walinuxagent.service.d/50-waprov.conf
-for u in waprov.service waprov-resourcedisk.service; do
+for u in waprov-local.service waprov.service waprov-resourcedisk.service; do
     cp init/$u /lib/systemd/system/
     ln -s /lib/systemd/system/$u /etc/systemd/system/multi-user.target.wants/$u
 done
@@ -57,6 +57,14 @@ def test_a_healthy_image_passes_every_check() -> None:
     rc, levels, out = doctor("", "--image")
     assert levels == {**dict.fromkeys(CHECKS, "OK"), "image leftovers": "OK"}, out
     assert rc == 0 and out.splitlines()[-2] == "all checks passed"
+    assert (
+        "OK    guest agent: Provisioning.Agent=disabled; walinuxagent.service require "
+        "waprov-local.service and waprov.service\n"
+    ) in out
+    assert (
+        "OK    waprov units: waprov-local.service, waprov.service and waprov-resourcedisk.service "
+        "are enabled\n"
+    ) in out
 
 
 @pytest.mark.parametrize(
@@ -69,6 +77,15 @@ def test_a_healthy_image_passes_every_check() -> None:
          "Provisioning.Agent=auto in /etc/waagent.conf: the guest agent provisions"),
         ("guest agent", "rm /lib/systemd/system/walinuxagent.service.d/50-waprov.conf", "FAIL",
          "no waprov drop-in for walinuxagent.service"),
+        # an older waprov's drop-in, in /etc (it overrides the package's)
+        ("guest agent", "mkdir -p /etc/systemd/system/walinuxagent.service.d && printf "
+         "'[Unit]\\nRequires=waprov.service\\nAfter=waprov.service\\n' "
+         ">/etc/systemd/system/walinuxagent.service.d/50-waprov.conf", "FAIL",
+         "/etc/systemd/system/walinuxagent.service.d/50-waprov.conf: not Requires= and After= "
+         "waprov-local.service and waprov.service"),
+        ("guest agent", "sed -i 's/^After=.*/After=waprov.service/' "
+         "/lib/systemd/system/walinuxagent.service.d/50-waprov.conf", "FAIL",
+         "/lib/systemd/system/walinuxagent.service.d/50-waprov.conf: not Requires= and After="),
         ("other provisioning agents", "mkdir -p /etc/systemd/system/cloud-init.target.wants && "
          "ln -s /lib/systemd/system/cloud-init.service /etc/systemd/system/cloud-init.target.wants/", "FAIL",
          "cloud-init (cloud-init.service enabled) would provision this VM too"),
@@ -83,6 +100,8 @@ def test_a_healthy_image_passes_every_check() -> None:
         ("hv_kvp_daemon", "pkill -f /run/hv_kvp_daemon", "WARN", "not running"),
         ("waprov units", "rm /etc/systemd/system/multi-user.target.wants/waprov.service", "FAIL",
          "waprov.service not enabled"),
+        ("waprov units", "rm /etc/systemd/system/multi-user.target.wants/waprov-local.service", "FAIL",
+         "waprov-local.service not enabled"),
         ("waprov units", "mkdir -p /etc/waprov && touch /etc/waprov/disabled", "FAIL",
          "/etc/waprov/disabled exists"),
     ],

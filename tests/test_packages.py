@@ -26,7 +26,7 @@ from tests.pkgfiles import ROOT, Packages, deb_depends, deb_files, out, packages
 from tests.sandbox import sandbox_run
 
 INIT = os.path.join(ROOT, "init")
-UNITS = ["waprov.service", "waprov-resourcedisk.service"]
+UNITS = ["waprov-local.service", "waprov.service", "waprov-resourcedisk.service"]
 GA_UNITS = ["waagent.service", "walinuxagent.service"]
 DROPIN = "50-waprov.conf"
 # Debian's walinuxagent.service (bookworm and sid, spec/packaging.md §1.3) and a unit
@@ -96,7 +96,7 @@ def write_unit_dir(path: str, dropin: str) -> None:
 
 
 def verify_with_unit_path(unit_dir: str) -> str:
-    """`systemd-analyze verify` of the four units, found in unit_dir first."""
+    """`systemd-analyze verify` of waprov's units and the GA's, found in unit_dir first."""
     r = subprocess.run(
         ["systemd-analyze", "verify", "--man=no", *UNITS, *GA_UNITS],
         capture_output=True,
@@ -178,8 +178,7 @@ def test_deb_ships_exactly_waprovs_files(pkgs: Packages) -> None:
     expected = {
         "/usr/sbin/waprov",
         "/usr/share/waprov/waagent.conf",
-        f"{unitdir}/waprov.service",
-        f"{unitdir}/waprov-resourcedisk.service",
+        *(f"{unitdir}/{unit}" for unit in UNITS),
         f"{unitdir}/waagent.service.d/{DROPIN}",
         f"{unitdir}/walinuxagent.service.d/{DROPIN}",
         "/etc/logrotate.d/waprov",
@@ -207,8 +206,7 @@ def test_deb_files_are_the_trees_files(pkgs: Packages, tmp_path: os.PathLike[str
         "/lib/systemd/system" if os.path.exists(f"{root}/lib/systemd/system") else "/usr/lib/systemd/system"
     )
     same = {
-        f"{unitdir}/waprov.service": "init/waprov.service",
-        f"{unitdir}/waprov-resourcedisk.service": "init/waprov-resourcedisk.service",
+        **{f"{unitdir}/{unit}": f"init/{unit}" for unit in UNITS},
         f"{unitdir}/waagent.service.d/{DROPIN}": "init/ga-dropin.conf",
         f"{unitdir}/walinuxagent.service.d/{DROPIN}": "init/ga-dropin.conf",
         "/etc/logrotate.d/waprov": "init/waprov.logrotate",
@@ -289,8 +287,7 @@ def test_rpm_ships_waprovs_files(pkgs: Packages) -> None:
     assert sorted(listed) == sorted(dump)
     unit = "/usr/lib/systemd/system"
     contents = {
-        f"{unit}/waprov.service": "init/waprov.service",
-        f"{unit}/waprov-resourcedisk.service": "init/waprov-resourcedisk.service",
+        **{f"{unit}/{name}": f"init/{name}" for name in UNITS},
         f"{unit}/waagent.service.d/{DROPIN}": "init/ga-dropin.conf",
         "/etc/logrotate.d/waprov": "init/waprov.logrotate",
         "/usr/share/waprov/waagent.conf": "waagent.conf",
@@ -303,6 +300,12 @@ def test_rpm_ships_waprovs_files(pkgs: Packages) -> None:
     assert dump["/var/lib/waprov"][3:6] == ["040700", "root", "root"]
     assert dump["/etc/logrotate.d/waprov"][6] == "1"  # %config
     assert "/usr/share/man/man8/waprov.8.gz" in dump
+    # %systemd_post enables what the preset names: every unit
+    preset = "".join(f"enable {u}\n" for u in UNITS)
+    assert (
+        dump["/usr/lib/systemd/system-preset/90-waprov.preset"][2]
+        == hashlib.sha256(preset.encode()).hexdigest()
+    )
     flags = out(["rpm", "-qp", "--qf", "[%{FILEFLAGS:fflags} %{FILENAMES}\n]", pkgs.rpm]).splitlines()
     assert "cn /etc/logrotate.d/waprov" in flags  # %config(noreplace)
     site = [p for p in dump if p.endswith("-packages/waprov/__init__.py")]
@@ -349,7 +352,7 @@ def test_rpm_scripts_start_nothing(pkgs: Packages) -> None:
     spec = read(os.path.join(ROOT, "rpm/waprov.spec"))
     assert "with_restart" not in spec and "systemctl" not in spec
     for macro in ("systemd_post", "systemd_preun", "systemd_postun"):
-        assert f"%{{?{macro}:%{macro} waprov.service waprov-resourcedisk.service}}" in spec
+        assert f"%{{?{macro}:%{macro} {' '.join(UNITS)}}}" in spec
 
 
 def test_rpmlint_is_clean_with_the_filters(pkgs: Packages) -> None:

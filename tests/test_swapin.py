@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import DATA, ROOT
 from waprov.errors import HostError
-from waprov.swapin import DROPIN, disable, enable
+from waprov.swapin import DROPIN, UNITS, disable, enable
 from waprov.system import System
 
 Entry = Tuple[str, object, int]
@@ -94,7 +94,7 @@ def link(root: str, path: str, target: str) -> None:
 
 
 def install_units(root: str, unitdir: str) -> None:
-    for unit in ("waprov.service", "waprov-resourcedisk.service"):
+    for unit in UNITS:
         real = os.path.join(root, unitdir.lstrip("/"), unit)
         os.makedirs(os.path.dirname(real), exist_ok=True)
         shutil.copy(os.path.join(ROOT, "init", unit), real)
@@ -134,6 +134,10 @@ def flatcar(tmp_path: os.PathLike[str]) -> str:
     return root
 
 
+# multi-user.target.wants after -enable on Debian: the GA's and all of waprov's units
+WANTS = ["walinuxagent.service", "waprov-local.service", "waprov-resourcedisk.service", "waprov.service"]
+
+
 def wants(root: str) -> list[str]:
     d = os.path.join(root, "etc/systemd/system/multi-user.target.wants")
     return sorted(os.listdir(d)) if os.path.isdir(d) else []
@@ -157,9 +161,13 @@ def test_debian_round_trip_is_byte_identical(debian: str) -> None:
     assert sum(a != b for a, b in lines) == 1
     for unit in ("waagent.service", "walinuxagent.service"):
         assert conf_text(debian, f"/etc/systemd/system/{unit}.d/50-waprov.conf") == DROPIN
-    assert wants(debian) == ["walinuxagent.service", "waprov-resourcedisk.service", "waprov.service"]
+    assert wants(debian) == WANTS
     assert "/etc/waagent.conf: line 3: Provisioning.Agent=auto -> Provisioning.Agent=disabled" in changes[0]
-    assert changes[-2:] == ["waprov.service: enabled", "waprov-resourcedisk.service: enabled"]
+    assert changes[-3:] == [
+        "waprov-local.service: enabled",
+        "waprov.service: enabled",
+        "waprov-resourcedisk.service: enabled",
+    ]
 
     enabled = tree(debian)
     again = System(root=debian)
@@ -219,10 +227,14 @@ def test_package_dropins_are_used_and_disable_skips_the_units_by_flag(debian: st
     assert not os.path.exists(os.path.join(debian, "etc/systemd/system/walinuxagent.service.d"))
     changes, _ = disable(System(root=debian))
     assert os.path.isfile(os.path.join(debian, "etc/waprov/disabled"))  # Requires= still pulls waprov in
-    assert any(c.startswith("/etc/waprov/disabled: written") for c in changes)
+    assert (
+        "/etc/waprov/disabled: written (the package's drop-ins for waagent.service, walinuxagent.service"
+        " still pull waprov-local.service and waprov.service in; the flag makes systemd skip them)"
+    ) in changes
     assert conf_text(debian) == sample()
-    with open(os.path.join(ROOT, "init", "waprov.service"), encoding="utf-8") as f:
-        assert "ConditionPathExists=!/etc/waprov/disabled\n" in f.read()
+    for unit in UNITS:  # the flag skips every unit, both the drop-ins pull in among them
+        with open(os.path.join(ROOT, "init", unit), encoding="utf-8") as f:
+            assert "ConditionPathExists=!/etc/waprov/disabled\n" in f.read()
     changes = enable(System(root=debian))
     assert "/etc/waprov/disabled: removed" in changes
     assert not os.path.exists(os.path.join(debian, "etc/waprov/disabled"))
@@ -267,7 +279,7 @@ def test_without_systemctl_nothing_is_changed(debian: str) -> None:
 
 def test_disable_after_the_package_is_gone_still_restores_the_line(debian: str) -> None:
     enable(System(root=debian))
-    for unit in ("waprov.service", "waprov-resourcedisk.service"):
+    for unit in UNITS:
         os.unlink(os.path.join(debian, "lib/systemd/system", unit))
     changes, problems = disable(System(root=debian, which=lambda name: None))
     assert problems == [] and conf_text(debian) == sample()
@@ -278,7 +290,7 @@ def test_no_guest_agent_configuration_still_enables_the_units(debian: str) -> No
     os.unlink(os.path.join(debian, "etc/waagent.conf"))
     changes = enable(System(root=debian))
     assert changes[0].startswith("/etc/waagent.conf: not found")
-    assert wants(debian) == ["walinuxagent.service", "waprov-resourcedisk.service", "waprov.service"]
+    assert wants(debian) == WANTS
 
 
 def test_dry_run_changes_nothing_and_plans_the_real_actions(debian: str) -> None:
@@ -305,7 +317,7 @@ def test_damaged_record_is_a_clear_error(debian: str) -> None:
 SANDBOX_SETUP = """
 cp tests/data/readme-sample.conf /etc/waagent.conf
 mkdir -p /lib/systemd/system
-cp init/waprov.service init/waprov-resourcedisk.service /lib/systemd/system/
+cp init/waprov-local.service init/waprov.service init/waprov-resourcedisk.service /lib/systemd/system/
 """
 
 
@@ -321,7 +333,7 @@ def test_command_on_a_real_root_in_a_sandbox() -> None:
     S=tests/data/readme-sample.conf
     {w} -enable --dry-run; echo "rc=$?"; cmp -s /etc/waagent.conf $S && echo untouched
     {w} -enable; echo "rc=$?"; {w} -enable; echo "rc=$?"
-    systemctl --root=/ is-enabled waprov.service waprov-resourcedisk.service
+    systemctl --root=/ is-enabled waprov-local.service waprov.service waprov-resourcedisk.service
     {w} -disable; echo "rc=$?"; cmp /etc/waagent.conf $S && echo identical
     {w} -enable >/dev/null; sed -i 's/^Provisioning.Agent=disabled/Provisioning.Agent=waagent/' \
         /etc/waagent.conf
@@ -330,38 +342,40 @@ def test_command_on_a_real_root_in_a_sandbox() -> None:
     """
     p = sandbox_run(["bash", "-c", script], SANDBOX_SETUP)
     out = p.stdout.split("\n")
-    assert out[:7] == [
+    assert out[:8] == [
         "waprov -enable (dry run: nothing was changed):",
         "  /etc/waagent.conf: line 3: Provisioning.Agent=auto -> Provisioning.Agent=disabled"
         " (previous line kept in /etc/waprov/swap-in.json)",
         "  /etc/systemd/system/waagent.service.d/50-waprov.conf: written"
-        " (waagent.service requires and follows waprov.service)",
+        " (waagent.service requires and follows waprov-local.service and waprov.service)",
         "  /etc/systemd/system/walinuxagent.service.d/50-waprov.conf: written"
-        " (walinuxagent.service requires and follows waprov.service)",
+        " (walinuxagent.service requires and follows waprov-local.service and waprov.service)",
+        "  waprov-local.service: enabled",
         "  waprov.service: enabled",
         "  waprov-resourcedisk.service: enabled",
         "rc=0",
     ], p.stdout + p.stderr
-    assert out[7] == "untouched"
-    assert out[8:15] == ["waprov -enable:", *out[1:6], "rc=0"]
-    assert out[15:19] == [
+    assert out[8] == "untouched"
+    assert out[9:17] == ["waprov -enable:", *out[1:7], "rc=0"]
+    assert out[17:21] == [
         "waprov -enable:",
         "  /etc/waagent.conf: Provisioning.Agent is already disabled (left as it is)",
         "  nothing to change: waprov is already enabled",
         "rc=0",
     ]
-    assert out[19:21] == ["enabled", "enabled"]
-    assert out[21:29] == [
+    assert out[21:24] == ["enabled", "enabled", "enabled"]
+    assert out[24:33] == [
         "waprov -disable:",
         "  /etc/waagent.conf: line 3: Provisioning.Agent=disabled -> Provisioning.Agent=auto",
         "  /etc/systemd/system/waagent.service.d/50-waprov.conf: removed",
         "  /etc/systemd/system/walinuxagent.service.d/50-waprov.conf: removed",
+        "  waprov-local.service: disabled",
         "  waprov.service: disabled",
         "  waprov-resourcedisk.service: disabled",
         "rc=0",
         "identical",
     ]
-    assert out[29] == "waprov -disable:"
+    assert out[33] == "waprov -disable:"
     assert any(
         line.startswith("  NOT DONE: /etc/waagent.conf: not restored: the Provisioning.Agent line")
         for line in out

@@ -20,7 +20,7 @@ from tests.sandbox import sandbox_run  # noqa: E402
 SETUP = """
 cp tests/data/readme-sample.conf /etc/waagent.conf
 mkdir -p /lib/systemd/system
-cp init/waprov.service init/waprov-resourcedisk.service /lib/systemd/system/
+cp init/waprov-local.service init/waprov.service init/waprov-resourcedisk.service /lib/systemd/system/
 """
 
 
@@ -31,8 +31,8 @@ def main() -> int:
     cp /etc/waagent.conf /run/before.conf
     echo '$ waprov -enable'; {w} -enable
     echo '$ diff /etc/waagent.conf.before /etc/waagent.conf'; diff /run/before.conf /etc/waagent.conf
-    echo '$ systemctl is-enabled waprov.service waprov-resourcedisk.service'
-    systemctl --root=/ is-enabled waprov.service waprov-resourcedisk.service
+    echo '$ systemctl is-enabled waprov-local.service waprov.service waprov-resourcedisk.service'
+    systemctl --root=/ is-enabled waprov-local.service waprov.service waprov-resourcedisk.service
     echo '$ waprov -enable   # again'; {w} -enable
     echo '$ waprov -disable'; {w} -disable
     echo '$ cmp /etc/waagent.conf.before /etc/waagent.conf'

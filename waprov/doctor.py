@@ -16,10 +16,10 @@ import os
 import re
 import sys
 from dataclasses import dataclass
-from typing import Callable, List, Optional, TextIO
+from typing import Callable, Dict, List, Optional, Set, TextIO
 
 from waprov.config import Config
-from waprov.swapin import DROPIN_NAME, ETC_UNITS, GA_UNITS, UNITS, unit_file
+from waprov.swapin import DROPIN_NAME, ETC_UNITS, GA_UNITS, PROVISIONING_UNITS, UNITS, unit_file
 from waprov.system import System
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
@@ -79,7 +79,24 @@ def check_guest_agent(system: System, config: Config) -> Finding:
     if missing:
         return Finding(FAIL, name, f"no waprov drop-in for {', '.join(missing)}: it may report Ready "
                        "over a failed provisioning", "run `waprov -enable`")  # fmt: skip
-    return Finding(OK, name, f"Provisioning.Agent=disabled; {', '.join(installed)} require waprov.service")
+    required = " and ".join(PROVISIONING_UNITS)
+    stale = [path for path in (unit_file(system, f"{u}.d/{DROPIN_NAME}") for u in installed)
+             if path is not None and not _requires_and_follows(_text(system, path) or "")]  # fmt: skip
+    if stale:
+        return Finding(FAIL, name, f"{', '.join(stale)}: not Requires= and After= {required} "
+                       "(from an older waprov?)", "run `waprov -enable` for drop-ins in /etc/systemd/system, "
+                       "reinstall waprov's package for its own")  # fmt: skip
+    return Finding(OK, name, f"Provisioning.Agent=disabled; {', '.join(installed)} require {required}")
+
+
+def _requires_and_follows(dropin: str) -> bool:
+    """The drop-in's Requires= and After= name both provisioning units."""
+    words: Dict[str, Set[str]] = {"Requires": set(), "After": set()}
+    for line in dropin.splitlines():
+        m = re.match(r"\s*(Requires|After)\s*=(.*)", line)
+        if m:
+            words[m.group(1)] |= set(m.group(2).split())
+    return all(set(PROVISIONING_UNITS) <= found for found in words.values())
 
 
 def check_other_agents(system: System, config: Config) -> Finding:
@@ -146,7 +163,7 @@ def check_units(system: System, config: Config) -> Finding:
         return Finding(FAIL, name, "/etc/waprov/disabled exists (waprov -disable)", "run `waprov -enable`")
     if off:
         return Finding(FAIL, name, f"{', '.join(off)} not enabled", "run `waprov -enable`")
-    return Finding(OK, name, "waprov.service and waprov-resourcedisk.service are enabled")
+    return Finding(OK, name, f"{', '.join(UNITS[:-1])} and {UNITS[-1]} are enabled")
 
 
 def check_leftovers(system: System, config: Config) -> Finding:

@@ -8,8 +8,9 @@ changed (agentconf.py; the previous line kept in /etc/waprov/swap-in.json; Flatc
 /etc/systemd/system unless the package ships them, /etc/waprov/disabled removed, the
 units enabled. -disable: the recorded line put back byte for byte (the symlink too), our
 /etc drop-ins removed, the units disabled, and /etc/waprov/disabled written when the
-package's drop-ins would still pull waprov.service in. Both print what they changed and
-change nothing on a second run. Exit 0 done, 1 failed (or not fully undone), 2 bad input.
+package's drop-ins would still pull waprov-local.service and waprov.service in. Both
+print what they changed and change nothing on a second run. Exit 0 done, 1 failed (or
+not fully undone), 2 bad input.
 """
 
 from __future__ import annotations
@@ -32,7 +33,9 @@ VENDOR_CONFS = ("/usr/share/waagent/waagent.conf",)
 STATE_DIR = "/etc/waprov"
 STATE = "/etc/waprov/swap-in.json"
 DISABLED_FLAG = "/etc/waprov/disabled"
-UNITS = ("waprov.service", "waprov-resourcedisk.service")
+UNITS = ("waprov-local.service", "waprov.service", "waprov-resourcedisk.service")
+# The units the GA drop-in requires and follows.
+PROVISIONING_UNITS = ("waprov-local.service", "waprov.service")
 GA_UNITS = ("waagent.service", "walinuxagent.service")
 DROPIN_NAME = "50-waprov.conf"
 ETC_UNITS = "/etc/systemd/system"
@@ -43,10 +46,10 @@ DROPIN = """\
 # Installed by waprov for WALinuxAgent's guest agent (waagent.service on most
 # distributions, walinuxagent.service on Debian and Ubuntu). With
 # Provisioning.Agent=disabled the agent reports Ready at every start: it starts only
-# after waprov.service, and not at all when provisioning failed.
+# after both of waprov's provisioning units, and not at all when provisioning failed.
 [Unit]
-Requires=waprov.service
-After=waprov.service
+Requires=waprov-local.service waprov.service
+After=waprov-local.service waprov.service
 """
 
 
@@ -224,7 +227,9 @@ def enable(system: System, conf: str = GA_CONF) -> List[str]:
         elif system.read(path) != DROPIN.encode():
             system.makedirs(posixpath.dirname(path), 0o755)
             system.write(path, DROPIN, 0o644)
-            changes.append(f"{path}: written ({unit} requires and follows waprov.service)")
+            changes.append(
+                f"{path}: written ({unit} requires and follows {' and '.join(PROVISIONING_UNITS)})"
+            )
     if system.remove(DISABLED_FLAG):
         changes.append(f"{DISABLED_FLAG}: removed")
     to_enable = [u for u in UNITS if not _enabled(system, u)]
@@ -262,7 +267,7 @@ def disable(system: System) -> Tuple[List[str], List[str]]:
         system.write(DISABLED_FLAG, "", 0o644)
         changes.append(
             f"{DISABLED_FLAG}: written (the package's drop-ins for {', '.join(pulled_in)} still "
-            "pull waprov.service in; the flag makes systemd skip it)"
+            f"pull {' and '.join(PROVISIONING_UNITS)} in; the flag makes systemd skip them)"
         )
     if system.kind(STATE_DIR) == "dir" and not system.glob(STATE_DIR + "/*"):
         system.remove(STATE_DIR, recursive=True)
