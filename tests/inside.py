@@ -142,9 +142,11 @@ def execute(run: Dict[str, Any], env: Dict[str, str], entry: Dict[str, Any]) -> 
     argv = [sys.executable, LAUNCHER, *run.get("args", ["-provision"])]
     modules_file = f"/run/modules-{id(entry)}.json"
     if run.get("modules"):  # the launcher run as __main__, sys.modules written as it exits
-        code = ("import atexit, json, runpy, sys; out = sys.argv.pop(1); "
-                "atexit.register(lambda: open(out, 'w').write(json.dumps(sorted(sys.modules)))); "
-                "sys.argv[0] = sys.argv[1]; del sys.argv[1]; runpy.run_path(sys.argv[0], run_name='__main__')")  # fmt: skip
+        code = (
+            "import atexit, json, runpy, sys; out = sys.argv.pop(1); "
+            "atexit.register(lambda: open(out, 'w').write(json.dumps(sorted(sys.modules)))); "
+            "sys.argv.pop(0); runpy.run_path(sys.argv[0], run_name='__main__')"
+        )
         argv = [sys.executable, "-c", code, modules_file, LAUNCHER, *argv[2:]]
     try:
         if run.get("sigint_after") is not None:  # SIGINT while it waits at a prompt

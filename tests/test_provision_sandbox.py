@@ -221,7 +221,7 @@ def test_a_vm_provisioned_before_waprov_was_installed_is_adopted_not_reprovision
     assert [x["rc"] for x in r["runs"]] == [0, 0]
     assert "provisioned before waprov was installed" in r["runs"][0]["stderr"]
     assert "Provisioning already completed, skipping." in r["runs"][1]["stderr"]
-    assert HOME_KEYS not in r["snapshot"]  # the user is made before the network; no key without its certificate
+    assert "/home/azureuser" not in r["snapshot"]
     assert text(r, "/var/lib/waprov/provisioned") == SWAPPED_ID
     assert health_states(r) == [] and r["requests"] == []  # the GA reports; waprov asked nothing
 
@@ -248,7 +248,7 @@ def test_when_the_guest_agent_provisions_waprov_does_nothing(tmp_path: Any, agen
     assert r["runs"][0]["rc"] == 0
     assert f"Provisioning.Agent={agent} in /etc/waagent.conf: " in r["runs"][0]["stderr"]
     assert "`waprov -enable` hands provisioning over); nothing to do" in r["runs"][0]["stderr"]
-    assert HOME_KEYS not in r["snapshot"]  # the user is made before the network; no key without its certificate and "/var/lib/waprov" not in r["snapshot"]
+    assert "/home/azureuser" not in r["snapshot"] and "/var/lib/waprov" not in r["snapshot"]
     assert health_states(r) == [] and r["requests"] == []
 
 
@@ -335,8 +335,8 @@ def test_the_local_phase_imports_nothing_of_the_http_side(tmp_path: Any) -> None
     assert "Local phase done" in r["runs"][0]["stderr"]
     imported = set(r["runs"][0]["modules"])
     # the probe sees the run: all of the local phase's steps
-    assert {"waprov.config", "waprov.steps.hostkeys", "waprov.steps.user", "waprov.steps.keys",
-            "waprov.steps.sshd", "waprov.steps.customdata", "waprov.steps.hostname", "waprov.ovf"} <= imported  # fmt: skip
+    steps = {"hostkeys", "user", "keys", "sshd", "customdata", "hostname"}
+    assert {"waprov.config", "waprov.ovf", *(f"waprov.steps.{s}" for s in steps)} <= imported
     http = {"requests", "urllib3", "http.client", "ssl", "waprov.http", "waprov.report", "waprov.imds",
             "waprov.wireserver", "waprov.network", "waprov.certs", "waprov.linkwatch"}  # fmt: skip
     assert not imported & http, sorted(imported & http)
@@ -490,7 +490,7 @@ def test_certificates_that_cannot_be_decrypted_fail_provisioning(tmp_path: Any) 
     assert health_states(r) == ["NotReady/ProvisioningFailed"]
     report = failure_report(r)
     assert (report["reason"], report["step"]) == ("failed to get the certificates", "certificates")
-    assert HOME_KEYS not in r["snapshot"]  # the user is made before the network; no key without its certificate
+    assert HOME_KEYS not in r["snapshot"]  # the user comes before the network, no key without its certificate
 
 
 def test_an_unreachable_wireserver_fails_the_run_without_a_marker(tmp_path: Any) -> None:
@@ -673,7 +673,7 @@ def test_dry_run_prints_the_plan_and_changes_nothing(tmp_path: Any) -> None:
     positions = [next(i for i, line in enumerate(plan) if line.startswith(e)) for e in expected_in_order]
     assert positions == sorted(positions)
     assert "report NotReady Provisioning" in out
-    assert HOME_KEYS not in r["snapshot"]  # the user is made before the network; no key without its certificate
+    assert "/home/azureuser" not in r["snapshot"]
     assert text(r, "/etc/hostname") == text(r, "/var/tmp/hostname.before")
     assert not any(x["route"] in ("health", "goalstate", "certificates") for x in r["requests"])
     assert r["found_in"] == []

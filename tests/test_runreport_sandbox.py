@@ -10,6 +10,7 @@ import pytest
 from tests.inside import SNAPSHOT
 from tests.provisioning import PASSWORD, files, ovf, scenario
 from waprov.kvp import RECORD, decode
+from waprov.provision import STEP_NAMES, STEPS
 
 SWAPPED_ID = "D0DF4C54-4ECB-4A4B-9954-5BDF3ED5C3B8"
 HYPERV = "mkdir -p /var/lib/hyperv"
@@ -40,7 +41,9 @@ def test_success_leaves_a_report_kvp_records_and_a_status(tmp_path: Any) -> None
     assert doc["report_line"].startswith(f"result=success|agent=waprov/0.1.0|vm_id={SWAPPED_ID}|timestamp=")
     assert doc["sources"] == ["dvd", "imds"]
     names = [s["name"] for s in doc["steps"]]
-    assert names[:3] == ["data", "keygen", "data"] and names[-2:] == ["markers", "ready"]
+    assert names == list(STEP_NAMES)  # every step once, in the list's order
+    assert [s["phase"] for s in doc["steps"]] == [s.phase for s in STEPS]
+    assert [p["name"] for p in doc["phases"]] == ["local", "network"]
     assert all(s["result"] == "ok" and s["duration"] >= 0 for s in doc["steps"])
     assert [(h["state"], h["substatus"], h["http_status"]) for h in doc["health_reports"]] == [
         ("NotReady", "Provisioning", 200),
@@ -54,7 +57,10 @@ def test_success_leaves_a_report_kvp_records_and_a_status(tmp_path: Any) -> None
     prefix = f"waprov-0.1.0|{SWAPPED_ID}|step:"
     steps = [(k[len(prefix) :], json.loads(v)) for k, v in records if k.startswith(prefix)]
     assert [n for n, _ in steps] == names
-    assert set(steps[0][1]) == {"name", "start", "duration", "result"}
+    assert set(steps[0][1]) == {"name", "phase", "start", "duration", "result"}
+    phase_events = [(k.rsplit("|", 1)[1], json.loads(v)["state"]) for k, v in records if "|phase:" in k]
+    assert phase_events == [("phase:local", "start"), ("phase:local", "end"),
+                            ("phase:network", "start"), ("phase:network", "end")]  # fmt: skip
     assert records[-1] == ("PROVISIONING_REPORT", doc["report_line"])
     assert r["found_in"] == []  # the password is in neither file (searched everywhere)
     status = r["runs"][1]["stdout"]
@@ -74,7 +80,8 @@ def test_a_failure_is_in_the_report_the_kvp_line_and_the_status(tmp_path: Any) -
     assert doc["steps"][-1]["name"] == "user" and doc["steps"][-1]["result"] == "error"
     assert "useradd -m azureuser" in doc["steps"][-1]["error"]
     assert doc["report_line"].startswith("result=error|reason=failed to provision user|")
-    assert [h["substatus"] for h in doc["health_reports"]] == ["Provisioning", "ProvisioningFailed"]
+    # a local step: it fails before NotReady/Provisioning is sent
+    assert [h["substatus"] for h in doc["health_reports"]] == ["ProvisioningFailed"]
     assert kvp(r)[-1] == ("PROVISIONING_REPORT", doc["report_line"])
     assert r["found_in"] == []
     status = r["runs"][1]["stdout"]
@@ -103,7 +110,7 @@ def test_without_hyperv_no_pool_file_and_status_before_any_run(tmp_path: Any) ->
     assert report_json(r)["result"] == "success"
 
 
-@pytest.mark.parametrize("step", ["data", "hostname", "keys", "markers"])
+@pytest.mark.parametrize("step", ["dvd", "hostname", "keys", "markers"])
 def test_a_run_killed_mid_way_leaves_kvp_steps_up_to_there(tmp_path: Any, step: str) -> None:
     r = scenario(str(tmp_path), {"ovf": ovf(), "setup": [HYPERV], "snapshot": SNAP,
                                  "runs": [{"crash_after": step}]})  # fmt: skip

@@ -10,8 +10,8 @@ import pytest
 
 from tests.conftest import virtual_clock, waits
 from tests.fakefabric import IMDS_KEY
-from tests.provisioning import user_key
 from tests.fakerunner import ScriptedRunner, fail, ok
+from tests.provisioning import user_key
 from waprov.config import Config
 from waprov.distro import Distro
 from waprov.errors import HostError, ProvisionError

@@ -223,8 +223,15 @@ def provisioned_state(
     return ADOPT, stored  # provisioned before waprov was installed (WALinuxAgent did it)
 
 
-def write_own_marker(system: System, vm_id: str, state_dir: str = STATE_DIR) -> None:
+BOOT_ID = "boot-id"  # the DMI id as read, beside the marker: what waprov-boot-check compares
+
+
+def write_own_marker(system: System, vm_id: str, overrides: Overrides, state_dir: str = STATE_DIR) -> None:
+    """waprov's marker, and the raw DMI id for the boot check of every later boot."""
+    from waprov.vmid import raw_id
+
     system.makedirs(state_dir, 0o700)
+    system.write(os.path.join(state_dir, BOOT_ID), raw_id(system, overrides) + "\n", 0o600)
     system.write(marker_path(state_dir), vm_id, 0o600)
 
 
@@ -341,14 +348,17 @@ class Run:
                 if self._local_steps(local[:through_dvd]):
                     self._local_steps(local[through_dvd:])
                     local = []
+                    self._local_done()
+                    self.record.phase_end(LOCAL, "ok")
                 else:
                     local = local[through_dvd:]
+                    self.record.phase_end(LOCAL, "no DVD")
             self.record.phase_start(NETWORK)
             for step in network[:cut]:
                 self._step(step)
-            if local:  # IMDS had the data: the local steps now, with it
+            if local:  # IMDS had the data: the rest of the local steps now, with it
+                self.record.phase_start(LOCAL)
                 self._local_steps(local)
-            if self.record.phase_open(LOCAL):
                 self._local_done()
                 self.record.phase_end(LOCAL, "ok")
             for step in network[cut:]:
@@ -359,7 +369,7 @@ class Run:
 
         self.record.phase_end(NETWORK, "ok")
         self.record.finish("success", success_line(ctx.vm_id), ctx.state_dir, ctx.reporter.sent)
-        write_own_marker(ctx.system, ctx.vm_id, ctx.state_dir)
+        write_own_marker(ctx.system, ctx.vm_id, ctx.overrides, ctx.state_dir)
         took = time.monotonic() - started
         spent = ctx.system.command_seconds
         log.info("Provisioning complete (%.3fs, of which %.3fs in commands)", took, spent)
@@ -394,7 +404,7 @@ class Run:
         self.record.finish(
             "success" if ok else "error", success_line(ctx.vm_id), ctx.state_dir, ctx.reporter.sent
         )
-        write_own_marker(ctx.system, ctx.vm_id, ctx.state_dir)
+        write_own_marker(ctx.system, ctx.vm_id, ctx.overrides, ctx.state_dir)
         log.info("Provisioning already completed under another VM id: reported Ready, nothing re-provisioned")
         return 0 if ok else 1
 
@@ -463,7 +473,7 @@ def main(
     if state == ADOPT:
         log.info("This VM was provisioned before waprov was installed (%s/provisioned holds its id): "
                  "recorded as done, nothing provisioned", config.lib_dir)  # fmt: skip
-        write_own_marker(system, vm_id)
+        write_own_marker(system, vm_id, overrides)
         if local_only and not dry_run:
             _flag_done(system)
         return 0

@@ -65,8 +65,7 @@ def summary(doc: Dict[str, Any], done: bool) -> List[str]:
     took = float(doc.get("seconds_since_start") or 0)
     lines = [
         f"waprov: this VM ({doc.get('vm_id') or 'unknown id'}) is {state}",
-        f"last run: {doc.get('started')} to {doc.get('finished')}, "
-        f"{outcome} in {took:.3f}s{after_boot}",
+        f"last run: {doc.get('started')} to {doc.get('finished')}, {outcome} in {took:.3f}s{after_boot}",
         "sources: " + (", ".join(doc.get("sources") or []) or "none read"),
     ]
     phases = [p for p in doc.get("phases") or [] if isinstance(p, dict)]

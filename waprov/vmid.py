@@ -28,7 +28,8 @@ def swap_uuid(uuid: str) -> str:
     return "-".join([rev(g[0]), rev(g[1]), rev(g[2]), g[3], g[4]])
 
 
-def _raw(system: System, overrides: Overrides) -> str:
+def raw_id(system: System, overrides: Overrides) -> str:
+    """The id as the DMI (or dmidecode, or WAPROV_VM_ID) gives it, unswapped."""
     if overrides.vm_id:
         return overrides.vm_id
     try:
@@ -44,7 +45,7 @@ def _raw(system: System, overrides: Overrides) -> str:
 
 
 def instance_id(system: System, overrides: Overrides) -> str:
-    raw = _raw(system, overrides)
+    raw = raw_id(system, overrides)
     return swap_uuid(raw) if _UUID.match(raw) else ""
 
 

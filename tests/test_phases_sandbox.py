@@ -1,0 +1,293 @@
+"""The two phases in sandboxes: `waprov -provision -local` (waprov-local.service, before the
+network) then `waprov -provision` (waprov.service), as the units run them at a first boot;
+a kill in and between them; dry runs; IMDS alone; a DVD that shows up late; the host name
+without hostnamectl; the done check of every later boot (/run/waprov/done)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, Dict, List
+
+import pytest
+
+from tests.provisioning import PASSWORD, ROOT, files, health_states, ovf, scenario, text, user_key
+from waprov.provision import LOCAL, NETWORK, STEPS
+
+HOME_KEYS = "/home/azureuser/.ssh/authorized_keys"
+LOCAL_RUN: Dict[str, Any] = {"args": ["-provision", "-local"]}
+LAUNCHER = f"{sys.executable} bin/waprov"
+# how many requests the fake fabric has had (its log), run after a run has ended
+REQUESTS_SO_FAR = "cat /run/fabric/requests.jsonl 2>/dev/null | wc -l"
+LOCAL_NAMES = [s.name for s in STEPS if s.phase == LOCAL]
+SNAP = [
+    "/etc/passwd",
+    "/etc/hostname",
+    "/home",
+    "/var/lib/waprov",
+    "/var/lib/waagent",
+    "/run/waprov",
+    "/etc/ssh",
+]
+
+
+def run(tmp_path: Any, **spec: Any) -> Dict[str, Any]:
+    return scenario(str(tmp_path), spec)
+
+
+def stderr(r: Dict[str, Any], i: int) -> str:
+    return str(r["runs"][i]["stderr"])
+
+
+def report(r: Dict[str, Any]) -> Dict[str, Any]:
+    doc: Dict[str, Any] = json.loads(text(r, "/var/lib/waprov/report.json"))
+    return doc
+
+
+def journal(r: Dict[str, Any]) -> List[str]:
+    return [line.split(" ", 1)[1] for line in text(r, "/var/lib/waprov/journal").splitlines()]
+
+
+def test_the_local_phase_applies_the_dvd_before_the_network_and_the_network_phase_finishes(
+    tmp_path: Any,
+) -> None:
+    _, pub = user_key(str(tmp_path))
+    conf = "Provisioning.RegenerateSshHostKeyPair=y\nProvisioning.SshHostKeyPairType=ed25519\n"
+    r = run(
+        tmp_path,
+        conf=conf,
+        ovf=ovf(hostname="phase-vm", password=PASSWORD, keys=[(HOME_KEYS, None, pub)]),
+        runs=[
+            dict(
+                LOCAL_RUN,
+                after=[REQUESTS_SO_FAR, "hostname", "cat /etc/ssh/ssh_host_ed25519_key.pub || true"],
+            ),
+            {"after": [f"{LAUNCHER} -status"]},
+        ],
+        snapshot=SNAP,
+        search=PASSWORD,
+    )
+    local, network = r["runs"]
+    assert local["rc"] == 0, stderr(r, 0)
+    assert [a["stdout"].strip() for a in local["after"][:2]] == ["0", "phase-vm"]  # nothing sent; named
+    assert "the first DHCP request carries it" in stderr(r, 0)
+    assert "azureuser" in text(r, "/etc/passwd")
+    assert network["rc"] == 0, stderr(r, 1)
+    assert health_states(r) == ["NotReady/Provisioning", "Ready"]
+    assert "nothing to re-announce" in stderr(r, 1) and "Re-announced" not in stderr(r, 1)
+    assert "Waiting for the SSH host keys the local phase began" in stderr(
+        r, 1
+    ) or "ssh-keygen" not in stderr(r, 1)
+    # the host key made by the local phase's wrapper, named after the new host, whole
+    pub_key = text(r, "/etc/ssh/ssh_host_ed25519_key.pub")
+    assert pub_key.split()[2] == "root@phase-vm"
+    assert [p for p in r["snapshot"] if p.startswith("/run/waprov/hostkeys")] == []  # taken and cleared
+    assert {"phase:local", "hostname:before-network", "hostkeys"} <= set(journal(r))
+    doc = report(r)
+    assert doc["result"] == "success"
+    assert [(p["name"], p["result"]) for p in doc["phases"]] == [(LOCAL, "ok"), (NETWORK, "ok")]
+    phases = {s["name"]: s["phase"] for s in doc["steps"]}
+    assert phases == {s.name: s.phase for s in STEPS}  # every step once, with its phase
+    assert [s["name"] for s in doc["steps"]] == [s.name for s in STEPS]
+    shown = network["after"][0]["stdout"]
+    assert "phases:" in shown and "  local " in shown and "  network " in shown
+    assert "  hostname           local " in shown and "  ready              network " in shown
+    assert r["found_in"] == []  # the password is nowhere but its hash
+
+
+@pytest.mark.parametrize("step", LOCAL_NAMES)
+def test_a_kill_inside_the_local_phase_resumes_at_the_next_boot(tmp_path: Any, step: str) -> None:
+    _, pub = user_key(str(tmp_path))
+    conf = "Provisioning.RegenerateSshHostKeyPair=y\nProvisioning.SshHostKeyPairType=ed25519\n"
+    r = run(
+        tmp_path,
+        conf=conf,
+        ovf=ovf(password=PASSWORD, keys=[(HOME_KEYS, None, pub)], custom_data="ZWNobyBoaQ=="),
+        runs=[dict(LOCAL_RUN, crash_after=step), LOCAL_RUN, {}],
+        snapshot=SNAP,
+    )
+    assert r["runs"][0]["rc"] == -9, stderr(r, 0)
+    assert [x["rc"] for x in r["runs"][1:]] == [0, 0], (stderr(r, 1), stderr(r, 2))
+    assert health_states(r) == ["NotReady/Provisioning", "Ready"]
+    assert pub in text(r, HOME_KEYS)
+    assert text(r, "/var/lib/waprov/provisioned")
+    assert text(r, "/etc/ssh/ssh_host_ed25519_key.pub").split()[2] == "root@waprov-vm"
+
+
+@pytest.mark.parametrize("step", [s.name for s in STEPS if s.phase == NETWORK])
+def test_a_kill_inside_the_network_phase_after_the_local_one_resumes(tmp_path: Any, step: str) -> None:
+    _, pub = user_key(str(tmp_path))
+    r = run(
+        tmp_path,
+        ovf=ovf(keys=[(HOME_KEYS, None, pub)]),
+        runs=[LOCAL_RUN, {"crash_after": step}, LOCAL_RUN, {}],
+        snapshot=SNAP,
+    )
+    assert r["runs"][1]["rc"] == -9, stderr(r, 1)
+    assert [r["runs"][i]["rc"] for i in (0, 2, 3)] == [0, 0, 0], stderr(r, 3)
+    ready = [s for s in health_states(r) if s == "Ready"]
+    assert len(ready) == (2 if step == "ready" else 1)  # killed after Ready was sent: sent again
+    assert text(r, "/var/lib/waprov/provisioned")
+    assert "local phase is done for this VM already" in stderr(r, 2)
+
+
+def test_a_dry_run_of_each_phase_changes_nothing_and_shows_its_plan(tmp_path: Any) -> None:
+    r = run(
+        tmp_path,
+        ovf=ovf(password=PASSWORD),
+        runs=[
+            dict(LOCAL_RUN, args=["-provision", "-local", "--dry-run"], snapshot=SNAP),
+            {"args": ["-provision", "--dry-run"], "snapshot": SNAP},
+        ],
+        snapshot=SNAP,
+        search=PASSWORD,
+    )
+    local, network = r["runs"]
+    assert local["rc"] == 0 and network["rc"] == 0, (stderr(r, 0), stderr(r, 1))
+    assert "useradd" in local["stdout"] and "hostname" in local["stdout"]
+    assert "report" not in local["stdout"]  # the local phase sends nothing
+    assert "useradd" in network["stdout"] and "Ready" in network["stdout"]
+    assert r["requests"] == [] or all(q["route"] != "health" for q in r["requests"])
+    assert (
+        "/var/lib/waprov/journal" not in r["snapshot"] and "/var/lib/waprov/report.json" not in r["snapshot"]
+    )
+    assert "azureuser" not in text(r, "/etc/passwd")
+    assert r["found_in"] == []
+
+
+def test_without_a_dvd_the_local_phase_ends_and_imds_provisions_with_a_reannounce(tmp_path: Any) -> None:
+    # a route (here through lo): the network is up when the name is set (IMDS alone), so the
+    # name is re-announced (where: loopback only here, which the re-announce says)
+    setup = ["ip route add 10.9.0.0/24 dev lo"]
+    r = run(
+        tmp_path, ovf=None, setup=setup, runs=[dict(LOCAL_RUN, snapshot=["/etc/passwd"]), {}], snapshot=SNAP
+    )
+    local, network = r["runs"]
+    assert local["rc"] == 0, stderr(r, 0)
+    assert "No provisioning DVD yet" in stderr(r, 0)
+    assert "azureuser" not in text(local, "/etc/passwd")  # nothing applied without data
+    assert network["rc"] == 0, stderr(r, 1)
+    assert health_states(r) == ["NotReady/Provisioning", "Ready"]
+    assert "azureuser" in text(r, "/etc/passwd")  # IMDS's adminUsername
+    assert "nothing to re-announce" not in stderr(r, 1)
+    assert "the host name is not re-announced" in stderr(r, 1)  # the re-announce ran: no NIC to do it on
+    assert "hostname:before-network" not in journal(r)
+    doc = report(r)
+    assert doc["sources"] == ["imds"]
+    steps = [s["name"] for s in doc["steps"]]
+    assert steps.index("notready") < steps.index("user")  # the local steps after NotReady, with IMDS's data
+
+
+def test_a_dvd_that_shows_up_late_is_read_by_the_network_phase(tmp_path: Any) -> None:
+    _, pub = user_key(str(tmp_path))
+    late = dict(LOCAL_RUN, env={"WAPROV_OVF_DIR": "/run/not-yet"}, before=["mkdir -p /run/not-yet"])
+    r = run(
+        tmp_path, ovf=ovf(hostname="late-vm", keys=[(HOME_KEYS, None, pub)]), runs=[late, {}], snapshot=SNAP
+    )
+    assert [x["rc"] for x in r["runs"]] == [0, 0], stderr(r, 1)
+    assert "No provisioning DVD yet" in stderr(r, 0)
+    assert text(r, "/etc/hostname") == "late-vm" and r["hostname"] == "late-vm"
+    assert pub in text(r, HOME_KEYS)
+    assert report(r)["sources"] == ["dvd", "imds"]
+    assert health_states(r) == ["NotReady/Provisioning", "Ready"]
+
+
+RHEL9 = 'NAME="Red Hat Enterprise Linux"\nID="rhel"\nID_LIKE="fedora"\nVERSION_ID="9.4"\n'
+
+
+@pytest.mark.parametrize("how", ["missing", "failing", "no-dbus"])
+def test_the_running_host_name_is_set_without_hostnamectl(tmp_path: Any, how: str) -> None:
+    """RHEL's command is `hostnamectl set-hostname <name> --static`; without it (missing,
+    failing, or no D-Bus yet) `hostname <name>` sets the running name."""
+    setup = {
+        "missing": [
+            "rm -f /usr/bin/hostnamectl /bin/hostnamectl",
+            "mkdir -p /run/dbus",
+            "touch /run/dbus/system_bus_socket",
+        ],
+        "failing": ["mkdir -p /run/dbus", "touch /run/dbus/system_bus_socket"],  # a socket nobody answers
+        "no-dbus": [],
+    }[how]
+    r = run(
+        tmp_path,
+        files={"/etc/os-release": RHEL9},
+        ovf=ovf(hostname="no-dbus-vm"),
+        setup=setup,
+        runs=[{}],
+        snapshot=SNAP,
+    )
+    assert r["runs"][0]["rc"] == 0, stderr(r, 0)
+    assert text(r, "/etc/hostname") == "no-dbus-vm"
+    assert r["hostname"] == "no-dbus-vm"  # the running name: hostname's fallback
+    commands = report(r)["commands"]
+    assert "hostname no-dbus-vm" in commands
+    tried = [c for c in commands if c.startswith("hostnamectl")]
+    assert tried == ([] if how == "no-dbus" else ["hostnamectl set-hostname no-dbus-vm --static"])
+    if how != "no-dbus":
+        assert "hostnamectl failed" in stderr(r, 0)
+
+
+def test_a_provisioned_vm_is_left_at_once_and_waprov_service_is_told_to_skip(tmp_path: Any) -> None:
+    r = run(
+        tmp_path,
+        ovf=ovf(),
+        runs=[{}, dict(LOCAL_RUN, modules=True, snapshot=["/run/waprov"])],
+        snapshot=SNAP,
+    )
+    assert [x["rc"] for x in r["runs"]] == [0, 0], stderr(r, 1)
+    assert "Provisioning already completed" in stderr(r, 1)
+    assert "/run/waprov/done" in r["runs"][1]["snapshot"]
+    imported = set(r["runs"][1]["modules"])
+    # the done check imports no step, no parser, nothing of HTTP
+    assert not {m for m in imported if m.startswith("waprov.steps.")}, sorted(imported)
+    assert not imported & {"waprov.ovf", "waprov.dvd", "waprov.osrelease", "psutil", "defusedxml", "requests"}
+
+
+def test_a_captured_image_with_another_vm_id_is_left_to_the_network_phase(tmp_path: Any) -> None:
+    other = "11111111-2222-3333-4444-555555555555"
+    r = run(
+        tmp_path,
+        ovf=ovf(),
+        runs=[{"env": {"WAPROV_VM_ID": other}}, dict(LOCAL_RUN, snapshot=["/run/waprov"]), {}],
+        snapshot=SNAP,
+    )
+    assert [x["rc"] for x in r["runs"]] == [0, 0, 0], stderr(r, 2)
+    assert "/run/waprov/done" not in r["runs"][1]["snapshot"]  # waprov.service must run
+    assert "the VM unique identifier has changed" in stderr(r, 2)
+    assert health_states(r)[-1] == "Ready"
+    assert files(r)["/var/lib/waagent/provisioned"]["bytes"].decode() != other
+
+
+CHECK = f"{ROOT}/init/waprov-boot-check"
+DMI = "/sys/class/dmi/id/product_uuid"
+
+
+def test_the_boot_check_skips_a_provisioned_vm_without_an_interpreter_and_sees_a_new_id(
+    tmp_path: Any,
+) -> None:
+    """waprov-local.service's ExecCondition: exit 1 and /run/waprov/done only when the DMI
+    id is the one recorded when this VM was provisioned (a sysfs stand-in in the sandbox)."""
+    vm = "544CDFD0-CB4E-4B4A-9954-5BDF3ED5C3B8"  # inside.py's WAPROV_VM_ID: the DMI id as read
+    dmi = ["mount -t tmpfs dmi /sys/class", "mkdir -p /sys/class/dmi/id", f"echo {vm} > {DMI}"]
+    check = f"{CHECK}; echo rc=$?; ls /run/waprov"
+    r = run(
+        tmp_path,
+        ovf=ovf(),
+        setup=dmi,
+        runs=[
+            {"before": [f"{CHECK} || exit 1"], "after": [check]},  # a first boot: go on; then done
+            {
+                "before": [f"echo 11111111-2222-3333-4444-555555555555 > {DMI}", "rm -f /run/waprov/done"],
+                "args": ["-provision", "-local"],
+                "after": ["rm -f /run/waprov/done; " + check],
+            },
+        ],
+        snapshot=SNAP,
+    )
+    first, second = r["runs"]
+    assert first["rc"] == 0, stderr(r, 0)
+    assert text(r, "/var/lib/waprov/boot-id") == vm + "\n"
+    out = first["after"][0]["stdout"]
+    assert "nothing to do" in out and "rc=1" in out and "done" in out.split()
+    # another VM's id (an image captured without -deprovision): the check says go on
+    assert "rc=0" in second["after"][0]["stdout"] and "done" not in second["after"][0]["stdout"].split()
