@@ -136,6 +136,7 @@ def test_units_verify_cleanly_where_waprov_is_installed() -> None:
     unitdir = "/lib/systemd/system"
     setup = [
         f"install -m 0755 {ROOT}/bin/waprov /usr/sbin/waprov",
+        f"install -D -m 0755 {INIT}/waprov-boot-check /usr/libexec/waprov/waprov-boot-check",
         "printf '#!/bin/sh\\n' >/usr/sbin/waagent",
     ]
     setup += ["chmod 0755 /usr/sbin/waagent", "touch /etc/waagent.conf"]
@@ -177,6 +178,7 @@ def test_deb_ships_exactly_waprovs_files(pkgs: Packages) -> None:
     info = f"{site}waprov-{pkgs.version}.dist-info/"
     expected = {
         "/usr/sbin/waprov",
+        "/usr/libexec/waprov/waprov-boot-check",
         "/usr/share/waprov/waagent.conf",
         *(f"{unitdir}/{unit}" for unit in UNITS),
         f"{unitdir}/waagent.service.d/{DROPIN}",
@@ -191,6 +193,7 @@ def test_deb_ships_exactly_waprovs_files(pkgs: Packages) -> None:
     extra = {p for p in files if not p.startswith(info)} - expected
     assert (sorted(expected - set(files)), sorted(extra)) == ([], [])
     assert files["/usr/sbin/waprov"] == "-rwxr-xr-x"
+    assert files["/usr/libexec/waprov/waprov-boot-check"] == "-rwxr-xr-x"
 
 
 def test_deb_has_nothing_of_walinuxagents_package(pkgs: Packages) -> None:

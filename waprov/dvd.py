@@ -143,20 +143,26 @@ def read_ovf_file(system: System, directory: str) -> bytes:
         raise ProtocolError(f"[CopyOvfEnv] Error reading file {path}: {e.strerror}") from None
 
 
-def release_dvd(system: System, dvd: DvdMount, distro_id: str) -> None:
-    """Unmount and eject, best effort, only what this run mounted."""
+def release_dvd(system: System, dvd: DvdMount, distro_id: str, eject: bool = True) -> None:
+    """Unmount and (`eject`) eject, best effort, only what this run mounted."""
     if not dvd.ours:
         return
     res = system.run(["umount", dvd.mount_point], check=False, timeout=60)
     if res.rc != 0:
         log.warning("umount %s failed: %s", dvd.mount_point, res.stderr.strip())
-    name = os.path.basename(dvd.device)
+    if eject:
+        eject_dvd(system, dvd.device, distro_id)
+
+
+def eject_dvd(system: System, device: str, distro_id: str) -> None:
+    """WALinuxAgent's eject, best effort (not a vd[b-z] disk, not on Flatcar)."""
+    name = os.path.basename(device)
     if re.match(r"vd[b-z]", name) or distro_id == "flatcar":
         return
     try:
-        res = system.run(["eject", dvd.device], check=False, timeout=60)
+        res = system.run(["eject", device], check=False, timeout=60)
     except HostError as e:  # eject not installed
-        log.warning("eject %s failed: %s", dvd.device, e)
+        log.warning("eject %s failed: %s", device, e)
         return
     if res.rc != 0:
-        log.warning("eject %s failed: %s", dvd.device, res.stderr.strip())
+        log.warning("eject %s failed: %s", device, res.stderr.strip())

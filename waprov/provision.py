@@ -143,8 +143,11 @@ def read_dvd(ctx: Ctx) -> None:
     from waprov.model import merge
     from waprov.sources import DEVICE_WAIT, load_ovf
 
+    def later(device: str) -> None:
+        ctx.dvd_device = device
+
     try:
-        ctx.ovf = load_ovf(_dvd(ctx), DEVICE_WAIT if ctx.local_only else 0.0)
+        ctx.ovf = load_ovf(_dvd(ctx), DEVICE_WAIT if ctx.local_only else 0.0, later)
     except NoDvdError as e:
         raise NoDvdYet(str(e)) from None
     ctx.given = merge(ctx.ovf, None)
@@ -302,6 +305,11 @@ class Run:
 
         ctx = self.ctx
         ctx.mark(LOCAL_DONE, *([NAMED_BEFORE_NETWORK] if ctx.named_before_network else []))
+        if ctx.dvd_device:  # read by this process: ejected now that no step needs it again
+            from waprov.dvd import eject_dvd
+
+            eject_dvd(ctx.system, ctx.dvd_device, ctx.distro.id)
+            ctx.dvd_device = ""
 
     def local(self) -> int:
         """The local phase alone (waprov-local.service)."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Optional, Union
+from typing import TYPE_CHECKING, Callable, Optional, Union
 
 from waprov.config import Config
 from waprov.dvd import (
@@ -92,8 +92,11 @@ def _device(dvd: Source, wait: float) -> str:
         dvd.clock.sleep(DEVICE_POLL, "the DVD device")
 
 
-def load_ovf(dvd: Source, wait: float = 0.0) -> OvfEnv:
-    """The validated OVF; NoDvdError when there is no DVD (or no file in WAPROV_OVF_DIR)."""
+def load_ovf(dvd: Source, wait: float = 0.0, on_read: Optional[Callable[[str], None]] = None) -> OvfEnv:
+    """The validated OVF; NoDvdError when there is no DVD (or no file in WAPROV_OVF_DIR).
+    With `on_read`, the DVD is unmounted but not ejected: `on_read(device)` is told which
+    one to eject later (the local phase ejects it once all its steps are done, so that a
+    failed step can read it again)."""
     mounted = None
     if dvd.overrides.ovf_dir is not None:
         directory = dvd.overrides.ovf_dir
@@ -107,7 +110,9 @@ def load_ovf(dvd: Source, wait: float = 0.0) -> OvfEnv:
     env = parse_ovf(data)  # an invalid OVF is not saved, and the DVD stays as it is (WA §4.3)
     save_ovf_copy(dvd, data)
     if mounted is not None:
-        release_dvd(dvd.system, mounted, dvd.distro_id)
+        release_dvd(dvd.system, mounted, dvd.distro_id, eject=on_read is None)
+        if on_read is not None and mounted.ours:
+            on_read(mounted.device)
     return env
 
 

@@ -141,6 +141,7 @@ class Ctx:
     named_before_network: bool = False  # the host name was set while no route existed
     local_only: bool = False  # the local phase's own process (waprov-local.service)
     dvd_tried: bool = False  # this process looked for the DVD and found none
+    dvd_device: str = ""  # the DVD this process read: ejected when the local phase is done
     _wire: Optional[Tuple[Fabric, Reporter]] = field(default=None, repr=False)
 
     @property
