@@ -295,6 +295,7 @@ def test_rpm_ships_waprovs_files(pkgs: Packages) -> None:
         "/etc/logrotate.d/waprov": "init/waprov.logrotate",
         "/usr/share/waprov/waagent.conf": "waagent.conf",
         "/usr/sbin/waprov": "bin/waprov",
+        "/usr/libexec/waprov/waprov-boot-check": "init/waprov-boot-check",
     }
     for path, source in contents.items():
         assert dump[path][2] == sha256(os.path.join(ROOT, source)), path
