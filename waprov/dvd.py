@@ -16,8 +16,6 @@ import re
 from dataclasses import dataclass
 from typing import Callable, Iterable, List, Optional, Tuple
 
-import psutil
-
 from waprov.errors import HostError, ProtocolError
 from waprov.ovf import MAX_OVF_BYTES
 from waprov.system import System
@@ -37,6 +35,8 @@ class NoDvdError(ProtocolError):
 
 
 def system_mounts() -> List[Tuple[str, str]]:
+    import psutil  # here: only a DVD device to mount needs the mount table (not a saved or given OVF)
+
     return [(p.device, p.mountpoint) for p in psutil.disk_partitions(all=True)]
 
 

@@ -21,7 +21,6 @@ import time
 from typing import Any, Dict, List, Optional
 
 from waprov import __version__
-from waprov.certs import fetch_certificates
 from waprov.config import Config
 from waprov.errors import ProtocolError, ProvisionError
 from waprov.http import HttpClient, RetryPolicy
@@ -106,6 +105,8 @@ class Reporter:
         if self.ws is None or self.gs is None:
             self.system.note("fetch", "certificates", "dry run: not contacted")
             return
+        from waprov.certs import fetch_certificates  # here: only a key naming a fingerprint needs it
+
         fetch_certificates(self.system, self.config, self.ws, self.gs)
 
     def _post(

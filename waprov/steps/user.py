@@ -140,14 +140,19 @@ def refuse_system_user(ctx: Ctx, acct: Account) -> None:
 
 
 def load_crypt() -> Callable[[str, str], Optional[str]]:
-    """crypt.crypt (Python < 3.13) or crypt_r.crypt (the crypt-r package)."""
+    """crypt.crypt (Python < 3.13) or crypt_r.crypt (the crypt-r package). Below 3.13 the
+    function is taken from _crypt, the C module `crypt` wraps (crypt.crypt with a salt
+    string is _crypt.crypt): importing `crypt` hashes five test passwords to list its methods."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         try:
             if sys.version_info >= (3, 13):
                 import crypt_r as module  # type: ignore[import-not-found, unused-ignore]
             else:
-                import crypt as module
+                try:
+                    import _crypt as module  # type: ignore[import-not-found, unused-ignore]
+                except ImportError:
+                    import crypt as module
         except ImportError:
             raise _fail(
                 "This feature requires one of the 'crypt', 'legacycrypt' or 'crypt-r' Python packages "
@@ -160,10 +165,12 @@ def load_crypt() -> Callable[[str, str], Optional[str]]:
 
 
 def hash_password(password: str, crypt_id: str, salt_len: int) -> str:
-    import secrets  # here: it loads OpenSSL's hashlib, tenths of a second at a busy boot
+    # secrets.choice is SystemRandom().choice; `secrets` would load OpenSSL's hashlib too,
+    # tenths of a second at a busy boot
+    from random import SystemRandom
 
-    crypt = load_crypt()
-    salt = "".join(secrets.choice(SALT_ALPHABET) for _ in range(max(salt_len, 1)))
+    crypt, choice = load_crypt(), SystemRandom().choice
+    salt = "".join(choice(SALT_ALPHABET) for _ in range(max(salt_len, 1)))
     result = crypt(password, f"${crypt_id}${salt}")
     if not result or not result.startswith(f"${crypt_id}$"):
         raise _fail(
