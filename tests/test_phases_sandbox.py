@@ -291,3 +291,16 @@ def test_the_boot_check_skips_a_provisioned_vm_without_an_interpreter_and_sees_a
     assert "nothing to do" in out and "rc=1" in out and "done" in out.split()
     # another VM's id (an image captured without -deprovision): the check says go on
     assert "rc=0" in second["after"][0]["stdout"] and "done" not in second["after"][0]["stdout"].split()
+
+
+def test_a_local_phase_that_fails_after_the_host_name_leaves_no_restart_to_the_network_phase(
+    tmp_path: Any,
+) -> None:
+    # a route when the network phase runs the steps again (as at a real boot), none before
+    route = "ip route add 10.9.0.0/24 dev lo"
+    r = run(tmp_path, ovf=ovf(user="daemon"), runs=[LOCAL_RUN, {"before": [route]}], snapshot=SNAP)
+    assert [x["rc"] for x in r["runs"]] == [1, 1], stderr(r, 1)
+    assert "Provisioning failed in the local phase" in stderr(r, 0)
+    assert health_states(r) == ["NotReady/ProvisioningFailed"]
+    assert "hostname:before-network" in journal(r)
+    assert "phase:local" not in journal(r)

@@ -327,6 +327,10 @@ class Run:
                 self._local_done()
         except ProvisionError as e:
             log.error("Provisioning failed in the local phase: %s (the network phase reports it)", e)
+            if ctx.named_before_network:  # the DHCP client sent it: no re-announce when the step runs again
+                from waprov.steps.hostname import NAMED_BEFORE_NETWORK
+
+                ctx.mark(NAMED_BEFORE_NETWORK)
             hand_over(ctx)
             self.record.phase_end(LOCAL, "error")
             self.record.finish("error", "", ctx.state_dir, [], self._failure(e), final=False)
