@@ -73,9 +73,9 @@ def boot(s: Scenario, agents: Tuple[str, ...] = ("waprov",), ssh: bool = True) -
         timing["qemu_start_to_kernel_start_s"] = round(kernel - s.guest.started, 2)
         analyze = s.guest.ssh(s.user, "systemd-analyze time | head -1", key=s.key)
         timing["systemd_analyze"] = analyze.stdout.strip()
-        # the units' start and active times and the host keys' last write (guest seconds)
+        # the units' start and end (active, or skipped) and the host keys' last write (guest seconds)
         units = s.unit_times(*UNITS[s.guest.variant])
-        timing["guest_units_s"] = {u: {k: t[k] for k in ("start", "active")} for u, t in units.items()}
+        timing["guest_units_s"] = {u: {k: t[k] for k in ("start", "end")} for u, t in units.items()}
         timing["guest_host_keys_written_s"] = s.host_keys_written()
     if s.guest.stalls:
         timing["kernel_stalls_restarted"] = s.guest.stalls

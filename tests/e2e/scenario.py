@@ -190,12 +190,13 @@ class Scenario:
 
     def unit_times(self, *units: str) -> Dict[str, Dict[str, Any]]:
         """systemd's view of `units` in the running guest (ssh as the user with the key):
-        per unit, "start" (left inactive: its start job began) and "active" (became
-        active) in seconds of the guest's CLOCK_MONOTONIC (since its kernel started;
-        None when it never did), "condition" (False: skipped by a condition) and
-        "state" (ActiveState/Result)."""
-        props = ["Id", "InactiveExitTimestampMonotonic", "ActiveEnterTimestampMonotonic", "ConditionResult",
-                 "ActiveState", "Result"]  # fmt: skip
+        per unit, "start" (left inactive: its start job began), "active" (became active)
+        and "end" (became active, or inactive again after its start: a unit skipped by
+        its ExecCondition) in seconds of the guest's CLOCK_MONOTONIC (since its kernel
+        started; None when it never did), "condition" (False: skipped by a Condition)
+        and "state" (ActiveState/Result)."""
+        props = ["Id", "InactiveExitTimestampMonotonic", "ActiveEnterTimestampMonotonic",
+                 "InactiveEnterTimestampMonotonic", "ConditionResult", "ActiveState", "Result"]  # fmt: skip
         command = " ".join(["systemctl show", *(f"-p {p}" for p in props), *map(shlex.quote, units)])
         p = self.guest.ssh(self.user, command, key=self.key)
         if p.returncode != 0:
@@ -203,10 +204,14 @@ class Scenario:
         found: Dict[str, Dict[str, Any]] = {}
         for block in p.stdout.strip().split("\n\n"):
             shown = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
-            usec = {k: int(shown.get(k) or 0) for k in props[1:3]}
+            usec = {k: int(shown.get(k) or 0) for k in props[1:4]}
+            start, active = usec["InactiveExitTimestampMonotonic"], usec["ActiveEnterTimestampMonotonic"]
+            inactive = usec["InactiveEnterTimestampMonotonic"]
+            end = active or (inactive if start and inactive >= start else 0)
             found[shown["Id"]] = {
-                "start": usec["InactiveExitTimestampMonotonic"] / 1e6 or None,
-                "active": usec["ActiveEnterTimestampMonotonic"] / 1e6 or None,
+                "start": start / 1e6 or None,
+                "active": active / 1e6 or None,
+                "end": end / 1e6 or None,
                 "condition": shown.get("ConditionResult") == "yes",
                 "state": f"{shown.get('ActiveState')}/{shown.get('Result')}",
             }

@@ -2,8 +2,9 @@
 
 The first table: per scenario, the final report and the first login from qemu's start.
 The second: per scenario, the provisioning units and sshd in the guest's own clock
-(seconds since its kernel started: systemd's start → active times) and when the last
-host key was written; with the second boot's cost (the local unit's start → sshd's).
+(seconds since its kernel started: when systemd began starting each, and when it was
+active or skipped by its ExecCondition) and when the last host key was written; with the
+second boot's cost (the local unit's start → sshd's).
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ def sec(value: object) -> str:
 def unit_span(times: Optional[Dict[str, Any]]) -> str:
     if not times or times.get("start") is None:
         return "not run"
-    active = times.get("active")
-    return f"{times['start']:.1f}→{active:.1f}s" if active is not None else f"{times['start']:.1f}→?"
+    end = times.get("end")
+    return f"{times['start']:.1f}→{end:.1f}s" if end is not None else f"{times['start']:.1f}→?"
 
 
 def main(argv: List[str]) -> int:
@@ -39,7 +40,7 @@ def main(argv: List[str]) -> int:
               f"{sec(t.get('qemu_start_to_report_s')):>12} {kernel:>14} {login:>15}")  # fmt: skip
     timelines = {name: t for name, t in sorted(data.items()) if t.get("guest_units_s")}
     if timelines:
-        print("\nin the guest (seconds since its kernel started; unit: start→active):")
+        print("\nin the guest (seconds since its kernel started; unit: start→active, or →skipped):")
         for name, t in timelines.items():
             units = sorted(t["guest_units_s"].items(), key=lambda u: u[1].get("start") or float("inf"))
             spans = "  ".join(f"{unit.removesuffix('.service')} {unit_span(times)}" for unit, times in units)
