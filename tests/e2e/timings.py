@@ -47,7 +47,8 @@ def main(argv: List[str]) -> int:
             keys = t.get("guest_host_keys_written_s")
             extra = f"  host keys written {keys:.1f}s" if keys is not None else ""
             if "local_start_to_ssh_start_s" in t:
-                extra += f"  local unit's start→ssh's start {t['local_start_to_ssh_start_s']:.2f}s"
+                extra += (f"\n  {'':<18} the local unit took {t['local_unit_s']:.2f}s; "
+                          f"its start→ssh's start {t['local_start_to_ssh_start_s']:.2f}s")  # fmt: skip
             print(f"  {name:<18} {spans}{extra}")
     return 0
 
