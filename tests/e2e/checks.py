@@ -11,18 +11,28 @@ module's VM, at the end of its module).
 
 from __future__ import annotations
 
+import os
 import time
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
+from tests.e2e.pcap import Dhcp, check_first_request_hostname, client_requests, read_dhcp
 from tests.e2e.scenario import Scenario, agent_of, record_timing, state_of
 from tests.e2e.vm import wait_for
 from tests.fakefabric import Request
+from waprov.steps.hostname import host_name
 
 SWAP_MB = 128  # ResourceDisk.SwapSizeMB in the image's /etc/waagent.conf (guest-setup.sh)
 FINAL = ("Ready", "NotReady/ProvisioningFailed")
 # What WALinuxAgent 2.7's resource-disk pass logs when it changes the disk.
 GA_CHANGES = ("Format partition", "Creating new GPT partition", "Removing old GPT partitions",
               "Remove old swap file", "Create swap file", "Mount resource disk [")  # fmt: skip
+
+
+# Per image variant: the provisioning agent's first (local) unit, its network unit, sshd.
+UNITS = {
+    "waprov": ("waprov-local.service", "waprov.service", "ssh.service"),
+    "cloudinit": ("cloud-init-local.service", "cloud-init.service", "ssh.service"),
+}
 
 
 def imds(user: str, hostname: str, pub: Optional[str], disable_password: bool = True) -> Dict[str, Any]:
@@ -63,6 +73,10 @@ def boot(s: Scenario, agents: Tuple[str, ...] = ("waprov",), ssh: bool = True) -
         timing["qemu_start_to_kernel_start_s"] = round(kernel - s.guest.started, 2)
         analyze = s.guest.ssh(s.user, "systemd-analyze time | head -1", key=s.key)
         timing["systemd_analyze"] = analyze.stdout.strip()
+        # the units' start and end (active, or skipped) and the host keys' last write (guest seconds)
+        units = s.unit_times(*UNITS[s.guest.variant])
+        timing["guest_units_s"] = {u: {k: t[k] for k in ("start", "end")} for u, t in units.items()}
+        timing["guest_host_keys_written_s"] = s.host_keys_written()
     if s.guest.stalls:
         timing["kernel_stalls_restarted"] = s.guest.stalls
     record_timing(s.name, timing)
@@ -118,3 +132,46 @@ def check_resource_disk(state: Dict[str, str]) -> None:
 
 def host_keys(s: Scenario) -> str:
     return s.root_cmd("cat /etc/ssh/ssh_host_*_key.pub")
+
+
+def check_host_key_comments(pubs: Dict[str, str], hostname: str) -> None:
+    """Every host key's public line (file name → its text) ends with root@`hostname`:
+    ssh-keygen ran after the host name was set (the local phase begins it then)."""
+    assert pubs, "no /etc/ssh/ssh_host_*_key.pub"
+    comment = f" root@{hostname}"
+    wrong = {name: text.strip() for name, text in pubs.items() if not text.strip().endswith(comment)}
+    assert not wrong, f"host keys whose comment is not root@{hostname}: {wrong}"
+
+
+def first_dhcp_request_names_the_host(s: Scenario, ovf_hostname: str) -> Dhcp:
+    """The guest's first DHCP DISCOVER or REQUEST of its first boot (qemu's capture,
+    net-boot1.pcap) carries option 12 = the host name waprov gives the OVF's HostName.
+    The DHCP messages seen are kept as dhcp-boot1.txt."""
+    messages = dhcp_of(s, 1)
+    return check_first_request_hostname(messages, host_name(ovf_hostname))
+
+
+def dhcp_of(s: Scenario, boot: int) -> List[Dhcp]:
+    """The DHCP messages of a captured boot, also written to the logs (dhcp-bootN.txt)."""
+    path = os.path.join(s.guest.workdir, f"net-boot{boot}.pcap")
+    messages = read_dhcp(path)
+    t0 = messages[0].time if messages else 0.0
+    s.save(f"dhcp-boot{boot}.txt", "".join(m.describe(t0) + "\n" for m in messages))
+    return messages
+
+
+def waprov_journal(s: Scenario, password: Optional[str] = None) -> str:
+    """This boot's journal of both provisioning units (kept as journal-waprov.txt)."""
+    text = s.journal("-u", "waprov-local.service", "-u", "waprov.service", password=password)
+    s.save("journal-waprov.txt", text)
+    return text
+
+
+def no_network_restart(journal: str, messages: List[Dhcp]) -> None:
+    """The host name was set before the network: waprov says it re-announces nothing,
+    and the capture shows one DHCP exchange only (a restart starts another: a new xid)."""
+    assert "The host name was set before the network started: nothing to re-announce" in journal, journal
+    for restarted in ("Re-announced the host name", "Re-announcing the host name"):
+        assert restarted not in journal, journal
+    exchanges = {f"{m.xid:#010x}" for m in client_requests(messages)}
+    assert len(exchanges) == 1, f"DHCP exchanges (xids) of the guest: {sorted(exchanges)}"

@@ -17,7 +17,9 @@ import shutil
 import subprocess
 import time
 import uuid
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+from contextlib import contextmanager
+from fnmatch import fnmatch
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 from tests.e2e.vm import WIRESERVER, Guest, GuestError, make_dvd, wait_for
 from tests.fakefabric import FakeFabric, Fault, Request
@@ -186,6 +188,59 @@ class Scenario:
             raise GuestError(f"cat /proc/uptime failed: {p.stderr.strip()}")
         return after - float(p.stdout.split()[0])
 
+    def unit_times(self, *units: str) -> Dict[str, Dict[str, Any]]:
+        """systemd's view of `units` in the running guest (ssh as the user with the key):
+        per unit, "start" (left inactive: its start job began), "active" (became active)
+        and "end" (became active, or inactive again after its start: a unit skipped by
+        its ExecCondition) in seconds of the guest's CLOCK_MONOTONIC (since its kernel
+        started; None when it never did), "condition" (False: skipped by a Condition)
+        and "state" (ActiveState/Result)."""
+        props = ["Id", "InactiveExitTimestampMonotonic", "ActiveEnterTimestampMonotonic",
+                 "InactiveEnterTimestampMonotonic", "ConditionResult", "ActiveState", "Result"]  # fmt: skip
+        command = " ".join(["systemctl show", *(f"-p {p}" for p in props), *map(shlex.quote, units)])
+        p = self.guest.ssh(self.user, command, key=self.key)
+        if p.returncode != 0:
+            raise GuestError(f"systemctl show failed ({p.returncode}): {p.stderr.strip()}")
+        found: Dict[str, Dict[str, Any]] = {}
+        for block in p.stdout.strip().split("\n\n"):
+            shown = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+            usec = {k: int(shown.get(k) or 0) for k in props[1:4]}
+            start, active = usec["InactiveExitTimestampMonotonic"], usec["ActiveEnterTimestampMonotonic"]
+            inactive = usec["InactiveEnterTimestampMonotonic"]
+            end = active or (inactive if start and inactive >= start else 0)
+            found[shown["Id"]] = {
+                "start": start / 1e6 or None,
+                "active": active / 1e6 or None,
+                "end": end / 1e6 or None,
+                "condition": shown.get("ConditionResult") == "yes",
+                "state": f"{shown.get('ActiveState')}/{shown.get('Result')}",
+            }
+        missing = [u for u in units if u not in found]
+        if missing:
+            raise GuestError(f"systemctl show said nothing of {missing}: {p.stdout!r}")
+        return found
+
+    def host_keys_written(self) -> Optional[float]:
+        """When the last of /etc/ssh/ssh_host_*_key.pub was written, in seconds of the
+        guest's CLOCK_MONOTONIC (from its modification time and the guest's wall clock
+        read together with its uptime); None when there is none."""
+        command = (
+            "cat /proc/uptime; date +%s.%N; "
+            "find /etc/ssh -maxdepth 1 -name 'ssh_host_*_key.pub' -printf '%T@\\n' | sort -n | tail -n 1"
+        )
+        p = self.guest.ssh(self.user, command, key=self.key)
+        lines = p.stdout.split("\n")
+        if p.returncode != 0 or len(lines) < 3:
+            raise GuestError(f"reading the host keys' times failed ({p.returncode}): {p.stderr.strip()}")
+        uptime, wall, written = float(lines[0].split()[0]), float(lines[1]), lines[2].strip()
+        return float(written) - (wall - uptime) if written else None
+
+    def journal(self, *args: str, password: Optional[str] = None) -> str:
+        """This boot's journal (`journalctl -b -o short-monotonic` with `args`), as root."""
+        return self.root_cmd(
+            "journalctl -b --no-pager -o short-monotonic " + " ".join(map(shlex.quote, args)), password
+        )
+
     def save(self, name: str, text: str) -> str:
         path = os.path.join(self.dir, name)
         with open(path, "w", encoding="utf-8") as f:
@@ -195,18 +250,33 @@ class Scenario:
     def os_disk_file(self, path: str) -> Optional[str]:
         """A file of the powered-off guest's OS disk (debugfs on a raw copy), or None when
         the file system has no such file; any other debugfs failure is an error."""
+        with self._raw_os_disk() as raw:
+            return _debugfs_cat(raw, path)
+
+    def os_disk_files(self, directory: str, pattern: str) -> Dict[str, str]:
+        """The regular files of `directory` on the powered-off guest's OS disk whose names
+        match `pattern` (fnmatch): name → text. One raw copy for all of them."""
+        with self._raw_os_disk() as raw:
+            p = subprocess.run(["debugfs", "-R", f"ls -p {directory}", raw], capture_output=True, text=True)
+            # one line per entry: /inode/mode/uid/gid/name/size/
+            entries = [line.split("/") for line in p.stdout.splitlines() if line.startswith("/")]
+            files = [e[5] for e in entries if len(e) == 8 and e[2].startswith("10")]  # mode 10xxxx: regular
+            names = [name for name in files if fnmatch(name, pattern)]
+            if p.returncode != 0 or not entries:
+                raise GuestError(f"debugfs could not list {directory} in {raw}: {p.stderr.strip()}")
+            found = {}
+            for name in sorted(names):
+                text = _debugfs_cat(raw, f"{directory.rstrip('/')}/{name}")
+                if text is not None:
+                    found[name] = text
+            return found
+
+    @contextmanager
+    def _raw_os_disk(self) -> Iterator[str]:
         raw = os.path.join(self.dir, "os.raw")
         subprocess.run(["qemu-img", "convert", "-O", "raw", self.guest.os_disk, raw], check=True)
         try:
-            p = subprocess.run(["debugfs", "-R", f"cat {path}", raw], capture_output=True, text=True)
-            # debugfs exits 0 either way; its stderr says what happened (after its banner)
-            said = [line.strip() for line in p.stderr.splitlines() if line.strip()]
-            said = [line for line in said if not line.startswith("debugfs 1.")]
-            if said == [f"{path}: File not found by ext2_lookup"]:
-                return None
-            if p.returncode != 0 or said:
-                raise GuestError(f"debugfs could not read {path} from {raw}: {p.stderr.strip()}")
-            return p.stdout
+            yield raw
         finally:
             os.unlink(raw)
 
@@ -237,6 +307,19 @@ class Scenario:
         head = [text, "requests the fabric received (seconds after qemu started):"]
         tail_head = f"last {len(lines)} lines of the console:"
         return "\n".join([*head, *seen, tail_head, *("  " + x for x in lines)])
+
+
+def _debugfs_cat(raw: str, path: str) -> Optional[str]:
+    """A file of the ext4 image `raw`, or None when it has none at `path`."""
+    p = subprocess.run(["debugfs", "-R", f"cat {path}", raw], capture_output=True, text=True)
+    # debugfs exits 0 either way; its stderr says what happened (after its banner)
+    said = [line.strip() for line in p.stderr.splitlines() if line.strip()]
+    said = [line for line in said if not line.startswith("debugfs 1.")]
+    if said == [f"{path}: File not found by ext2_lookup"]:
+        return None
+    if p.returncode != 0 or said:
+        raise GuestError(f"debugfs could not read {path} from {raw}: {p.stderr.strip()}")
+    return p.stdout
 
 
 def record_timing(name: str, values: Dict[str, Any]) -> None:

@@ -12,11 +12,16 @@ from typing import Optional
 from tests.e2e.checks import (
     boot,
     check_resource_disk,
+    dhcp_of,
+    first_dhcp_request_names_the_host,
     imds,
     key_at,
+    no_network_restart,
     resource_state,
+    waprov_journal,
     waprov_ready_once_then_ga,
 )
+from tests.e2e.pcap import client_requests
 from tests.e2e.scenario import Scenario, agent_of, contains_bytes, state_of
 from tests.e2e.vm import wait_for
 from tests.fakefabric import RESET, status
@@ -49,6 +54,8 @@ def test_b_password_user() -> None:
         p = s.guest.ssh("bob", "sudo -n true", key=s.key)
         assert p.returncode == 1 and "a password is required" in p.stderr, p
         assert s.root_cmd("id -un", password=password).strip() == "root"
+        first_dhcp_request_names_the_host(s, "e2e-password")
+        no_network_restart(waprov_journal(s, password), dhcp_of(s, 1))
         check_resource_disk(resource_state(s, password))
         s.guest.poweroff()
         # the password is nowhere on the guest's disks (the overlay holds every block the
@@ -79,6 +86,8 @@ def test_d_goal_state_faults_are_retried() -> None:
         goal = [r for r in s.requests() if r.route == "goalstate"]
         assert len(goal) >= 4 and {agent_of(r) for r in goal[:4]} == {"waprov"}
         assert s.guest.ssh("dora", "hostname", key=s.key).stdout.strip() == "e2e-faults"
+        first_dhcp_request_names_the_host(s, "e2e-faults")
+        no_network_restart(waprov_journal(s), dhcp_of(s, 1))
     finally:
         s.stop()
 
@@ -104,10 +113,16 @@ def test_e_refused_ovf_reports_failure_and_the_guest_agent_never_starts() -> Non
         booted = re.compile(r"Reached target .*Multi-User System|^e2e-refused login: ", re.M)
         wait_for("the boot to end", lambda: True if booted.search(s.guest.console_text()) else None, 120)
         s.guest.poweroff()
-        assert s.health("waprov") == ["NotReady/Provisioning", "NotReady/ProvisioningFailed"]
+        # The local phase failed at the user step (its unit failed, which fails the guest
+        # agent's dependency); the network phase ran the local steps again, all of them
+        # before NotReady/Provisioning as the DVD has the data, and reported the failure.
+        assert s.health("waprov") == ["NotReady/ProvisioningFailed"]
+        console = s.guest.console_text()
+        assert "Provisioning failed in the local phase: User daemon is a system user" in console
+        assert "Host name e2e-refused set before the network started" in console
+        first_dhcp_request_names_the_host(s, "e2e-refused")
         others = [(agent_of(r), r.path) for r in s.requests() if agent_of(r) != "waprov"]
         assert others == [], f"someone else talked to the fabric: {others}"
-        console = s.guest.console_text()
         assert "Dependency failed for" in console and "Azure Linux Agent" in console
         report = s.os_disk_file("/var/lib/waprov/report.json")
         assert report is not None and '"result": "error"' in report and "daemon" in report
@@ -128,6 +143,13 @@ def test_f_imds_only() -> None:
         p = s.guest.ssh("carol", "hostname; sudo -n true && echo sudo-ok", key=s.key)
         assert p.stdout.split() == ["e2e-imds-only", "sudo-ok"], p
         assert "imds" in s.root_cmd("cat /var/lib/waprov/report.json")
+        # No DVD: the host name came from IMDS, with the network up; waprov re-announced it
+        # (networkd's DHCP client started again: a new exchange that carries the new name).
+        journal = waprov_journal(s)
+        assert "No provisioning DVD yet" in journal and "Re-announced the host name on " in journal, journal
+        requests = client_requests(dhcp_of(s, 1))
+        assert requests[0].hostname != "e2e-imds-only", requests[0]
+        assert any(r.hostname == "e2e-imds-only" and r.xid != requests[0].xid for r in requests), requests
     finally:
         s.stop()
 
@@ -154,5 +176,6 @@ def test_cloud_init_for_comparison() -> None:
             return True if p.stdout.strip() == "e2e-cloud-init" else None
 
         wait_for("cloud-init's host name", named, 120, every=2)
+        dhcp_of(s, 1)  # kept for comparison: cloud-init's first request has the image's name
     finally:
         s.stop()

@@ -18,7 +18,7 @@ import socket
 import subprocess
 import sys
 import time
-from typing import Callable, List, Optional, TypeVar
+from typing import Callable, List, Optional, Tuple, TypeVar
 
 from tests.fakefabric import FakeFabric
 
@@ -81,6 +81,10 @@ class Guest:
         self.proc: Optional[subprocess.Popen[bytes]] = None
         self.started = 0.0
         self.console = self.qemu_log = ""
+        # the boots whose network traffic qemu writes to net-bootN.pcap (filter-dump):
+        # the first boot's DHCP requests show which host name the guest sent
+        self.capture: Tuple[int, ...] = (1,)
+        self.pcap = ""  # this boot's capture file, "" when not captured
         self.stalls = 0  # boots started again because the kernel stalled before init
         self.kernel_stall_s = KERNEL_STALL_S
         os.makedirs(workdir, exist_ok=True)
@@ -119,6 +123,8 @@ class Guest:
             "-device", "scsi-hd,drive=rdisk,bus=scsi0.0,scsi-id=0,lun=1,serial=resource-disk",
             "-netdev", net, "-device", "virtio-net-pci,netdev=n0",
         ]  # fmt: skip
+        if self.pcap:
+            argv += ["-object", f"filter-dump,id=dump0,netdev=n0,file={self.pcap}"]
         if self.dvd:
             argv += ["-drive", f"file={self.dvd},if=ide,index=2,media=cdrom,readonly=on"]
         if self.asset_tag:
@@ -160,6 +166,8 @@ class Guest:
         self.console = os.path.join(self.workdir, f"console-boot{self.boots}.log")
         self.monitor = os.path.join(self.workdir, "monitor.sock")
         self.qemu_log = os.path.join(self.workdir, f"qemu-boot{self.boots}.log")
+        captured = self.boots in self.capture
+        self.pcap = os.path.join(self.workdir, f"net-boot{self.boots}.pcap") if captured else ""
         with open(self.qemu_log, "wb") as log:
             self.started = time.monotonic()
             self.proc = subprocess.Popen(self.argv(), stdout=log, stderr=subprocess.STDOUT)
