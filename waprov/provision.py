@@ -77,6 +77,7 @@ class Step:
 _P, _S = "waprov.provision", "waprov.steps"
 STEPS: Tuple[Step, ...] = (
     Step("cloud_init", LOCAL, "cloud-init is enabled", f"{_P}:refuse_cloud_init"),
+    Step("attempt", LOCAL, "failed to record the attempt", f"{_P}:record_attempt"),
     Step("dvd", LOCAL, DATA_REASON, f"{_P}:read_dvd"),
     Step("hostname", LOCAL, "failed to provision hostname", f"{_S}.hostname:set_hostname"),
     Step("hostkeys_begin", LOCAL, HOSTKEYS_REASON, f"{_P}:begin_hostkeys"),
@@ -128,6 +129,15 @@ def refuse_cloud_init(ctx: Ctx) -> None:
             "cloud_init",
             "cloud-init appears to be installed and enabled, this is not expected, cannot continue",
         )
+
+
+def record_attempt(ctx: Ctx) -> None:
+    """`attempt` holds this VM's id before anything is changed: a VM whose `provisioned`
+    holds its id without it was provisioned before waprov was installed (ADOPT)."""
+    if ctx.system.kind(ctx.config.lib_dir) == "absent":
+        ctx.system.makedirs(ctx.config.lib_dir, 0o700)
+    ctx.system.makedirs(ctx.state_dir, 0o700)
+    ctx.system.write(attempt_path(ctx.state_dir), ctx.vm_id, 0o600)
 
 
 def _dvd(ctx: Ctx) -> Dvd:
@@ -279,14 +289,6 @@ class Run:
         if ctx.overrides.crash_after == step.name:  # WAPROV_CRASH_AFTER: kill -9 at a step boundary (tests)
             os.kill(os.getpid(), signal.SIGKILL)
 
-    def _begin_attempt(self) -> None:
-        ctx = self.ctx
-        lib = ctx.config.lib_dir
-        if ctx.system.kind(lib) == "absent":
-            ctx.system.makedirs(lib, 0o700)
-        ctx.system.makedirs(ctx.state_dir, 0o700)
-        ctx.system.write(attempt_path(ctx.state_dir), ctx.vm_id, 0o600)
-
     def _local_steps(self, steps: List[Step]) -> bool:
         """Run `steps` (local ones) in order; False when the DVD is not there (yet)."""
         for step in steps:
@@ -296,15 +298,11 @@ class Run:
                 self.ctx.dvd_tried = True
                 log.info("No provisioning DVD yet (%s): the network phase looks again and asks IMDS", e)
                 return False
-            if step.name == "cloud_init":
-                self._begin_attempt()
         return True
 
     def _local_done(self) -> None:
-        from waprov.steps.hostname import NAMED_BEFORE_NETWORK
-
         ctx = self.ctx
-        ctx.mark(LOCAL_DONE, *([NAMED_BEFORE_NETWORK] if ctx.named_before_network else []))
+        ctx.mark(LOCAL_DONE)
         if ctx.dvd_device:  # read by this process: ejected now that no step needs it again
             from waprov.dvd import eject_dvd
 
@@ -327,10 +325,6 @@ class Run:
                 self._local_done()
         except ProvisionError as e:
             log.error("Provisioning failed in the local phase: %s (the network phase reports it)", e)
-            if ctx.named_before_network:  # the DHCP client sent it: no re-announce when the step runs again
-                from waprov.steps.hostname import NAMED_BEFORE_NETWORK
-
-                ctx.mark(NAMED_BEFORE_NETWORK)
             hand_over(ctx)
             self.record.phase_end(LOCAL, "error")
             self.record.finish("error", "", ctx.state_dir, [], self._failure(e), final=False)

@@ -80,32 +80,32 @@ def set_hostname(ctx: Ctx) -> None:
     set_dhcp_hostname(ctx.system, name)
     ctx.system.write(ctx.lib("published_hostname"), name, 0o644)
     ctx.named_before_network = not _route_rows(_route_text(ctx))
-    if ctx.named_before_network:
+    if ctx.named_before_network:  # journaled here: a later step failing leaves it said
         log.info("Host name %s set before the network started: the first DHCP request carries it", name)
+        ctx.mark(NAMED_BEFORE_NETWORK)
 
 
 DBUS_SOCKET = "/run/dbus/system_bus_socket"
+NAMED_BEFORE_NETWORK = "hostname:before-network"  # the journal's word: no re-announce needed
 
 
 def set_running_hostname(ctx: Ctx, name: str) -> None:
-    """The distribution's command, else (missing, failing, or hostnamectl without D-Bus)
-    `hostname <name>`; both failing is a warning."""
+    """The distribution's command, then (missing or failing) `hostname <name>`, WA's own
+    fallback; hostnamectl is not tried without D-Bus. Both failing is a warning."""
     argv = ctx.distro.hostname_argv(name)
+    tries = [argv] if argv[:1] == ("hostname",) else [argv, ("hostname", name)]
     if argv[:1] == ("hostnamectl",) and ctx.system.kind(DBUS_SOCKET) == "absent":
         log.debug("No D-Bus yet (%s): the running host name is set with hostname", DBUS_SOCKET)
-    else:
+        tries = tries[1:]
+    for n, command in enumerate(tries, 1):
         try:
-            ctx.system.run(argv, timeout=30)
+            ctx.system.run(command, timeout=30)
             return
         except HostError as e:
-            if argv[:1] == ("hostname",):
+            if n == len(tries):
                 log.warning("Setting the running host name failed (ignored, as WALinuxAgent does): %s", e)
-                return
-            log.warning("%s failed (%s): setting the running host name with hostname", argv[0], e)
-    try:
-        ctx.system.run(["hostname", name], timeout=30)
-    except HostError as e:
-        log.warning("Setting the running host name failed (ignored, as WALinuxAgent does): %s", e)
+            else:
+                log.warning("%s failed (%s): setting the running host name with hostname", command[0], e)
 
 
 def dhclient_edit(text: str, name: str) -> Optional[str]:
@@ -130,9 +130,6 @@ def set_dhcp_hostname(system: System, name: str) -> None:
         kept = system.mode_owner(path)
         if new is not None and kept is not None:
             system.write(path, new, *kept)
-
-
-NAMED_BEFORE_NETWORK = "hostname:before-network"  # the journal's word for it (the local phase)
 
 
 def publish_hostname(ctx: Ctx) -> None:
