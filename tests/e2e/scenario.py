@@ -188,6 +188,16 @@ class Scenario:
             raise GuestError(f"cat /proc/uptime failed: {p.stderr.strip()}")
         return after - float(p.stdout.split()[0])
 
+    def _read(self, command: str) -> subprocess.CompletedProcess[str]:
+        """A read-only command over ssh, tried again after a dropped connection (ssh's exit
+        code 255: cloud-init restarts sshd after its late host keys, while it is read)."""
+        for _ in range(3):
+            p = self.guest.ssh(self.user, command, key=self.key)
+            if p.returncode != 255:
+                break
+            time.sleep(2)
+        return p
+
     def unit_times(self, *units: str) -> Dict[str, Dict[str, Any]]:
         """systemd's view of `units` in the running guest (ssh as the user with the key):
         per unit, "start" (left inactive: its start job began), "active" (became active)
@@ -198,7 +208,7 @@ class Scenario:
         props = ["Id", "InactiveExitTimestampMonotonic", "ActiveEnterTimestampMonotonic",
                  "InactiveEnterTimestampMonotonic", "ConditionResult", "ActiveState", "Result"]  # fmt: skip
         command = " ".join(["systemctl show", *(f"-p {p}" for p in props), *map(shlex.quote, units)])
-        p = self.guest.ssh(self.user, command, key=self.key)
+        p = self._read(command)
         if p.returncode != 0:
             raise GuestError(f"systemctl show failed ({p.returncode}): {p.stderr.strip()}")
         found: Dict[str, Dict[str, Any]] = {}
@@ -228,7 +238,7 @@ class Scenario:
             "cat /proc/uptime; date +%s.%N; "
             "find /etc/ssh -maxdepth 1 -name 'ssh_host_*_key.pub' -printf '%T@\\n' | sort -n | tail -n 1"
         )
-        p = self.guest.ssh(self.user, command, key=self.key)
+        p = self._read(command)
         lines = p.stdout.split("\n")
         if p.returncode != 0 or len(lines) < 3:
             raise GuestError(f"reading the host keys' times failed ({p.returncode}): {p.stderr.strip()}")
