@@ -304,3 +304,112 @@ def test_a_local_phase_that_fails_after_the_host_name_leaves_no_restart_to_the_n
     assert health_states(r) == ["NotReady/ProvisioningFailed"]
     assert "hostname:before-network" in journal(r)
     assert "phase:local" not in journal(r)
+
+
+REGEN = "Provisioning.RegenerateSshHostKeyPair=y\nProvisioning.SshHostKeyPairType={}\n"
+PREGEN = "/run/waprov/pregen"
+# the boot check (a first boot), then its early RSA key awaited and its public half kept
+CHECK_THEN_KEEP = (
+    f"{CHECK} && for i in $(seq 600); do [ -e {PREGEN}/rc ] && break; sleep 0.05; done; "
+    f"cat {PREGEN}/rc; cp {PREGEN}/ssh_host_rsa_key.pub /tmp/pregen.pub"
+)
+
+
+def blob(pub: str) -> str:
+    return pub.split()[1]
+
+
+@pytest.mark.parametrize("kind", ["rsa", "auto"])
+def test_the_rsa_host_key_begun_by_the_boot_check_is_adopted_with_the_new_name(
+    tmp_path: Any, kind: str
+) -> None:
+    r = run(
+        tmp_path,
+        conf=REGEN.format(kind),
+        ovf=ovf(hostname="early-vm"),
+        runs=[dict(LOCAL_RUN, before=[CHECK_THEN_KEEP]), {"after": ["cat /tmp/pregen.pub"]}],
+        snapshot=SNAP,
+    )
+    assert [x["rc"] for x in r["runs"]] == [0, 0], stderr(r, 1)
+    early = r["runs"][1]["after"][0]["stdout"]
+    final = text(r, "/etc/ssh/ssh_host_rsa_key.pub")
+    assert blob(final) == blob(early)  # the same key: not made a second time
+    assert early.split()[2] != "root@early-vm" and final.split()[2] == "root@early-vm"
+    made = [c for c in report(r)["commands"] if c.startswith("/bin/sh -c ")]  # the wrapper, once
+    assert len(made) == 1 and made[0].endswith(
+        "-A" if kind == "auto" else "-t rsa -f /etc/ssh/ssh_host_rsa_key"
+    )
+    assert files(r)["/etc/ssh/ssh_host_rsa_key"]["mode"] == 0o600
+    assert files(r)["/etc/ssh/ssh_host_rsa_key.pub"]["mode"] == 0o644
+    if kind == "auto":  # `ssh-keygen -A` made the other types beside it
+        assert text(r, "/etc/ssh/ssh_host_ed25519_key.pub").split()[2] == "root@early-vm"
+    assert not [p for p in r["snapshot"] if p.startswith(PREGEN)]  # taken and removed
+    assert health_states(r) == ["NotReady/Provisioning", "Ready"]
+
+
+FAILED_EARLY = [f"mkdir -p -m 700 {PREGEN}", f"echo 1 > {PREGEN}/rc", f"echo 1 > {PREGEN}/pid"]
+
+
+@pytest.mark.parametrize("early", ["in the making", "failed"])
+def test_an_early_key_still_being_made_is_awaited_and_one_that_failed_is_made_anew(
+    tmp_path: Any, early: str
+) -> None:
+    # the local phase at once after the check (the key most likely still in the making), or
+    # after an early keygen that failed (exit code 1, no key file)
+    r = run(
+        tmp_path,
+        conf=REGEN.format("rsa"),
+        ovf=ovf(hostname="early-vm"),
+        runs=[
+            dict(LOCAL_RUN, before=[CHECK] if early == "in the making" else FAILED_EARLY),
+            {"after": ["ssh-keygen -lf /etc/ssh/ssh_host_rsa_key"]},
+        ],
+        snapshot=SNAP,
+    )
+    assert [x["rc"] for x in r["runs"]] == [0, 0], stderr(r, 1)
+    shown = r["runs"][1]["after"][0]["stdout"].split()
+    assert shown[-2:] == ["root@early-vm", "(RSA)"], shown
+    assert not [p for p in r["snapshot"] if p.startswith(PREGEN)]
+    assert health_states(r) == ["NotReady/Provisioning", "Ready"]
+
+
+@pytest.mark.parametrize(
+    "conf, begun",
+    [
+        (REGEN.format("rsa"), True),
+        (REGEN.format("auto"), True),
+        ('  Provisioning.RegenerateSshHostKeyPair = "Y" # yes\nProvisioning.SshHostKeyPairType=rsa\n', True),
+        (REGEN.format("ed25519"), False),
+        (REGEN.format("ecdsa"), False),
+        ("Provisioning.RegenerateSshHostKeyPair=n\nProvisioning.SshHostKeyPairType=rsa\n", False),
+        ("#Provisioning.RegenerateSshHostKeyPair=y\n", False),  # WALinuxAgent's default: n
+        ("Provisioning.RegenerateSshHostKeyPair=y\nProvisioning.RegenerateSshHostKeyPair=n\n", False),
+    ],
+)
+def test_the_boot_check_begins_an_rsa_key_only_when_the_configuration_seems_to_want_one(
+    tmp_path: Any, conf: str, begun: bool
+) -> None:
+    r = run(
+        tmp_path,
+        conf=conf,
+        ovf=ovf(),
+        runs=[{"args": ["-version"], "before": [CHECK], "after": [f"ls {PREGEN} 2>/dev/null || true"]}],
+        snapshot=SNAP,
+    )
+    assert ("pid" in r["runs"][0]["after"][0]["stdout"].split()) == begun
+
+
+def test_an_early_key_the_configuration_does_not_want_is_removed_unused(tmp_path: Any) -> None:
+    # the file said rsa at boot; the configuration the run reads says ed25519
+    edit = "sed -i s/=rsa/=ed25519/ /etc/waagent.conf"
+    r = run(
+        tmp_path,
+        conf=REGEN.format("rsa"),
+        ovf=ovf(hostname="early-vm"),
+        runs=[dict(LOCAL_RUN, before=[CHECK_THEN_KEEP, edit]), {}],
+        snapshot=SNAP,
+    )
+    assert [x["rc"] for x in r["runs"]] == [0, 0], stderr(r, 1)
+    assert "/etc/ssh/ssh_host_rsa_key" not in r["snapshot"]
+    assert text(r, "/etc/ssh/ssh_host_ed25519_key.pub").split()[2] == "root@early-vm"
+    assert not [p for p in r["snapshot"] if p.startswith(PREGEN)]

@@ -14,6 +14,15 @@ it writes its pid, the command's output and then its exit code to /run/waprov
 (`hostkeys.pid`, `hostkeys.log`, `hostkeys.rc`; root's, 0700). The network phase, in
 another process, waits for the exit code; a keygen that died without one (the local
 phase was killed) is begun again.
+
+The RSA key may have been begun earlier still: waprov-local.service's boot check starts
+`ssh-keygen -t rsa` into /run/waprov/pregen when /etc/waagent.conf seems to ask for it,
+while the interpreter is still starting. When the configuration (read here, the rules
+that count) wants an RSA key (`rsa`, or `auto`), the wrapper waits for that key, gives it
+the comment ssh-keygen would have given it now (`root@<host name>`: the new name) and
+copies it into OS.SshDir; `auto` then runs `ssh-keygen -A` for the other types. When it
+cannot be adopted (it failed, it is missing), the wrapper makes the key itself. A key
+made early that the configuration does not want is removed unused.
 """
 
 from __future__ import annotations
@@ -34,10 +43,24 @@ TYPES = ("rsa", "dsa", "ecdsa", "ed25519", "auto")
 KEYGEN_TIMEOUT = 120.0
 RUN_DIR = LOCK_DIR  # root's, 0700, made anew at every boot
 WRAPPER_NAME = "waprov-hostkeys"  # the wrapper's $0: how a live keygen is recognised in /proc
-# $1: RUN_DIR; the rest: the ssh-keygen command. Its output goes to a file, never to a pipe
-# of the process that began it (which may have exited).
+PREGEN_DIR = os.path.join(RUN_DIR, "pregen")  # waprov-boot-check's early RSA key
+PREGEN_WAIT_TICKS = int(KEYGEN_TIMEOUT * 10)  # of 0.1 s
+# $1: RUN_DIR; $2: where the RSA private key goes when the early one is to be adopted ("":
+# none); $3: `always` or `unless-adopted`: whether the command still runs after an
+# adoption; the rest: the ssh-keygen command. Output goes to a file, never to a pipe of the
+# process that began it (which may have exited).
 WRAPPER = (
-    'dir=$1; shift; echo $$ >"$dir/hostkeys.pid"; rc=0; "$@" >"$dir/hostkeys.log" 2>&1 || rc=$?; '
+    'dir=$1 rsa=$2 then=$3; shift 3; echo $$ >"$dir/hostkeys.pid"; rc=0; '
+    "{ adopted=n; p=$dir/pregen; n=0; "
+    'if [ -n "$rsa" ] && [ -d "$p" ]; then '
+    f'while [ ! -e "$p/rc" ] && [ $n -lt {PREGEN_WAIT_TICKS} ] && read -r pid <"$p/pid" && kill -0 "$pid"; '
+    "do sleep 0.1; n=$((n+1)); done; "
+    'if read -r prc <"$p/rc" && [ "$prc" = 0 ] '
+    '&& ssh-keygen -q -c -P "" -C "root@$(uname -n)" -f "$p/ssh_host_rsa_key" '
+    '&& cp -- "$p/ssh_host_rsa_key" "$rsa" && cp -- "$p/ssh_host_rsa_key.pub" "$rsa.pub"; '
+    'then adopted=y; echo "adopted the RSA host key begun at boot"; else rm -f -- "$rsa" "$rsa.pub"; fi; fi; '
+    'if [ $adopted = n ] || [ "$then" = always ]; then "$@"; fi; '
+    '} >"$dir/hostkeys.log" 2>&1 || rc=$?; '
     'echo "$rc" >"$dir/hostkeys.rc.new" && mv -f "$dir/hostkeys.rc.new" "$dir/hostkeys.rc"; exit "$rc"'
 )
 PID_WAIT, POLL = 2.0, 0.05
@@ -80,6 +103,9 @@ def begin(system: System, config: Config, done: bool) -> Optional[Background]:
     calls this first, so that the RSA key (seconds of prime search, ten and more under
     emulation) is made while the rest of the run goes on; `regenerate()` waits for it."""
     kind = key_type(config.ssh_host_key_pair_type)
+    adopt = kind in ("rsa", "auto") and system.kind(PREGEN_DIR) == "dir"
+    if not config.regenerate_ssh_host_key_pair or done or not adopt:
+        discard_pregen(system)
     if not config.regenerate_ssh_host_key_pair or done:
         return None
     for path in system.glob(os.path.join(config.ssh_dir, "ssh_host_*key*")):
@@ -89,9 +115,19 @@ def begin(system: System, config: Config, done: bool) -> Optional[Background]:
         system.makedirs(RUN_DIR, 0o700)
     clear_run_files(system)
     keygen = _argv(system, kind, _private(config, kind))
+    rsa = system.path(_private(config, "rsa")) if adopt else ""
+    then = "always" if kind == "auto" else "unless-adopted"
     return system.start(
-        ["/bin/sh", "-c", WRAPPER, WRAPPER_NAME, system.path(RUN_DIR), *keygen], timeout=KEYGEN_TIMEOUT
+        ["/bin/sh", "-c", WRAPPER, WRAPPER_NAME, system.path(RUN_DIR), rsa, then, *keygen],
+        timeout=KEYGEN_TIMEOUT,
     )
+
+
+def discard_pregen(system: System) -> None:
+    """The RSA key the boot check began, once adopted or not wanted (a key still being
+    made fails to write its files and ends)."""
+    if system.kind(PREGEN_DIR) != "absent":
+        system.remove(PREGEN_DIR, recursive=True)
 
 
 def _run_file(system: System, name: str) -> Optional[str]:
@@ -202,6 +238,7 @@ def regenerate(ctx: Ctx) -> None:
     kind = key_type(ctx.config.ssh_host_key_pair_type)
     private = _private(ctx.config, kind)
     finish(ctx)
+    discard_pregen(ctx.system)
     public = private + ".pub"
     if ctx.system.kind(public) != "file":
         if ctx.system.kind(private) == "file":
