@@ -334,6 +334,7 @@ def test_the_rsa_host_key_begun_by_the_boot_check_is_adopted_with_the_new_name(
     early = r["runs"][1]["after"][0]["stdout"]
     final = text(r, "/etc/ssh/ssh_host_rsa_key.pub")
     assert blob(final) == blob(early)  # the same key: not made a second time
+    assert "The RSA host key begun at boot (waprov-boot-check) was adopted" in stderr(r, 1)
     assert early.split()[2] != "root@early-vm" and final.split()[2] == "root@early-vm"
     made = [c for c in report(r)["commands"] if c.startswith("/bin/sh -c ")]  # the wrapper, once
     assert len(made) == 1 and made[0].endswith(

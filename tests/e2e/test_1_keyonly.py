@@ -71,6 +71,8 @@ def test_a_keyonly_first_dhcp_request_names_the_host_and_no_network_restart(keyo
     said = "Host name e2e-keyonly set before the network started: the first DHCP request carries it"
     assert said in journal, journal
     no_network_restart(journal, dhcp_of(s, 1))
+    # Debian's waagent.conf: RegenerateSshHostKeyPair=y, auto: the boot check began the RSA key
+    assert "The RSA host key begun at boot (waprov-boot-check) was adopted" in journal, journal
     keys = s.root_cmd("grep -H . /etc/ssh/ssh_host_*_key.pub").splitlines()
     check_host_key_comments(dict(line.split(":", 1) for line in keys), "e2e-keyonly")
 

@@ -45,6 +45,7 @@ RUN_DIR = LOCK_DIR  # root's, 0700, made anew at every boot
 WRAPPER_NAME = "waprov-hostkeys"  # the wrapper's $0: how a live keygen is recognised in /proc
 PREGEN_DIR = os.path.join(RUN_DIR, "pregen")  # waprov-boot-check's early RSA key
 PREGEN_WAIT_TICKS = int(KEYGEN_TIMEOUT * 10)  # of 0.1 s
+ADOPTED = "adopted the RSA host key begun at boot"  # the wrapper's line in hostkeys.log
 # $1: RUN_DIR; $2: where the RSA private key goes when the early one is to be adopted ("":
 # none); $3: `always` or `unless-adopted`: whether the command still runs after an
 # adoption; the rest: the ssh-keygen command. Output goes to a file, never to a pipe of the
@@ -58,7 +59,7 @@ WRAPPER = (
     'if read -r prc <"$p/rc" && [ "$prc" = 0 ] '
     '&& ssh-keygen -q -c -P "" -C "root@$(uname -n)" -f "$p/ssh_host_rsa_key" '
     '&& cp -- "$p/ssh_host_rsa_key" "$rsa" && cp -- "$p/ssh_host_rsa_key.pub" "$rsa.pub"; '
-    'then adopted=y; echo "adopted the RSA host key begun at boot"; else rm -f -- "$rsa" "$rsa.pub"; fi; fi; '
+    f'then adopted=y; echo "{ADOPTED}"; else rm -f -- "$rsa" "$rsa.pub"; fi; fi; '
     'if [ $adopted = n ] || [ "$then" = always ]; then "$@"; fi; '
     '} >"$dir/hostkeys.log" 2>&1 || rc=$?; '
     'echo "$rc" >"$dir/hostkeys.rc.new" && mv -f "$dir/hostkeys.rc.new" "$dir/hostkeys.rc"; exit "$rc"'
@@ -203,9 +204,11 @@ def _await_earlier(ctx: Ctx) -> bool:
 def _outcome(ctx: Ctx) -> None:
     """The wrapper's exit code: 0, or the failure with the command's last output line."""
     rc = (_run_file(ctx.system, "hostkeys.rc") or "").strip()
+    lines = (_run_file(ctx.system, "hostkeys.log") or "").strip().splitlines()
+    if ADOPTED in lines:
+        log.info("The RSA host key begun at boot (waprov-boot-check) was adopted")
     if rc == "0":
         return
-    lines = (_run_file(ctx.system, "hostkeys.log") or "").strip().splitlines()
     said = f": {lines[-1]}" if lines else ""
     raise _fail(f"Failed to generate ssh host key: ssh-keygen exit code {rc or 'unknown'}{said}")
 
