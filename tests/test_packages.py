@@ -7,7 +7,8 @@
 - the .rpm: its file list and Requires (also as Fedora/RHEL would resolve them), scripts
   that start nothing, rpmlint clean with rpm/waprov.rpmlintrc.
 
-Installing the .deb beside Debian's waagent package is tests/test_chroot.py.
+Installing the .deb beside Debian's waagent package is tests/test_chroot.py; installing the
+.rpm with rpm into a scratch root is tests/test_rpm_install.py.
 """
 
 from __future__ import annotations

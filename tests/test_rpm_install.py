@@ -251,7 +251,8 @@ def test_the_rpm_installs_runs_its_scriptlets_and_erases_keeping_the_state(rpm_r
     version = ok(in_chroot(root, "waprov", "-version")).splitlines()
     assert version[0] == f"waprov-{r.pkgs.version} running on debian 12", version
     ok(in_chroot(root, "python3", "-c", "import configobj, defusedxml, psutil, requests, waprov.cli"))
-    # running it wrote no bytecode beside the shipped one (else erase would leave it behind)
+    # running it changed none of the shipped files (bytecode included); a new file would be
+    # left behind by the erase, checked below
     verify = rpm(r, "-V", "waprov")
     assert (verify.returncode, verify.stdout) == (0, ""), verify.stdout + verify.stderr
 
