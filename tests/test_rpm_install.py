@@ -88,12 +88,18 @@ class RpmRoot(NamedTuple):
     pkgs: Packages
 
 
+def query(*args: str) -> str:
+    """`rpm -qp ...` on a package file, with a throwaway database (not the host's)."""
+    with tempfile.TemporaryDirectory(prefix="waprov-rpmdb-") as db:
+        return out(["rpm", "--dbpath", db, *args])
+
+
 def rpm_requires(rpm: str) -> List[str]:
     """The rpm's Requires that something installed must provide (not rpm's own
     capabilities, not what the package provides itself)."""
-    own = {line.split()[0] for line in out(["rpm", "-qp", "--provides", rpm]).splitlines()}
+    own = {line.split()[0] for line in query("-qp", "--provides", rpm).splitlines()}
     found = []
-    for line in out(["rpm", "-qp", "--requires", rpm]).splitlines():
+    for line in query("-qp", "--requires", rpm).splitlines():
         name = line.split()[0]
         if not name.startswith("rpmlib(") and name not in own:
             found.append(line.strip())
@@ -165,7 +171,7 @@ def userland_record(r: RpmRoot, requires: List[str]) -> str:
     write(spec, USERLAND_SPEC.format(provides=lines))
     env = {**CLEAN_ENV, "HOME": r.work}
     b = subprocess.run(
-        ["rpmbuild", "-bb", "--quiet", "--define", f"_topdir {top}", spec],
+        ["rpmbuild", "-bb", "--quiet", "--define", f"_topdir {top}", "--define", f"_tmppath {r.work}", spec],
         capture_output=True,
         text=True,
         timeout=120,
@@ -240,7 +246,7 @@ def test_the_rpm_installs_runs_its_scriptlets_and_erases_keeping_the_state(rpm_r
     added = tree(root) - before
     wants = {f"etc/systemd/system/multi-user.target.wants/{unit}" for unit in UNITS}
     assert wants <= added, added
-    listed = {p.lstrip("/") for p in out(["rpm", "-qlp", r.pkgs.rpm]).split()}
+    listed = {p.lstrip("/") for p in query("-qlp", r.pkgs.rpm).split()}
     parents = {os.path.dirname(p) for p in listed}
     assert added - wants - listed - parents == set(), sorted(added - wants - listed)
     st = os.lstat(os.path.join(root, "var/lib/waprov"))
