@@ -7,7 +7,8 @@
 - the .rpm: its file list and Requires (also as Fedora/RHEL would resolve them), scripts
   that start nothing, rpmlint clean with rpm/waprov.rpmlintrc.
 
-Installing the .deb beside Debian's waagent package is tests/test_chroot.py.
+Installing the .deb beside Debian's waagent package is tests/test_chroot.py; installing the
+.rpm with rpm into a scratch root is tests/test_rpm_install.py.
 """
 
 from __future__ import annotations
@@ -354,9 +355,22 @@ def test_rpm_scripts_start_nothing(pkgs: Packages) -> None:
     scripts = out(["rpm", "-qp", "--scripts", pkgs.rpm])
     assert STARTS.findall(scripts) == []
     spec = read(os.path.join(ROOT, "rpm/waprov.spec"))
-    assert "with_restart" not in spec and "systemctl" not in spec
+    assert "with_restart" not in spec
     for macro in ("systemd_post", "systemd_preun", "systemd_postun"):
         assert f"%{{?{macro}:%{macro} {' '.join(UNITS)}}}" in spec
+    # systemctl only in the fallbacks for Debian's rpm (no systemd-rpm-macros): preset on
+    # install, disable on erase, as systemd's macros do (tests/test_rpm_install.py runs them)
+    assert re.findall(r"\bsystemctl\b(?! >/dev/null;)[^\n]*", spec) == [
+        "systemctl --no-reload preset %{?*} || : \\",
+        "systemctl --no-reload disable %{?*} || : \\",
+    ]
+    assert f"systemctl --no-reload preset {' '.join(UNITS)}" in scripts
+    assert f"systemctl --no-reload disable {' '.join(UNITS)}" in scripts
+    # where systemd's own macros are defined (Fedora/RHEL), the fallbacks are not used
+    native = ["--define", "systemd_post() NATIVE_POST %*", "--define", "systemd_preun() NATIVE_PREUN %*"]
+    parsed = out(["rpmspec", "-P", *native, "rpm/waprov.spec"])
+    assert f"NATIVE_POST {' '.join(UNITS)}" in parsed and f"NATIVE_PREUN {' '.join(UNITS)}" in parsed
+    assert "systemctl" not in parsed
 
 
 def test_rpmlint_is_clean_with_the_filters(pkgs: Packages) -> None:
