@@ -81,8 +81,10 @@ def sysconfig(snapshot: Dict[str, Any]) -> Dict[str, Optional[bytes]]:
 
 def run(
     tmp_path: Any, release: str, present: Dict[str, str], runs: List[Dict[str, Any]], **extra: Any
-) -> Any:
-    setup = [DUMMY_NIC, *extra.pop("setup", []), "mkdir -p /etc/sysconfig /run/orig",
+) -> Dict[str, Any]:
+    # sysfs mounted again: /sys/class/net shows this network namespace's NICs, not the host's
+    setup = ["mount -t sysfs sysfs /sys", DUMMY_NIC, *extra.pop("setup", []),
+             "mkdir -p /etc/sysconfig /run/orig",
              "chmod 0640 /etc/sysconfig/network-scripts/ifcfg-eth0 2>/dev/null || true",
              "cp -a /etc/sysconfig /run/orig/"]  # fmt: skip
     return scenario(

@@ -103,7 +103,9 @@ def set_hostname(ctx: Ctx) -> None:
     set_running_hostname(ctx.system, ctx.distro, name)
     tell_dhcp_client(ctx.system, ctx.distro, name, route_text)
     ctx.system.write(ctx.lib("published_hostname"), name, 0o644)
-    ctx.named_before_network = not _route_rows(route_text)
+    # the routes read again: one that came while the step ran may have carried a DHCP
+    # request without the name
+    ctx.named_before_network = not _route_rows(_route_text(ctx.system))
     if ctx.named_before_network:  # journaled here: a later step failing leaves it said
         log.info("Host name %s set before the network started: the first DHCP request carries it", name)
         ctx.mark(NAMED_BEFORE_NETWORK)
