@@ -1,7 +1,7 @@
 """The RHEL family and SUSE in sandboxes, with their os-release (WA §5.1a).
 
 Each case is a first boot as the units run it (the local phase before the network, then the
-network phase) with one NIC that has no address yet (a dummy eth0), with and without the
+network phase) with one NIC that has no address yet (a dummy or ifb eth0), with and without the
 distribution's sysconfig files. Then, in the same sandbox, the files are put back as they
 were, eth0 gets an address (WALinuxAgent waits for one) and WALinuxAgent 2.7.3's own
 `set_dhcp_hostname` (and, for RHEL 6, `set_hostname`) runs on them (tests/wa_sysconfig.py):
@@ -62,7 +62,8 @@ CASES: Dict[str, tuple[str, str, Dict[str, str]]] = {
     "leap": ("leap", "suse", {SUSE_DHCP: SUSE_EMPTY}),
     "rhel6": ("rhel6", "rhel6", {IFCFG: AZURE_IFCFG, NETWORK: "NETWORKING=yes\nHOSTNAME=image\n\n"}),
 }
-DUMMY_NIC = "ip link add eth0 type dummy"
+# a NIC of this namespace alone (no veth peer beside it): dummy, or ifb where the kernel has no dummy
+DUMMY_NIC = "ip link add eth0 type dummy 2>/dev/null || ip link add eth0 type ifb"
 NIC_UP = "ip addr add 10.0.0.4/24 dev eth0 && ip link set eth0 up"
 
 
@@ -76,7 +77,11 @@ def wa_line(family: str, name: str) -> str:
 
 
 def sysconfig(snapshot: Dict[str, Any]) -> Dict[str, Optional[bytes]]:
-    return {p: base64.b64decode(e["data"]) for p, e in snapshot.items() if e["type"] == "file"}
+    return {
+        p: base64.b64decode(e["data"])
+        for p, e in snapshot.items()
+        if e["type"] == "file" and p.startswith("/etc/sysconfig/")
+    }
 
 
 def run(
@@ -90,7 +95,7 @@ def run(
     return scenario(
         str(tmp_path),
         {"files": {"/etc/os-release": RELEASES[release], **present}, "setup": setup,
-         "ovf": ovf(hostname=NAME), "runs": runs, "snapshot": ["/etc/sysconfig"], **extra},
+         "ovf": ovf(hostname=NAME), "runs": runs, "snapshot": ["/etc/sysconfig", "/var/lib/waprov"], **extra},
     )  # fmt: skip
 
 
