@@ -256,3 +256,23 @@ def test_suse_runs_ifup_and_tries_it_three_times_when_it_fails(tmp_path: Any) ->
     ctx = ctx_for(tmp_path, runner, SLES)
     reannounce(ctx, lambda: UP)
     assert runner.calls == [["ifup", "eth0"]] * 3 and waits(ctx.clock) == [5.0, 5.0]
+
+
+def test_deprovision_resets_the_family_files_and_goes_on_without_them(
+    tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    from waprov.deprovision import LOCALHOST, reset_hostname
+
+    nic(tmp_path, "eth0", 2)
+    write(tmp_path, IFCFG_ETH0, "DEVICE=eth0\nDHCP_HOSTNAME=vm\n")
+    runner = ScriptedRunner(hostnamectl=fail("Failed to connect to bus"), hostname=ok)
+    system = System(root=str(tmp_path), runner=runner, which=runner.which)
+    (tmp_path / "run/dbus").mkdir(parents=True)
+    (tmp_path / "run/dbus/system_bus_socket").touch()
+    reset_hostname(RHEL)(system)
+    assert read(tmp_path, IFCFG_ETH0) == f"DEVICE=eth0\nDHCP_HOSTNAME={LOCALHOST}\n"
+    assert read(tmp_path, "/etc/hostname") == LOCALHOST
+    assert runner.calls == [["hostnamectl", "set-hostname", LOCALHOST, "--static"], ["hostname", LOCALHOST]]
+    with caplog.at_level(logging.WARNING, logger="waprov"):
+        reset_hostname(SLES)(system)  # no /etc/sysconfig/network/dhcp: a warning, no failure
+    assert f"{DHCP_FILE} is missing" in caplog.text
