@@ -30,7 +30,12 @@ from waprov.log import LOG_FILE
 from waprov.provision import attempt_path
 from waprov.steps import STATE_DIR, Account, home_problem, read_account, uid_range
 from waprov.steps.customdata import OUTPUT as CUSTOM_DATA_LOG
-from waprov.steps.hostname import set_dhcp_hostname
+from waprov.steps.hostname import (
+    _route_text,
+    set_running_hostname,
+    tell_dhcp_client,
+    write_sysconfig_hostname,
+)
 from waprov.steps.sshd import DROPIN_MARK, FLATCAR_DROPIN
 from waprov.steps.user import USER_RECORD, lock_root_password, read_record
 from waprov.system import System
@@ -88,10 +93,15 @@ def deleted_user(system: System, config: Config) -> Optional[str]:
 
 
 def reset_hostname(distro: Distro) -> Action:
+    """WA §7.2 step 4: the distribution's set_hostname and set_dhcp_hostname with
+    localhost.localdomain (as the hostname step sets and tells the name, WA §5.1a)."""
+
     def run(system: System) -> None:
         system.write("/etc/hostname", LOCALHOST, 0o644)
-        system.run(list(distro.hostname_argv(LOCALHOST)), check=False, timeout=30)
-        set_dhcp_hostname(system, LOCALHOST)
+        if distro.sysconfig_hostname:
+            write_sysconfig_hostname(system, LOCALHOST)
+        set_running_hostname(system, distro, LOCALHOST)
+        tell_dhcp_client(system, distro, LOCALHOST, _route_text(system))
 
     return run
 

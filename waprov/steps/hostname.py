@@ -1,20 +1,37 @@
-"""Hostname (WA §5.1): set it (local phase), then publish it (network phase).
+"""Hostname (WA §5.1, §5.1a): set it (local phase), then publish it (network phase).
 
-`set_hostname`: `/etc/hostname` gets the name with no newline and the distribution's
-command runs; when that command is missing or fails, or is `hostnamectl` and there is no
-D-Bus yet (the local phase runs before it), `hostname <name>` sets the running name
-(WALinuxAgent's own fallback on RHEL-like systems); a failure of both is a warning, as
-in WALinuxAgent. Then `send host-name "<name>";` goes into the dhclient.conf files that
-exist (unless one already sends it) and `<Lib.Dir>/published_hostname` is written. When
-no route existed as the name was set (the local phase, before any network manager
-started), the first DHCP request carries the name.
+`set_hostname`: `/etc/hostname` gets the name with no newline (RHEL 6's data also
+`HOSTNAME=<name>` in /etc/sysconfig/network) and the distribution's command runs; when that
+command is missing or fails, or is `hostnamectl` and there is no D-Bus yet (the local phase
+runs before it), `hostname <name>` sets the running name (WALinuxAgent's own fallback on
+RHEL-like systems; its SUSE code has none); a failure of both is a warning, as in
+WALinuxAgent. Then the DHCP client is told the name, by the distribution's rule
+(`tell_dhcp_client`): `send host-name "<name>";` in the dhclient.conf files that exist
+(unless one already sends it); on the RHEL family `DHCP_HOSTNAME=<name>` in
+/etc/sysconfig/network-scripts/ifcfg-<interface>; on SUSE `DHCLIENT_HOSTNAME_OPTION="<name>"`
+in /etc/sysconfig/network/dhcp (waprov/sysconfig.py: configobj, WALinuxAgent's rules). A
+missing or unusable sysconfig file is a warning naming it, and the run goes on (WALinuxAgent
+stops there). Then `<Lib.Dir>/published_hostname` is written. When no route existed as the
+name was set (the local phase, before any network manager started), the first DHCP request
+carries the name.
 
-`publish_hostname` then re-announces the name on the primary interface with the network
-stack in use, only when the name was set while a network was already up (no local
-phase: IMDS only, a late DVD, a network from the initrd, waprov installed on a running VM).
-Unlike WALinuxAgent, the wait for an address is bounded, a name that is not a valid host
-name is refused, and a valid name longer than the 64 characters Linux allows a running
-host name is replaced by its first label everywhere.
+The interface (`dhcp_interface`) is the one of the default route with the lowest metric,
+as WALinuxAgent's; with no default route (the local phase: no network yet) the first
+interface in /sys/class/net by ifindex that is neither loopback nor enslaved to another
+(the VF of accelerated networking is enslaved to the synthetic NIC). WALinuxAgent, which
+writes this file only once the network is up, takes the first non-loopback interface with
+an IPv4 address there, and waits forever for one.
+
+`publish_hostname` then re-announces the name on the primary interface, only when the name
+was set while a network was already up (no local phase: IMDS only, a late DVD, a network
+from the initrd, waprov installed on a running VM): by the distribution's data where it has
+WALinuxAgent's commands (RHEL >= 8.6: `systemctl restart NetworkManager` then `ip link set
+<if> down` and `up`; RHEL 7 to 8.5: `service NetworkManager restart` when the ifcfg says
+NM_CONTROLLED=n|no, then `ifdown`/`ifup`; SUSE: `ifup <if>`, once when it succeeds where
+WALinuxAgent runs it three times), else by the network stack in use. Unlike WALinuxAgent,
+the wait for an address is bounded, a name that is not a valid host name is refused, and a
+valid name longer than the 64 characters Linux allows a running host name is replaced by
+its first label everywhere.
 """
 
 from __future__ import annotations
@@ -25,6 +42,7 @@ import socket
 import time
 from typing import TYPE_CHECKING, Callable, List, Optional, Sequence, Tuple
 
+from waprov.distro import IFCFG, SUSE_DHCP, Distro
 from waprov.errors import CommandNotFound, HostError, ProvisionError
 from waprov.steps import Ctx
 from waprov.system import System
@@ -34,6 +52,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("waprov")
 DHCLIENT_CONFS = ("/etc/dhcp/dhclient.conf", "/etc/dhcp3/dhclient.conf", "/etc/dhclient.conf")
+IFF_LOOPBACK = 0x8
 HOST_NAME_MAX = 64  # Linux's limit on the running host name (sethostname)
 _LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 ADDRESS_WAIT = 10.0  # seconds to wait for the primary interface's IPv4 address
@@ -41,7 +60,9 @@ RESTART_TRIES, RESTART_WAIT = 3, 5.0
 # After the restart command: how long an address drop may take to come (networkd handles
 # `networkctl reconfigure` after the command returns: 0.2-0.7 s later under TCG; the
 # other stacks drop and restore within their commands), and to be undone.
-DROP_WAIT = {"networkd": 2.0}
+# RHEL and Fedora: NetworkManager sees the link bounce after `ip link` returns, as networkd;
+# SUSE's `ifup` (wicked) returns when the interface is configured.
+DROP_WAIT = {"networkd": 2.0, "rhel": 2.0, "fedora": 2.0}
 RESTORE_WAIT, RESTORE_POLL = 30.0, 0.2
 Interfaces = Callable[[], List[Tuple[str, bool]]]  # [(name, has IPv4)] in system order
 
@@ -75,11 +96,16 @@ def set_hostname(ctx: Ctx) -> None:
             short,
         )
         name = short
+    route_text = _route_text(ctx.system)
     ctx.system.write("/etc/hostname", name, 0o644)
-    set_running_hostname(ctx, name)
-    set_dhcp_hostname(ctx.system, name)
+    if ctx.distro.sysconfig_hostname:
+        write_sysconfig_hostname(ctx.system, name)
+    set_running_hostname(ctx.system, ctx.distro, name)
+    tell_dhcp_client(ctx.system, ctx.distro, name, route_text)
     ctx.system.write(ctx.lib("published_hostname"), name, 0o644)
-    ctx.named_before_network = not _route_rows(_route_text(ctx))
+    # the routes read again: one that came while the step ran may have carried a DHCP
+    # request without the name
+    ctx.named_before_network = not _route_rows(_route_text(ctx.system))
     if ctx.named_before_network:  # journaled here: a later step failing leaves it said
         log.info("Host name %s set before the network started: the first DHCP request carries it", name)
         ctx.mark(NAMED_BEFORE_NETWORK)
@@ -89,17 +115,17 @@ DBUS_SOCKET = "/run/dbus/system_bus_socket"
 NAMED_BEFORE_NETWORK = "hostname:before-network"  # the journal's word: no re-announce needed
 
 
-def set_running_hostname(ctx: Ctx, name: str) -> None:
+def set_running_hostname(system: System, distro: Distro, name: str) -> None:
     """The distribution's command, then (missing or failing) `hostname <name>`, WA's own
     fallback; hostnamectl is not tried without D-Bus. Both failing is a warning."""
-    argv = ctx.distro.hostname_argv(name)
+    argv = distro.hostname_argv(name)
     tries = [argv] if argv[:1] == ("hostname",) else [argv, ("hostname", name)]
-    if argv[:1] == ("hostnamectl",) and ctx.system.kind(DBUS_SOCKET) == "absent":
+    if argv[:1] == ("hostnamectl",) and system.kind(DBUS_SOCKET) == "absent":
         log.debug("No D-Bus yet (%s): the running host name is set with hostname", DBUS_SOCKET)
         tries = tries[1:]
     for n, command in enumerate(tries, 1):
         try:
-            ctx.system.run(command, timeout=30)
+            system.run(command, timeout=30)
             return
         except HostError as e:
             if n == len(tries):
@@ -132,6 +158,123 @@ def set_dhcp_hostname(system: System, name: str) -> None:
             system.write(path, new, *kept)
 
 
+SYSCONFIG_NETWORK = "/etc/sysconfig/network"
+IFCFG_DIR = "/etc/sysconfig/network-scripts"
+SUSE_DHCP_FILE = "/etc/sysconfig/network/dhcp"
+
+
+def suse_keep(name: str) -> Tuple[str, ...]:
+    """The raw DHCLIENT_HOSTNAME_OPTION values WALinuxAgent 2.15 leaves alone."""
+    return ('"AUTO"', "'AUTO'", "AUTO", f'"{name}"')
+
+
+def edit_sysconfig(system: System, path: str, edit: Callable[[bytes], Optional[str]], what: str) -> None:
+    """Apply `edit` (raw bytes -> new text, None: nothing to change) to a sysconfig file,
+    written through System with its mode and owner kept. A missing file, one that cannot
+    be read or edited faithfully, or a failed write: a warning naming the file, nothing
+    more (WALinuxAgent stops on a missing file)."""
+    from waprov.sysconfig import SysconfigError
+
+    try:
+        raw = system.read(path, limit=1 << 20)
+        if raw is None:
+            log.warning(
+                "%s is missing: %s is not written (WALinuxAgent stops here; waprov goes on)", path, what
+            )
+            return
+        new = edit(raw)
+        if new is None:
+            log.info("%s already has %s", path, what)
+            return
+        if new.encode("utf-8") == raw:
+            return
+        kept = system.mode_owner(path)
+        system.write(path, new, *(kept or (0o644,)))
+        log.info("Wrote %s to %s", what, path)
+    except SysconfigError as e:
+        log.warning("%s is left as it is, without %s: %s", path, what, e)
+    except HostError as e:
+        log.warning("%s: %s is not written: %s", path, what, e)
+
+
+def write_sysconfig_hostname(system: System, name: str) -> None:
+    """RHEL 6 (WA's Redhat6x set_hostname): HOSTNAME=<name> in /etc/sysconfig/network."""
+    from waprov.sysconfig import replace_or_append
+
+    edit_sysconfig(
+        system,
+        SYSCONFIG_NETWORK,
+        lambda raw: replace_or_append(raw, SYSCONFIG_NETWORK, "HOSTNAME", name),
+        f"HOSTNAME={name}",
+    )
+
+
+def tell_dhcp_client(system: System, distro: Distro, name: str, route_text: str) -> None:
+    """WA's `set_dhcp_hostname` of the distribution (see the module docstring)."""
+    if distro.dhcp_hostname == IFCFG:
+        from waprov.sysconfig import replace_or_append
+
+        ifname = dhcp_interface(system, route_text)
+        if ifname is None:
+            log.warning("No network interface: DHCP_HOSTNAME=%s is not written to any ifcfg file", name)
+            return
+        path = f"{IFCFG_DIR}/ifcfg-{ifname}"
+        edit_sysconfig(system, path, lambda raw: replace_or_append(raw, path, "DHCP_HOSTNAME", name),
+                       f"DHCP_HOSTNAME={name}")  # fmt: skip
+    elif distro.dhcp_hostname == SUSE_DHCP:
+        from waprov.sysconfig import set_in_place
+
+        key, value = "DHCLIENT_HOSTNAME_OPTION", f'"{name}"'
+        edit_sysconfig(
+            system,
+            SUSE_DHCP_FILE,
+            lambda raw: set_in_place(raw, SUSE_DHCP_FILE, key, value, suse_keep(name)),
+            f"{key}={value} (or AUTO)",
+        )
+    else:
+        set_dhcp_hostname(system, name)
+
+
+def sysfs_interfaces(system: System) -> List[Tuple[str, bool]]:
+    """[(name, False)] of /sys/class/net's interfaces by ifindex, without loopback
+    (IFF_LOOPBACK) and without those enslaved to another (a `master` link)."""
+    found = []
+    for path in system.glob("/sys/class/net/*"):
+        name = path.rsplit("/", 1)[1]
+        try:
+            index = int((system.read(f"{path}/ifindex", limit=32) or b"").strip())
+            flags = int((system.read(f"{path}/flags", limit=32) or b"0").strip(), 16)
+        except (HostError, ValueError):
+            continue
+        if flags & IFF_LOOPBACK or name == "lo" or system.kind(f"{path}/master") != "absent":
+            continue
+        found.append((index, name))
+    return [(name, False) for _, name in sorted(found)]
+
+
+def dhcp_interface(system: System, route_text: str) -> Optional[str]:
+    """The interface whose ifcfg file names the host (see the module docstring)."""
+    ifname, _ = primary_interface(route_text, sysfs_interfaces(system))
+    if ifname is None or "/" in ifname or ifname in (".", ".."):
+        return None
+    return ifname
+
+
+def nm_controlled(system: System, ifname: str) -> bool:
+    """Whether NetworkManager manages `ifname`: not when its ifcfg says NM_CONTROLLED=n or
+    no (quotes stripped), as WA's get_nm_controlled; yes when absent or unreadable."""
+    from waprov.sysconfig import value_of
+
+    path = f"{IFCFG_DIR}/ifcfg-{ifname}"
+    try:
+        raw = system.read(path, limit=1 << 20)
+        value = value_of(raw, path, "NM_CONTROLLED") if raw is not None else None
+    except HostError as e:
+        log.debug("NM_CONTROLLED of %s unknown (%s): taken as yes", ifname, e)
+        return True
+    return (value or "").replace('"', "").replace("'", "").strip() not in ("n", "no")
+
+
 def publish_hostname(ctx: Ctx) -> None:
     if ctx.named_before_network or ctx.done(NAMED_BEFORE_NETWORK):
         log.info("The host name was set before the network started: nothing to re-announce")
@@ -139,13 +282,22 @@ def publish_hostname(ctx: Ctx) -> None:
     reannounce(ctx)
 
 
+def _metric(fields: Sequence[str]) -> int:
+    try:
+        return int(fields[6])
+    except (IndexError, ValueError):
+        return 0
+
+
 def primary_interface(route_text: str, addresses: Sequence[Tuple[str, bool]]) -> Tuple[Optional[str], bool]:
-    """(interface, has IPv4): the default route's interface, else the first non-loopback
-    one; `addresses` is [(name, has IPv4)] in system order."""
+    """(interface, has IPv4): the interface of the default route with the lowest metric
+    (the first of equals), else the first non-loopback one; `addresses` is
+    [(name, has IPv4)] in system order."""
     has = dict(addresses)
-    for fields in _route_rows(route_text):
-        if fields[1] == "00000000":
-            return fields[0], has.get(fields[0], False)
+    defaults = [fields for fields in _route_rows(route_text) if fields[1] == "00000000"]
+    if defaults:
+        best = min(defaults, key=_metric)
+        return best[0], has.get(best[0], False)
     for ifname, ipv4 in addresses:
         if ifname != "lo":
             return ifname, ipv4
@@ -161,9 +313,9 @@ def _interfaces() -> List[Tuple[str, bool]]:
     ]
 
 
-def _route_text(ctx: Ctx) -> str:
+def _route_text(system: System) -> str:
     try:
-        return (ctx.system.read("/proc/net/route") or b"").decode("ascii", "replace")
+        return (system.read("/proc/net/route") or b"").decode("ascii", "replace")
     except HostError:
         return ""
 
@@ -184,8 +336,9 @@ def reannounce(ctx: Ctx, interfaces: Interfaces = _interfaces, stack: Optional[s
     """Bounded: wait at most ADDRESS_WAIT for an IPv4 address, try the restart a few
     times, then give up with a warning (the name is set either way)."""
     deadline = ctx.clock.deadline(ADDRESS_WAIT)
+    commands: List[Tuple[str, ...]]
     while True:
-        ifname, has_ipv4 = primary_interface(_route_text(ctx), interfaces())
+        ifname, has_ipv4 = primary_interface(_route_text(ctx.system), interfaces())
         if ifname is None:
             log.info("No network interface besides loopback: the host name is not re-announced")
             return
@@ -197,16 +350,28 @@ def reannounce(ctx: Ctx, interfaces: Interfaces = _interfaces, stack: Optional[s
             )
             return
         ctx.clock.sleep(1.0, f"an IPv4 address on {ifname}")
-    stack = stack or ("networkd" if ctx.distro.flatcar else network_stack())
-    if stack == "networkd":
-        commands: List[Tuple[str, ...]] = [("networkctl", "reconfigure", ifname)]
-    elif stack == "networkmanager":
-        commands = [("nmcli", "device", "reapply", ifname)]
+    first: Tuple[str, ...] = ()
+    if stack is None and ctx.distro.restart_if:  # WALinuxAgent's commands for this family
+        stack = ctx.distro.family
+        commands = list(ctx.distro.restart_if_argvs(ifname))
+        if ctx.distro.nm_restart and (ctx.distro.nm_restart_always or not nm_controlled(ctx.system, ifname)):
+            first = ctx.distro.nm_restart
     else:
-        commands = [("ifdown", ifname), ("ifup", ifname)]
-    default_route = routes_on(_route_text(ctx), ifname)[1]
+        stack = stack or ("networkd" if ctx.distro.flatcar else network_stack())
+        if stack == "networkd":
+            commands = [("networkctl", "reconfigure", ifname)]
+        elif stack == "networkmanager":
+            commands = [("nmcli", "device", "reapply", ifname)]
+        else:
+            commands = [("ifdown", ifname), ("ifup", ifname)]
+    default_route = routes_on(_route_text(ctx.system), ifname)[1]
     watch = _open_watch(ctx)
     try:
+        if first:  # once, its failure ignored (WALinuxAgent does not look at it)
+            try:
+                ctx.system.run(first, timeout=90)
+            except HostError as e:
+                log.warning("%s failed (going on with the interface restart): %s", " ".join(first), e)
         for attempt in range(1, RESTART_TRIES + 1):
             try:
                 for argv in commands:
@@ -271,7 +436,7 @@ def settle(
             break
 
     def back() -> bool:
-        any_route, default = routes_on(_route_text(ctx), ifname)
+        any_route, default = routes_on(_route_text(ctx.system), ifname)
         return dict(interfaces()).get(ifname, False) and (default if default_route else any_route)
 
     deadline = ctx.clock.deadline(RESTORE_WAIT)
