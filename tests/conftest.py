@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import subprocess
@@ -32,6 +33,22 @@ def run_waprov(args: Sequence[str], **kw: object) -> subprocess.CompletedProcess
 def _need_root() -> None:
     if os.geteuid() != 0:
         pytest.fail("waprov's tests run as root (they use namespaces, chown and loop devices)")
+
+
+@pytest.fixture(autouse=True)
+def _waprov_logger_restored() -> Iterator[None]:
+    """A test's setup_logging() (own handlers, no propagation) ends with the test: caplog
+    sees the waprov logger in every test, with any pytest (before 9, caplog's handler is on
+    the root logger only)."""
+    logger = logging.getLogger("waprov")
+    propagate, level, handlers = logger.propagate, logger.level, list(logger.handlers)
+    yield
+    for h in list(logger.handlers):
+        logger.removeHandler(h)
+    for h in handlers:
+        logger.addHandler(h)
+    logger.propagate = propagate
+    logger.setLevel(level)
 
 
 @pytest.fixture

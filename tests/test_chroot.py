@@ -1,34 +1,28 @@
 """The .deb on Debian 12: installed beside Debian's waagent package in a bookworm chroot,
 `waprov -enable/-disable` there, then remove, reinstall and purge.
 
-A base system (mmdebstrap, variant apt, plus systemd) is built once and cached as
-.cache/chroot/bookworm-<key>.tar, with the .debs of waagent and of waprov's dependencies
-downloaded into its apt cache; the key covers the .deb's Depends, so a new dependency
-makes a new base. Each test unpacks the base into a fresh directory, installs with apt
-and no network, and removes the directory. Commands run in the chroot inside private
-mount and PID namespaces (their /proc goes away with them), and the directory is only
-deleted when nothing is mounted below it. The host is never changed.
+A base system (tests/chroot.py: mmdebstrap, variant apt, plus systemd) is built once and
+cached as .cache/chroot/bookworm-<key>.tar, with the .debs of waagent and of waprov's
+dependencies downloaded into its apt cache; the key covers the .deb's Depends, so a new
+dependency makes a new base. Each test unpacks the base into a fresh directory, installs
+with apt and no network, and removes the directory.
 """
 
 from __future__ import annotations
 
 import glob
-import hashlib
 import os
 import shutil
 import subprocess
-import tempfile
-from typing import Iterator, List, NamedTuple, Optional
+from typing import Iterator, List, NamedTuple
 
 import pytest
 
-from tests.pkgfiles import CLEAN_ENV, ROOT, out, packages
+from tests.chroot import base_tarball, in_chroot, ok, remove_tree, unpack
+from tests.pkgfiles import ROOT, out, packages
 
 SUITE = "bookworm"
-MIRROR = "http://deb.debian.org/debian"
-CACHE = os.path.join(ROOT, ".cache", "chroot")
 BASE_FORMAT = "1"  # bump when the base's recipe changes
-PATH = "PATH=/usr/sbin:/usr/bin:/sbin:/bin"
 # Logs every request to start/stop a service (invoke-rc.d, deb-systemd-invoke) and denies it.
 POLICY_RC_D = '#!/bin/sh\necho "$*" >>/var/log/policy-rc.d.log\nexit 101\n'
 DROPIN = "50-waprov.conf"
@@ -37,84 +31,6 @@ DROPIN = "50-waprov.conf"
 class Chroot(NamedTuple):
     root: str
     install_log: str
-
-
-def mounts_below(path: str) -> List[str]:
-    found = []
-    with open("/proc/self/mountinfo", encoding="utf-8") as f:
-        for line in f:
-            point = line.split()[4].encode().decode("unicode_escape")  # \040 and the like
-            if point == path or point.startswith(path + "/"):
-                found.append(point)
-    return found
-
-
-def remove_tree(path: str) -> None:
-    """Delete a chroot directory, never through a mount point below it."""
-    for point in sorted(mounts_below(path), reverse=True):
-        subprocess.run(["umount", "--lazy", point], check=False)
-    left = mounts_below(path)
-    if left:
-        raise RuntimeError(f"still mounted below {path}, not deleted: {left}")
-    shutil.rmtree(path)
-
-
-def base_tarball(depends: str) -> str:
-    """The cached base system, built (about 35 s, network: the Debian mirror) if missing."""
-    wanted = f"waagent, {depends}"
-    key = hashlib.sha256(f"{BASE_FORMAT}|{SUITE}|{MIRROR}|{wanted}".encode()).hexdigest()[:16]
-    tarball = os.path.join(CACHE, f"{SUITE}-{key}.tar")
-    if os.path.exists(tarball):
-        return tarball
-    os.makedirs(CACHE, exist_ok=True)
-    work = tempfile.mkdtemp(prefix="waprov-mmdebstrap-")
-    try:
-        download = f"chroot \"$1\" apt-get satisfy --download-only -y --no-install-recommends '{wanted}'"
-        argv = [
-            # mmdebstrap mounts /proc, /sys and /dev in its root: in a private namespace
-            # they cannot outlive it, whatever happens
-            *["unshare", "--mount", "--propagation", "private", "--fork"],
-            *["mmdebstrap", "--quiet", "--mode=root", "--variant=apt", "--include=systemd", "--format=tar"],
-            # keep the package lists and the downloaded .debs: installs need no network
-            "--skip=cleanup/apt",
-            f"--customize-hook={download}",
-            '--customize-hook=rm -f "$1"/var/cache/apt/*.bin',
-            *[SUITE, os.path.join(work, "base.tar"), MIRROR],
-        ]
-        r = subprocess.run(
-            argv, capture_output=True, text=True, timeout=900, check=False, env={**CLEAN_ENV, "TMPDIR": work}
-        )
-        assert r.returncode == 0, f"mmdebstrap failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
-        for old in glob.glob(os.path.join(CACHE, f"{SUITE}-*.tar")):
-            os.unlink(old)
-        os.rename(os.path.join(work, "base.tar"), tarball)
-    finally:
-        remove_tree(work)
-    return tarball
-
-
-def in_chroot(
-    root: str, *argv: str, net: bool = False, timeout: float = 300, stdin: Optional[str] = None
-) -> subprocess.CompletedProcess[str]:
-    """argv in the chroot, with its own /proc, without network unless `net`; a shell is
-    its PID 1 (tools behave oddly as PID 1)."""
-    ns = ["unshare", "--mount", "--pid", "--fork", "--propagation", "private", f"--mount-proc={root}/proc"]
-    if not net:
-        ns.append("--net")
-    env = ["env", "-i", PATH, "HOME=/root", "LC_ALL=C.UTF-8", "DEBIAN_FRONTEND=noninteractive"]
-    return subprocess.run(
-        [*ns, "chroot", root, *env, "sh", "-c", '"$@"', "sh", *argv],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
-def ok(r: subprocess.CompletedProcess[str]) -> str:
-    assert r.returncode == 0, f"{r.args[-3:]}: rc {r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
-    return r.stdout
 
 
 def read_bytes(path: str) -> bytes:
@@ -141,10 +57,8 @@ def installed() -> Iterator[Chroot]:
     """A fresh bookworm chroot with waprov's .deb and waagent installed by apt together."""
     deb = packages().deb
     depends = out(["dpkg-deb", "-f", deb, "Depends"]).strip()
-    tarball = base_tarball(depends)
-    root = tempfile.mkdtemp(prefix="waprov-chroot-")
+    root = unpack(base_tarball(SUITE, BASE_FORMAT, f"waagent, {depends}"))
     try:
-        subprocess.run(["tar", "-xf", tarball, "-C", root, "--numeric-owner"], check=True, timeout=300)
         shutil.copy(deb, os.path.join(root, "tmp"))
         write(os.path.join(root, "usr/sbin/policy-rc.d"), POLICY_RC_D, 0o755)
         # as if systemd ran: maintainer scripts then ask deb-systemd-invoke (and so

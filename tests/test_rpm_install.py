@@ -32,7 +32,8 @@ from typing import Iterator, List, NamedTuple, Set
 import pytest
 
 from tests.pkgfiles import CLEAN_ENV, Packages, out, packages
-from tests.test_chroot import CACHE, base_tarball, enabled, in_chroot, ok, remove_tree, write
+from tests.chroot import CACHE, base_tarball, in_chroot, ok, remove_tree
+from tests.test_chroot import BASE_FORMAT, SUITE, enabled, write
 
 USERLAND_FORMAT = "1"  # bump when the userland's recipe changes
 DBPATH = "/var/lib/rpm"
@@ -116,7 +117,7 @@ def debian_names(requires: List[str]) -> List[str]:
 def userland_tarball(pkgs: Packages) -> str:
     """The bookworm base with the rpm's Requires installed from Debian (cached)."""
     depends = out(["dpkg-deb", "-f", pkgs.deb, "Depends"]).strip()
-    base = base_tarball(depends)
+    base = base_tarball(SUITE, BASE_FORMAT, f"waagent, {depends}")
     names = debian_names(rpm_requires(pkgs.rpm))
     key = hashlib.sha256(f"{USERLAND_FORMAT}|{os.path.basename(base)}|{' '.join(names)}".encode()).hexdigest()
     tarball = os.path.join(CACHE, f"rpm-userland-{key[:16]}.tar")

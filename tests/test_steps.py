@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
 from typing import Any, Dict, List, Tuple
 
 import pytest
@@ -24,7 +26,7 @@ from waprov.steps.hostname import dhclient_edit, primary_interface, reannounce, 
 from waprov.steps.keys import deploy_keys, deploy_remaining_keys, public_key_line
 from waprov.steps.sshd import edited_config, set_ssh_config
 from waprov.steps.sudoers import configure_sudoers, sudoers_line, sudoers_name_problem, with_line
-from waprov.steps.user import SALT_ALPHABET, create_user, hash_password
+from waprov.steps.user import SALT_ALPHABET, create_user, hash_password, load_crypt
 from waprov.system import System
 
 # ---- set_ssh_config (WA §5.6) --------------------------------------------------------------
@@ -299,6 +301,24 @@ def test_password_hashes_use_the_crypt_id_and_a_fresh_salt_of_the_configured_len
     assert all(h.startswith("$6$") and len(h.split("$")[3]) == 86 for h in hashes)
     assert len(salts) == 20 and all(len(s) == 10 and set(s) <= set(SALT_ALPHABET) for s in salts)
     assert hash_password("pw", "5", 16).startswith("$5$")
+
+
+@pytest.mark.parametrize("crypt_id", ["6", "5"])
+def test_a_password_hash_is_the_one_openssl_makes_from_its_salt(crypt_id: str) -> None:
+    """Checked without crypt: the hash is a valid crypt hash of the password."""
+    password = "Pa55-w\u00f6rd with spaces"
+    hashed = hash_password(password, crypt_id, 16)
+    salt = hashed.split("$")[2]
+    argv = ["openssl", "passwd", f"-{crypt_id}", "-salt", salt, "-stdin"]
+    r = subprocess.run(argv, input=password, capture_output=True, text=True, check=True)
+    assert r.stdout.strip() == hashed
+    assert load_crypt()(password, hashed) == hashed  # the rerun's check: the password matches
+    assert load_crypt()(password + "x", hashed) != hashed
+
+
+def test_the_crypt_is_crypt_rs_c_module_from_python_3_13_and_the_standard_librarys_below() -> None:
+    # 3.13 has no crypt module: the crypt-r package's (python3-crypt-r on Debian 13)
+    assert load_crypt().__module__ == ("_crypt_r" if sys.version_info >= (3, 13) else "_crypt")
 
 
 def test_an_unsupported_crypt_id_is_a_clear_error() -> None:

@@ -109,6 +109,10 @@ def sample() -> str:
 @pytest.fixture
 def debian(tmp_path: os.PathLike[str]) -> str:
     root = str(tmp_path)
+    # merged /usr, as Debian 12 requires (and systemctl --root of systemd >= 255 reads
+    # only /usr/lib/systemd/system: Debian 13's does not find units in a real /lib)
+    os.makedirs(os.path.join(root, "usr/lib"))
+    link(root, "/lib", "usr/lib")
     put(root, "/etc/waagent.conf", sample())
     put(root, "/etc/os-release", "ID=debian\nVERSION_ID=12\n")
     put(root, "/lib/systemd/system/walinuxagent.service", DEBIAN_GA_UNIT)
@@ -222,7 +226,7 @@ def test_package_dropins_are_used_and_disable_skips_the_units_by_flag(debian: st
     for unit in ("waagent.service", "walinuxagent.service"):
         put(debian, f"/lib/systemd/system/{unit}.d/50-waprov.conf", DROPIN)
     changes = enable(System(root=debian))
-    package = "/lib/systemd/system/walinuxagent.service.d/50-waprov.conf"
+    package = "/usr/lib/systemd/system/walinuxagent.service.d/50-waprov.conf"  # /lib is usr/lib
     assert f"walinuxagent.service: the package's drop-in {package} is in place" in changes
     assert not os.path.exists(os.path.join(debian, "etc/systemd/system/walinuxagent.service.d"))
     changes, _ = disable(System(root=debian))

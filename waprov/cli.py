@@ -10,6 +10,7 @@ waprov.lock's run lock from before its first step until the process exits.
 
 from __future__ import annotations
 
+import os
 import sys
 
 from waprov import __version__
@@ -264,7 +265,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"{PROG}: {e}\n{USAGE}", file=sys.stderr)
         return e.exit_code
     try:
-        return _run(args)
+        rc = _run(args)
+        sys.stdout.flush()  # a reader that went away shows here, not in the interpreter's exit
+        return rc
     except BrokenPipeError:  # `waprov -show-configuration | head`
+        # the rest of the output goes nowhere: the interpreter's last flush would print the
+        # error otherwise (Python 3.13 does, 3.11 does not)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.stderr.close()
         return 0

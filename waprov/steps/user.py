@@ -140,14 +140,18 @@ def refuse_system_user(ctx: Ctx, acct: Account) -> None:
 
 
 def load_crypt() -> Callable[[str, str], Optional[str]]:
-    """crypt.crypt (Python < 3.13) or crypt_r.crypt (the crypt-r package). Below 3.13 the
-    function is taken from _crypt, the C module `crypt` wraps (crypt.crypt with a salt
-    string is _crypt.crypt): importing `crypt` hashes five test passwords to list its methods."""
+    """crypt.crypt (Python < 3.13) or crypt_r.crypt (the crypt-r package, 3.13 has no
+    `crypt`), each taken from the C module it wraps (with a salt string, crypt.crypt is
+    _crypt.crypt and crypt_r.crypt is _crypt_r.crypt): importing `crypt` or `crypt_r` hashes
+    test passwords to list its methods (crypt_r: 18 ms, _crypt_r: 0.4 ms on Debian 13)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         try:
             if sys.version_info >= (3, 13):
-                import crypt_r as module  # type: ignore[import-not-found, unused-ignore]
+                try:
+                    import _crypt_r as module  # type: ignore[import-not-found, unused-ignore]
+                except ImportError:
+                    import crypt_r as module  # type: ignore[import-not-found, unused-ignore, no-redef]
             else:
                 try:
                     import _crypt as module  # type: ignore[import-not-found, unused-ignore]
