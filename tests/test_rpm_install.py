@@ -31,8 +31,8 @@ from typing import Iterator, List, NamedTuple, Set
 
 import pytest
 
-from tests.pkgfiles import CLEAN_ENV, Packages, out, packages
 from tests.chroot import CACHE, base_tarball, in_chroot, ok, remove_tree
+from tests.pkgfiles import CLEAN_ENV, Packages, out, packages
 from tests.test_chroot import BASE_FORMAT, SUITE, enabled, write
 
 USERLAND_FORMAT = "1"  # bump when the userland's recipe changes
