@@ -115,6 +115,25 @@ def test_each_check_fails_on_its_fault(name: str, setup: str, level: str, says: 
     assert f"{level:<5} {name}: " in out and "      fix: " in out
 
 
+NO_KEYS = "rm -f /etc/ssh/ssh_host_*"  # a deprovisioned image
+
+
+def test_an_image_without_host_keys_passes_when_they_are_made_at_first_boot() -> None:
+    regen = "printf 'Provisioning.RegenerateSshHostKeyPair=y\\n' >> /etc/waagent.conf"
+    rc, levels, out = doctor(f"{NO_KEYS}; {regen}", "--image")
+    assert levels == {**dict.fromkeys(CHECKS, "OK"), "image leftovers": "OK"}, out
+    assert "sshd -t passes (with a throwaway host key: this image has none" in out and rc == 0
+    # a broken configuration is still found without host keys
+    rc, levels, out = doctor(f"{NO_KEYS}; {regen}; echo 'Bogus yes' >> /etc/ssh/sshd_config", "--image")
+    assert levels["sshd"] == "FAIL" and "Bogus" in out and rc == 1, out
+
+
+def test_an_image_without_host_keys_that_are_not_made_again_fails() -> None:
+    rc, levels, out = doctor(NO_KEYS)
+    assert levels["sshd"] == "FAIL" and rc == 1, out
+    assert "there are no SSH host keys and Provisioning.RegenerateSshHostKeyPair is n" in out
+
+
 def test_cloud_init_disabled_by_its_flag_is_fine() -> None:
     _, levels, _ = doctor(
         "mkdir -p /etc/systemd/system/cloud-init.target.wants /etc/cloud"

@@ -14,13 +14,17 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import sys
+import tempfile
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Set, TextIO
 
 from waprov.config import Config
 from waprov.swapin import DROPIN_NAME, ETC_UNITS, GA_UNITS, PROVISIONING_UNITS, UNITS, unit_file
-from waprov.system import System
+from waprov.system import Result, System
+
+NO_HOST_KEYS = "no hostkeys available"  # sshd's words when it finds no host key
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 
@@ -130,11 +134,34 @@ def check_sshd(system: System, config: Config) -> Finding:
     if sshd is None:
         return Finding(WARN, name, "sshd is not installed", "install openssh-server")
     result = system.query([sshd, "-t", "-f", system.path(conf)])
+    stand_in = ""
+    if NO_HOST_KEYS in result.stderr:  # a deprovisioned image: the keys come at first boot
+        if not config.regenerate_ssh_host_key_pair:
+            return Finding(FAIL, name, "there are no SSH host keys and Provisioning.RegenerateSshHostKeyPair "
+                           "is n: sshd cannot start on a VM made from this image",
+                           "set Provisioning.RegenerateSshHostKeyPair=y, or keep the host keys")  # fmt: skip
+        result = _sshd_check_with_stand_in_key(system, sshd, conf)
+        stand_in = " (with a throwaway host key: this image has none, they are made at first boot)"
     if "privilege separation directory" in result.stderr:  # sshd has not run on this boot
         return Finding(WARN, name, "sshd -t cannot check: " + result.stderr.strip()[:200], "start sshd once")
     if result.rc != 0:
         return Finding(FAIL, name, f"sshd -t fails: {result.stderr.strip()[:300]}", f"fix {conf}")
-    return Finding(OK, name, "sshd -t passes" + (f"; {conf} includes its drop-ins" if uses_dropins else ""))
+    passes = "sshd -t passes" + stand_in
+    return Finding(OK, name, passes + (f"; {conf} includes its drop-ins" if uses_dropins else ""))
+
+
+def _sshd_check_with_stand_in_key(system: System, sshd: str, conf: str) -> Result:
+    """`sshd -t` with an ed25519 key made for it in a private temporary directory (sshd
+    checks nothing without a host key), which is removed afterwards."""
+    work = tempfile.mkdtemp(prefix="waprov-doctor-")
+    try:
+        key = os.path.join(work, "ssh_host_ed25519_key")
+        made = system.query(["ssh-keygen", "-q", "-N", "", "-t", "ed25519", "-f", key], timeout=30)
+        if made.rc != 0:
+            return made
+        return system.query([sshd, "-t", "-f", system.path(conf), "-h", key])
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def check_sudoers(system: System, config: Config) -> Finding:
