@@ -87,6 +87,7 @@ class Guest:
         self.pcap = ""  # this boot's capture file, "" when not captured
         self.stalls = 0  # boots started again because the kernel stalled before init
         self.kernel_stall_s = KERNEL_STALL_S
+        self.kernel_args = ""  # appended to the kernel command line (the image's own switches)
         os.makedirs(workdir, exist_ok=True)
         # ssh's password helper: prints the password it is given in its environment
         self.askpass = os.path.join(workdir, "askpass.sh")
@@ -112,7 +113,7 @@ class Guest:
             "-display", "none", "-no-reboot", "-no-user-config", "-nodefaults",
             "-kernel", os.path.join(self.image_dir, "vmlinuz"),
             "-initrd", os.path.join(self.image_dir, "initrd.img"),
-            "-append", "root=LABEL=root ro console=ttyS0 rootwait",
+            "-append", f"root=LABEL=root ro console=ttyS0 rootwait {self.kernel_args}".strip(),
             "-serial", f"file:{self.console}",
             "-monitor", f"unix:{self.monitor},server=on,wait=off",
             "-uuid", self.vm_uuid,
