@@ -31,6 +31,7 @@ GA_CHANGES = ("Format partition", "Creating new GPT partition", "Removing old GP
 # Per image variant: the provisioning agent's first (local) unit, its network unit, sshd.
 UNITS = {
     "waprov": ("waprov-local.service", "waprov.service", "ssh.service"),
+    "trixie": ("waprov-local.service", "waprov.service", "ssh.service"),
     "cloudinit": ("cloud-init-local.service", "cloud-init.service", "ssh.service"),
     # sshd socket-activated: the socket, and ssh.service when the socket starts it
     "waprov-nm": ("waprov-local.service", "waprov.service", "ssh.socket", "ssh.service"),

@@ -1,10 +1,10 @@
 #!/bin/sh
-# Makes a freshly bootstrapped Debian 12 root ($1) into the e2e test guest, variant $2
+# Makes a freshly bootstrapped Debian 12 or 13 root ($1) into the e2e test guest, variant $2
 # ("waprov": the .deb $3 installed and swapped in with `waprov -enable`; "cloudinit":
 # Debian's cloud-init with the Azure datasource; "waprov-nm": as "waprov", but its NIC
 # is NetworkManager's and sshd is socket-activated: Debian's ssh.socket is enabled
 # instead of ssh.service; no guest agent, as Debian's waagent conflicts with
-# network-manager). Run by mmdebstrap as a customize hook,
+# network-manager; "trixie": "waprov" on Debian 13). Run by mmdebstrap as a customize hook,
 # with the network (apt) and $1's /proc, /sys, /dev mounted. Only what qemu lacks
 # compared with an Azure VM is faked here, and each fake says what it stands in for.
 set -eu
@@ -139,7 +139,7 @@ if [ "$variant" != waprov-nm ]; then
            -e 's/^ResourceDisk.SwapSizeMB=.*/ResourceDisk.SwapSizeMB=128/' "$conf"
 fi
 case $variant in
-waprov|waprov-nm)
+waprov|waprov-nm|trixie)
     cp "$3" "$root/tmp/"
     in_root apt-get install -y -q --no-install-recommends "/tmp/$(basename "$3")"
     rm "$root/tmp/$(basename "$3")"
