@@ -9,6 +9,7 @@ import pytest
 
 from tests.conftest import waprov_argv
 from tests.sandbox import sandbox_run
+from waprov.swapin import SSH_DROPIN
 
 # A healthy image after `waprov -enable` and `-deprovision+user`: Debian's GA unit with
 # waprov's drop-in, Provisioning.Agent=disabled, waprov's units enabled, sshd and sudoers
@@ -26,6 +27,18 @@ for u in waprov-local.service waprov.service waprov-resourcedisk.service; do
 done
 printf '#!/bin/sh\\n[ "$*" = "-n udf" ]\\n' > /usr/local/sbin/modprobe; chmod 0755 /usr/local/sbin/modprobe
 cp /bin/sleep /run/hv_kvp_daemon; (/run/hv_kvp_daemon 120 &)
+"""
+
+
+# Flatcar's sshd@.service (spec/packaging.md: its sshd.socket starts one per connection)
+SSHD_AT = """cat >/lib/systemd/system/sshd@.service <<'EOF'
+[Unit]
+Description=OpenSSH per-connection server daemon
+
+[Service]
+ExecStart=-/usr/sbin/sshd -i
+StandardInput=socket
+EOF
 """
 
 
@@ -47,6 +60,7 @@ CHECKS = [
     "guest agent",
     "other provisioning agents",
     "sshd",
+    "socket-activated sshd",
     "sudoers",
     "hv_kvp_daemon",
     "waprov units",
@@ -95,6 +109,14 @@ def test_a_healthy_image_passes_every_check() -> None:
          "sed -i '/^Include/d' /etc/ssh/sshd_config", "FAIL",
          "has settings, but /etc/ssh/sshd_config does not Include it"),
         ("sshd", "echo 'Bogus yes' >> /etc/ssh/sshd_config", "FAIL", "sshd -t fails"),
+        # Flatcar's per-connection sshd (its sshd.socket has Accept=yes), without waprov's drop-in
+        ("socket-activated sshd", SSHD_AT, "FAIL",
+         "sshd@.service not After= waprov-local.service and waprov.service: a connection to the socket "
+         "starts sshd before provisioning ends"),
+        # a drop-in that follows only one of the two units
+        ("socket-activated sshd", SSHD_AT + "mkdir -p /etc/systemd/system/sshd@.service.d && "
+         "printf '[Unit]\\nAfter=waprov.service\\n' "
+         ">/etc/systemd/system/sshd@.service.d/50-waprov.conf", "FAIL", "sshd@.service not After="),
         ("sudoers", "sed -i '/includedir/d' /etc/sudoers", "FAIL",
          "/etc/sudoers does not read /etc/sudoers.d"),
         ("hv_kvp_daemon", "pkill -f /run/hv_kvp_daemon", "WARN", "not running"),
@@ -132,6 +154,21 @@ def test_an_image_without_host_keys_that_are_not_made_again_fails() -> None:
     rc, levels, out = doctor(NO_KEYS)
     assert levels["sshd"] == "FAIL" and rc == 1, out
     assert "there are no SSH host keys and Provisioning.RegenerateSshHostKeyPair is n" in out
+
+
+def test_a_per_connection_sshd_with_the_swap_in_drop_in_passes() -> None:
+    setup = (
+        SSHD_AT + "mkdir -p /etc/systemd/system/sshd@.service.d && "
+        f"cat >/etc/systemd/system/sshd@.service.d/50-waprov.conf <<'EOF'\n{SSH_DROPIN}EOF\n"
+    )
+    rc, levels, out = doctor(setup)
+    assert levels == dict.fromkeys(CHECKS, "OK") and rc == 0, out
+    assert (
+        "OK    socket-activated sshd: sshd@.service start only after "
+        "waprov-local.service and waprov.service\n"
+    ) in out
+    _, _, out = doctor()  # none installed (the machine's openssh has no ssh@.service)
+    assert "OK    socket-activated sshd: no per-connection sshd unit" in out
 
 
 def test_cloud_init_disabled_by_its_flag_is_fine() -> None:

@@ -214,7 +214,8 @@ def test_an_address_that_never_comes_back_is_waited_for_boundedly_with_a_warning
     "stack, argv",
     [
         ("ifupdown", [["ifdown", "eth0"], ["ifup", "eth0"]]),
-        ("networkmanager", [["nmcli", "device", "reapply", "eth0"]]),
+        # the applied connection's DHCP host name (an unchanged reapply sends nothing)
+        ("networkmanager", [["nmcli", "device", "modify", "eth0", "ipv4.dhcp-hostname", "vm"]]),
     ],
 )
 def test_other_stacks_wait_only_when_their_commands_dropped_the_address(

@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import DATA, ROOT
 from waprov.errors import HostError
-from waprov.swapin import DROPIN, UNITS, disable, enable
+from waprov.swapin import DROPIN, SSH_DROPIN, UNITS, disable, enable
 from waprov.system import System
 
 Entry = Tuple[str, object, int]
@@ -165,6 +165,8 @@ def test_debian_round_trip_is_byte_identical(debian: str) -> None:
     assert sum(a != b for a, b in lines) == 1
     for unit in ("waagent.service", "walinuxagent.service"):
         assert conf_text(debian, f"/etc/systemd/system/{unit}.d/50-waprov.conf") == DROPIN
+    for unit in ("ssh@.service", "sshd@.service"):
+        assert conf_text(debian, f"/etc/systemd/system/{unit}.d/50-waprov.conf") == SSH_DROPIN
     assert wants(debian) == WANTS
     assert "/etc/waagent.conf: line 3: Provisioning.Agent=auto -> Provisioning.Agent=disabled" in changes[0]
     assert changes[-3:] == [
@@ -229,7 +231,9 @@ def test_package_dropins_are_used_and_disable_skips_the_units_by_flag(debian: st
     package = "/usr/lib/systemd/system/walinuxagent.service.d/50-waprov.conf"  # /lib is usr/lib
     assert f"walinuxagent.service: the package's drop-in {package} is in place" in changes
     assert not os.path.exists(os.path.join(debian, "etc/systemd/system/walinuxagent.service.d"))
+    assert conf_text(debian, "/etc/systemd/system/sshd@.service.d/50-waprov.conf") == SSH_DROPIN
     changes, _ = disable(System(root=debian))
+    assert not os.path.exists(os.path.join(debian, "etc/systemd/system/sshd@.service.d"))
     assert os.path.isfile(os.path.join(debian, "etc/waprov/disabled"))  # Requires= still pulls waprov in
     assert (
         "/etc/waprov/disabled: written (the package's drop-ins for waagent.service, walinuxagent.service"
@@ -346,7 +350,7 @@ def test_command_on_a_real_root_in_a_sandbox() -> None:
     """
     p = sandbox_run(["bash", "-c", script], SANDBOX_SETUP)
     out = p.stdout.split("\n")
-    assert out[:8] == [
+    assert out[:10] == [
         "waprov -enable (dry run: nothing was changed):",
         "  /etc/waagent.conf: line 3: Provisioning.Agent=auto -> Provisioning.Agent=disabled"
         " (previous line kept in /etc/waprov/swap-in.json)",
@@ -354,32 +358,38 @@ def test_command_on_a_real_root_in_a_sandbox() -> None:
         " (waagent.service requires and follows waprov-local.service and waprov.service)",
         "  /etc/systemd/system/walinuxagent.service.d/50-waprov.conf: written"
         " (walinuxagent.service requires and follows waprov-local.service and waprov.service)",
+        "  /etc/systemd/system/ssh@.service.d/50-waprov.conf: written"
+        " (a socket-started ssh@.service follows waprov-local.service and waprov.service)",
+        "  /etc/systemd/system/sshd@.service.d/50-waprov.conf: written"
+        " (a socket-started sshd@.service follows waprov-local.service and waprov.service)",
         "  waprov-local.service: enabled",
         "  waprov.service: enabled",
         "  waprov-resourcedisk.service: enabled",
         "rc=0",
     ], p.stdout + p.stderr
-    assert out[8] == "untouched"
-    assert out[9:17] == ["waprov -enable:", *out[1:7], "rc=0"]
-    assert out[17:21] == [
+    assert out[10] == "untouched"
+    assert out[11:21] == ["waprov -enable:", *out[1:9], "rc=0"]
+    assert out[21:25] == [
         "waprov -enable:",
         "  /etc/waagent.conf: Provisioning.Agent is already disabled (left as it is)",
         "  nothing to change: waprov is already enabled",
         "rc=0",
     ]
-    assert out[21:24] == ["enabled", "enabled", "enabled"]
-    assert out[24:33] == [
+    assert out[25:28] == ["enabled", "enabled", "enabled"]
+    assert out[28:39] == [
         "waprov -disable:",
         "  /etc/waagent.conf: line 3: Provisioning.Agent=disabled -> Provisioning.Agent=auto",
         "  /etc/systemd/system/waagent.service.d/50-waprov.conf: removed",
         "  /etc/systemd/system/walinuxagent.service.d/50-waprov.conf: removed",
+        "  /etc/systemd/system/ssh@.service.d/50-waprov.conf: removed",
+        "  /etc/systemd/system/sshd@.service.d/50-waprov.conf: removed",
         "  waprov-local.service: disabled",
         "  waprov.service: disabled",
         "  waprov-resourcedisk.service: disabled",
         "rc=0",
         "identical",
     ]
-    assert out[33] == "waprov -disable:"
+    assert out[39] == "waprov -disable:"
     assert any(
         line.startswith("  NOT DONE: /etc/waagent.conf: not restored: the Provisioning.Agent line")
         for line in out
@@ -387,3 +397,99 @@ def test_command_on_a_real_root_in_a_sandbox() -> None:
     assert "rc=1" in out and out[-2:] == ["rc=2", ""]
     assert "/etc/waprov/swap-in.json: is not a record written by waprov -enable" in p.stderr
     assert "Traceback" not in p.stderr
+
+
+def test_ssh_dropin_beside_an_admins_own_is_removed_alone(debian: str) -> None:
+    put(debian, "/etc/systemd/system/sshd@.service.d/10-admin.conf", "[Service]\nNice=5\n")
+    enable(System(root=debian))
+    assert conf_text(debian, "/etc/systemd/system/sshd@.service.d/50-waprov.conf") == SSH_DROPIN
+    disable(System(root=debian))
+    assert os.listdir(os.path.join(debian, "etc/systemd/system/sshd@.service.d")) == ["10-admin.conf"]
+
+
+# Socket-activated sshd as the distributions ship it (spec/packaging.md): Debian 12's
+# ssh.socket (Accept=no: it starts ssh.service), and Flatcar's sshd.socket (Accept=yes:
+# one sshd@.service per connection), with a stand-in sshd.
+SSH_UNITS_SETUP = """
+printf '#!/bin/sh\\n' >/usr/sbin/sshd; chmod 0755 /usr/sbin/sshd
+printf '#!/bin/sh\\n' >/usr/sbin/waprov; chmod 0755 /usr/sbin/waprov
+mkdir -p /usr/libexec/waprov && cp init/waprov-boot-check /usr/libexec/waprov/
+u=/etc/systemd/system
+cat >$u/ssh.socket <<'EOF'
+[Unit]
+Description=OpenBSD Secure Shell server socket
+Before=sockets.target
+ConditionPathExists=!/etc/ssh/sshd_not_to_be_run
+
+[Socket]
+ListenStream=22
+Accept=no
+
+[Install]
+WantedBy=sockets.target
+EOF
+cat >$u/ssh.service <<'EOF'
+[Unit]
+Description=OpenBSD Secure Shell server
+After=network.target auditd.service
+
+[Service]
+ExecStart=/usr/sbin/sshd -D
+Type=notify
+EOF
+cat >$u/sshd.socket <<'EOF'
+[Unit]
+Description=OpenSSH Server Socket
+Conflicts=sshd.service
+
+[Socket]
+ListenStream=2222
+FreeBind=true
+Accept=yes
+
+[Install]
+WantedBy=sockets.target
+EOF
+cat >$u/sshd@.service <<'EOF'
+[Unit]
+Description=OpenSSH per-connection server daemon
+
+[Service]
+ExecStart=-/usr/sbin/sshd -i
+StandardInput=socket
+EOF
+# a boot in one transaction: the provisioning units, both sockets and a connection's sshd
+cat >$u/e2e-boot.target <<'EOF'
+[Unit]
+Wants=basic.target waprov-local.service waprov.service ssh.socket sshd.socket
+Wants=sshd@0-127.0.0.1:2222-127.0.0.1:40000.service
+EOF
+"""
+
+
+@pytest.mark.sandbox
+@pytest.mark.parametrize("dropin", ["enable", "socket after waprov.service"])
+def test_ssh_dropins_verify_without_an_ordering_cycle(dropin: str) -> None:
+    """`systemd-analyze verify` of one transaction that starts waprov's units, Debian's
+    ssh.socket, Flatcar's sshd.socket and one of its per-connection sshd@ units, after the
+    real `waprov -enable`: nothing to report. The design this replaces (the socket itself
+    After=waprov.service) is a cycle, which the same check reports."""
+    from tests.conftest import waprov_argv
+    from tests.sandbox import sandbox_run
+
+    w = " ".join(waprov_argv())
+    script = f"{w} -enable >/dev/null || exit 1\n"
+    if dropin != "enable":
+        script += (
+            "mkdir -p /etc/systemd/system/sshd.socket.d && printf '[Unit]\\nAfter=waprov.service\\n' "
+            ">/etc/systemd/system/sshd.socket.d/50-bad.conf\n"
+        )
+    script += "cat /etc/systemd/system/sshd@.service.d/50-waprov.conf\n"
+    script += 'sh -c "systemd-analyze verify --man=no e2e-boot.target"; echo "rc=$?"'
+    p = sandbox_run(["bash", "-c", script], SANDBOX_SETUP + SSH_UNITS_SETUP)
+    out = p.stdout + p.stderr
+    assert p.stdout.startswith(SSH_DROPIN), out
+    if dropin == "enable":
+        assert (p.stdout[len(SSH_DROPIN) :], p.stderr) == ("rc=0\n", ""), out
+    else:
+        assert "Found ordering cycle" in out, out

@@ -97,7 +97,7 @@ class Distro:
     dhcp_hostname: str = DHCLIENT  # DHCLIENT, IFCFG or SUSE_DHCP
     # the re-announce: `nm_restart` first (always, or only when the interface's ifcfg says
     # NM_CONTROLLED=n|no), then `restart_if` with "{if}" the interface; () = by the network
-    # stack that runs (networkctl reconfigure, nmcli device reapply, ifdown + ifup)
+    # stack that runs (networkctl reconfigure, nmcli device modify, ifdown + ifup)
     nm_restart: Tuple[str, ...] = ()
     nm_restart_always: bool = False
     restart_if: Tuple[Tuple[str, ...], ...] = ()

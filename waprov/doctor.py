@@ -3,7 +3,8 @@
 Each check prints one line `OK|WARN|FAIL  <name>: <finding>` and, unless OK, the fix on
 the next line. Read-only (probes through System.query). Exit 1 if any check FAILs.
 Checks: udf can be mounted (WALinuxAgent #2144), the guest agent is swapped out
-(`Provisioning.Agent=disabled`, its drop-ins), no second provisioning agent (cloud-init,
+(`Provisioning.Agent=disabled`, its drop-ins), a per-connection sshd that a socket
+starts waits for provisioning (the ssh@/sshd@.service drop-ins), no second provisioning agent (cloud-init,
 azure-init), sshd reads its drop-in directory and `sshd -t` passes, /etc/sudoers reads
 sudoers.d, hv_kvp_daemon runs, waprov's units are enabled; with `--image`, nothing that
 `-deprovision` should have removed is left (ovf-env.xml, provisioned markers, users'
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Set, TextIO
 
 from waprov.config import Config
-from waprov.swapin import DROPIN_NAME, ETC_UNITS, GA_UNITS, PROVISIONING_UNITS, UNITS, unit_file
+from waprov.swapin import DROPIN_NAME, ETC_UNITS, GA_UNITS, PROVISIONING_UNITS, SSH_UNITS, UNITS, unit_file
 from waprov.system import Result, System
 
 NO_HOST_KEYS = "no hostkeys available"  # sshd's words when it finds no host key
@@ -93,14 +94,37 @@ def check_guest_agent(system: System, config: Config) -> Finding:
     return Finding(OK, name, f"Provisioning.Agent=disabled; {', '.join(installed)} require {required}")
 
 
-def _requires_and_follows(dropin: str) -> bool:
-    """The drop-in's Requires= and After= name both provisioning units."""
-    words: Dict[str, Set[str]] = {"Requires": set(), "After": set()}
+def _names_both(dropin: str, *keys: str) -> bool:
+    """Each of the drop-in's `keys` (Requires, After) names both provisioning units."""
+    words: Dict[str, Set[str]] = {key: set() for key in keys}
     for line in dropin.splitlines():
-        m = re.match(r"\s*(Requires|After)\s*=(.*)", line)
-        if m:
+        m = re.match(r"\s*(\w+)\s*=(.*)", line)
+        if m and m.group(1) in words:
             words[m.group(1)] |= set(m.group(2).split())
     return all(set(PROVISIONING_UNITS) <= found for found in words.values())
+
+
+def _requires_and_follows(dropin: str) -> bool:
+    return _names_both(dropin, "Requires", "After")
+
+
+def check_ssh_socket(system: System, config: Config) -> Finding:
+    name = "socket-activated sshd"
+    templates = [u for u in SSH_UNITS if unit_file(system, u) is not None]
+    if not templates:
+        return Finding(OK, name, "no per-connection sshd unit (ssh@.service, sshd@.service); a socket "
+                       "that starts ssh.service or sshd.service waits for waprov.service")  # fmt: skip
+    follows = " and ".join(PROVISIONING_UNITS)
+    unordered = []
+    for unit in templates:
+        dropin = unit_file(system, f"{unit}.d/{DROPIN_NAME}")
+        if dropin is None or not _names_both(_text(system, dropin) or "", "After"):
+            unordered.append(unit)
+    if unordered:
+        return Finding(FAIL, name, f"{', '.join(unordered)} not After= {follows}: a connection to the "
+                       "socket starts sshd before provisioning ends (old host keys and settings)",
+                       "run `waprov -enable`")  # fmt: skip
+    return Finding(OK, name, f"{', '.join(templates)} start only after {follows}")
 
 
 def check_other_agents(system: System, config: Config) -> Finding:
@@ -219,7 +243,7 @@ def _process_names() -> List[str]:
 def run(
     system: System, config: Config, image: bool, processes: Callable[[], List[str]] = _process_names
 ) -> List[Finding]:
-    checks = (check_udf, check_guest_agent, check_other_agents, check_sshd, check_sudoers)
+    checks = (check_udf, check_guest_agent, check_other_agents, check_sshd, check_ssh_socket, check_sudoers)
     findings = [check(system, config) for check in checks]
     findings.append(check_kvp_daemon(system, config, processes))
     findings.append(check_units(system, config))

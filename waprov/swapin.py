@@ -5,9 +5,10 @@ another package's conffile).
 -enable: `Provisioning.Agent=disabled` in the file the guest agent (GA) reads, one line
 changed (agentconf.py; the previous line kept in /etc/waprov/swap-in.json; Flatcar's
 `/etc/waagent.conf -> ../usr/share/...` symlink becomes a file), the GA drop-ins in
-/etc/systemd/system unless the package ships them, /etc/waprov/disabled removed, the
-units enabled. -disable: the recorded line put back byte for byte (the symlink too), our
-/etc drop-ins removed, the units disabled, and /etc/waprov/disabled written when the
+/etc/systemd/system unless the package ships them, the per-connection sshd drop-ins (sshd
+started by a socket waits for provisioning), /etc/waprov/disabled removed, the units
+enabled. -disable: the recorded line put back byte for byte (the symlink too), our /etc
+drop-ins removed, the units disabled, and /etc/waprov/disabled written when the
 package's drop-ins would still pull waprov-local.service and waprov.service in. Both
 print what they changed and change nothing on a second run. Exit 0 done, 1 failed (or
 not fully undone), 2 bad input.
@@ -49,6 +50,23 @@ DROPIN = """\
 # after both of waprov's provisioning units, and not at all when provisioning failed.
 [Unit]
 Requires=waprov-local.service waprov.service
+After=waprov-local.service waprov.service
+"""
+# Socket-activated sshd with one instance per connection (Accept=yes): Flatcar's and
+# Fedora's/RHEL's sshd.socket start sshd@.service, Debian 11's ssh.socket ssh@.service.
+# Written whether or not they are installed (an After= on its own orders nothing).
+SSH_UNITS = ("ssh@.service", "sshd@.service")
+# The text of init/ssh-dropin.conf (a test keeps the two equal).
+SSH_DROPIN = """\
+# Installed by `waprov -enable` for socket-activated sshd with one instance per
+# connection (Accept=yes: Flatcar's and Fedora's sshd.socket, Debian 11's ssh.socket).
+# The socket listens from early boot: its unit is Before=sockets.target, and
+# waprov.service comes after basic.target, so ordering the socket after waprov.service
+# would be a cycle. The sshd each connection starts waits here instead: a connection made
+# during provisioning is held (no banner, nothing read) until both provisioning units have
+# finished, then meets the final host keys and settings. A socket that starts
+# ssh.service or sshd.service (Accept=no) is held back by waprov.service's Before= of them.
+[Unit]
 After=waprov-local.service waprov.service
 """
 
@@ -230,6 +248,14 @@ def enable(system: System, conf: str = GA_CONF) -> List[str]:
             changes.append(
                 f"{path}: written ({unit} requires and follows {' and '.join(PROVISIONING_UNITS)})"
             )
+    for unit in SSH_UNITS:
+        path = f"{ETC_UNITS}/{unit}.d/{DROPIN_NAME}"
+        if system.read(path) != SSH_DROPIN.encode():
+            system.makedirs(posixpath.dirname(path), 0o755)
+            system.write(path, SSH_DROPIN, 0o644)
+            changes.append(
+                f"{path}: written (a socket-started {unit} follows {' and '.join(PROVISIONING_UNITS)})"
+            )
     if system.remove(DISABLED_FLAG):
         changes.append(f"{DISABLED_FLAG}: removed")
     to_enable = [u for u in UNITS if not _enabled(system, u)]
@@ -248,16 +274,14 @@ def disable(system: System) -> Tuple[List[str], List[str]]:
     changes: List[str] = []
     problems: List[str] = []
     _conf_disable(system, changes, problems)
-    pulled_in = []
-    for unit in GA_UNITS:
+    for unit in (*GA_UNITS, *SSH_UNITS):
         path = f"{ETC_UNITS}/{unit}.d/{DROPIN_NAME}"
         if system.remove(path):
             changes.append(f"{path}: removed")
             folder = posixpath.dirname(path)
             if not system.glob(folder + "/*") and not system.glob(folder + "/.*"):
                 system.remove(folder, recursive=True)
-        if _package_dropin(system, unit) is not None:
-            pulled_in.append(unit)
+    pulled_in = [unit for unit in GA_UNITS if _package_dropin(system, unit) is not None]
     to_disable = [u for u in _installed_units(system) if _enabled(system, u)]
     if to_disable:
         system.run(_systemctl(system, "disable", *to_disable))

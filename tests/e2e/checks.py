@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from tests.e2e.pcap import Dhcp, check_first_request_hostname, client_requests, read_dhcp
 from tests.e2e.scenario import Scenario, agent_of, record_timing, state_of
@@ -31,7 +31,10 @@ GA_CHANGES = ("Format partition", "Creating new GPT partition", "Removing old GP
 # Per image variant: the provisioning agent's first (local) unit, its network unit, sshd.
 UNITS = {
     "waprov": ("waprov-local.service", "waprov.service", "ssh.service"),
+    "trixie": ("waprov-local.service", "waprov.service", "ssh.service"),
     "cloudinit": ("cloud-init-local.service", "cloud-init.service", "ssh.service"),
+    # sshd socket-activated: the socket, and ssh.service when the socket starts it
+    "waprov-nm": ("waprov-local.service", "waprov.service", "ssh.socket", "ssh.service"),
 }
 
 
@@ -54,10 +57,18 @@ def key_at(user: str, pub: str) -> Tuple[Tuple[str, None, str], ...]:
     return ((f"/home/{user}/.ssh/authorized_keys", None, pub),)
 
 
-def boot(s: Scenario, agents: Tuple[str, ...] = ("waprov",), ssh: bool = True) -> Request:
-    """Start the guest, wait for the final health report of one of `agents` and, when
-    it is Ready and `ssh`, for ssh as the user; record the timings. Returns the report."""
+def boot(
+    s: Scenario,
+    agents: Tuple[str, ...] = ("waprov",),
+    ssh: bool = True,
+    started: Optional[Callable[[], None]] = None,
+) -> Request:
+    """Start the guest (then call `started`: the kernel has handed over to init), wait
+    for the final health report of one of `agents` and, when it is Ready and `ssh`, for
+    ssh as the user; record the timings. Returns the report."""
     s.guest.start()
+    if started is not None:
+        started()
     final = s.wait_health(agents, FINAL)
     timing: Dict[str, Any] = {
         "agent": agent_of(final),

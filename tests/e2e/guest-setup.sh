@@ -1,7 +1,10 @@
 #!/bin/sh
-# Makes a freshly bootstrapped Debian 12 root ($1) into the e2e test guest, variant $2
+# Makes a freshly bootstrapped Debian 12 or 13 root ($1) into the e2e test guest, variant $2
 # ("waprov": the .deb $3 installed and swapped in with `waprov -enable`; "cloudinit":
-# Debian's cloud-init with the Azure datasource). Run by mmdebstrap as a customize hook,
+# Debian's cloud-init with the Azure datasource; "waprov-nm": as "waprov", but its NIC
+# is NetworkManager's and sshd is socket-activated: Debian's ssh.socket is enabled
+# instead of ssh.service; no guest agent, as Debian's waagent conflicts with
+# network-manager; "trixie": "waprov" on Debian 13). Run by mmdebstrap as a customize hook,
 # with the network (apt) and $1's /proc, /sys, /dev mounted. Only what qemu lacks
 # compared with an Azure VM is faked here, and each fake says what it stands in for.
 set -eu
@@ -12,6 +15,60 @@ in_root() { chroot "$root" env DEBIAN_FRONTEND=noninteractive PATH=/usr/sbin:/us
 printf 'LABEL=root / ext4 defaults,errors=remount-ro 0 1\n' >"$root/etc/fstab"
 printf 'debian\n' >"$root/etc/hostname"
 printf '127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n' >"$root/etc/hosts"
+if [ "$variant" = waprov-nm ]; then
+    # NetworkManager (Debian's network-manager, its internal DHCP client) manages the NIC
+    # by a keyfile profile; DNS is left alone (see the end), the wireserver's host route
+    # is in the profile as Azure's DHCP would give it (below).
+    mkdir -p "$root/etc/NetworkManager/system-connections" "$root/etc/NetworkManager/conf.d"
+    printf '[main]\ndns=none\n' >"$root/etc/NetworkManager/conf.d/90-e2e.conf"
+    cat >"$root/etc/NetworkManager/system-connections/e2e.nmconnection" <<'NET'
+[connection]
+id=e2e
+type=ethernet
+autoconnect=true
+
+[ipv4]
+method=auto
+ignore-auto-dns=true
+route1=168.63.129.16/32
+
+[ipv6]
+method=ignore
+NET
+    chmod 0600 "$root/etc/NetworkManager/system-connections/e2e.nmconnection"
+    in_root systemctl enable NetworkManager.service
+    # sshd socket-activated: Debian 12's ssh.socket (Accept=no: it starts ssh.service).
+    in_root systemctl disable ssh.service
+    in_root systemctl enable ssh.socket
+    # With e2e.sshd=per-connection on the kernel command line, the socket starts one sshd
+    # per connection (Accept=yes, ssh@.service), as Debian 11's openssh-server shipped
+    # it and as Flatcar's and Fedora's sshd.socket do (sshd@.service): a generator adds
+    # both for that boot only. RuntimeDirectoryPreserve=yes: without it, one instance's
+    # end removes /run/sshd under the next one ("Missing privilege separation directory",
+    # seen here with back-to-back logins).
+    mkdir -p "$root/etc/systemd/system-generators"
+    cat >"$root/etc/systemd/system-generators/e2e-sshd-per-connection" <<'GEN'
+#!/bin/sh
+grep -qw 'e2e.sshd=per-connection' /proc/cmdline || exit 0
+mkdir -p "$1/ssh.socket.d"
+printf '[Socket]\nAccept=yes\n' >"$1/ssh.socket.d/e2e-per-connection.conf"
+cat >"$1/ssh@.service" <<'UNIT'
+[Unit]
+Description=OpenBSD Secure Shell server per-connection daemon (Debian 11's unit)
+Documentation=man:sshd(8) man:sshd_config(5)
+After=auditd.service
+
+[Service]
+EnvironmentFile=-/etc/default/ssh
+ExecStart=-/usr/sbin/sshd -i $SSHD_OPTS
+StandardInput=socket
+RuntimeDirectory=sshd
+RuntimeDirectoryMode=0755
+RuntimeDirectoryPreserve=yes
+UNIT
+GEN
+    chmod 0755 "$root/etc/systemd/system-generators/e2e-sshd-per-connection"
+else
 mkdir -p "$root/etc/systemd/network"
 cat >"$root/etc/systemd/network/80-e2e-dhcp.network" <<'NET'
 [Match]
@@ -31,6 +88,7 @@ Destination=168.63.129.16/32
 Scope=link
 NET
 in_root systemctl enable systemd-networkd.service
+fi
 printf 'UseDNS no\n' >"$root/etc/ssh/sshd_config.d/10-e2e-nodns.conf"
 
 # --- what qemu lacks -----------------------------------------------------------------
@@ -72,13 +130,16 @@ ExecStart=/bin/sh -c 'dev=$(basename "$(readlink -f /dev/disk/azure/resource)");
 UNIT
 
 # --- the variant -----------------------------------------------------------------------
-# The guest agent's configuration, as on an image that keeps a swapfile on the resource disk.
+# The guest agent's configuration, as on an image that keeps a swapfile on the resource
+# disk (waprov-nm has no guest agent: waprov reads its own shipped defaults there).
 conf="$root/etc/waagent.conf"
-sed -i -e 's/^ResourceDisk.Format=.*/ResourceDisk.Format=y/' \
-       -e 's/^ResourceDisk.EnableSwap=.*/ResourceDisk.EnableSwap=y/' \
-       -e 's/^ResourceDisk.SwapSizeMB=.*/ResourceDisk.SwapSizeMB=128/' "$conf"
+if [ "$variant" != waprov-nm ]; then
+    sed -i -e 's/^ResourceDisk.Format=.*/ResourceDisk.Format=y/' \
+           -e 's/^ResourceDisk.EnableSwap=.*/ResourceDisk.EnableSwap=y/' \
+           -e 's/^ResourceDisk.SwapSizeMB=.*/ResourceDisk.SwapSizeMB=128/' "$conf"
+fi
 case $variant in
-waprov)
+waprov|waprov-nm|trixie)
     cp "$3" "$root/tmp/"
     in_root apt-get install -y -q --no-install-recommends "/tmp/$(basename "$3")"
     rm "$root/tmp/$(basename "$3")"

@@ -332,12 +332,13 @@ def _debugfs_cat(raw: str, path: str) -> Optional[str]:
     return p.stdout
 
 
-def record_timing(name: str, values: Dict[str, Any]) -> None:
+def record_timing(name: str, values: Dict[str, Any], merge: bool = False) -> None:
+    """Write `name`'s timings (`merge`: add `values` to those recorded already)."""
     path = os.path.join(logs_root(), "timings.json")
     data: Dict[str, Any] = {}
     if os.path.exists(path):
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
-    data[name] = values
+    data[name] = {**data.get(name, {}), **values} if merge else values
     with open(path, "w", encoding="utf-8") as f:
         json.dump(data, f, indent=2, sort_keys=True)

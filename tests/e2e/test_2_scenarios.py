@@ -31,9 +31,15 @@ from tests.provisioning import ovf
 
 
 def test_b_password_user() -> None:
+    password_user("waprov")
+
+
+def password_user(variant: str) -> None:
+    """(b) on the image `variant` (tests/e2e/test_4_trixie.py: Debian 13's)."""
     password = "E2e-" + secrets.token_urlsafe(12)
     s = Scenario(
-        "b-password",
+        "b-password" + ("" if variant == "waprov" else f"-{variant}"),
+        variant=variant,
         user="bob",
         ovf=lambda pub: ovf(
             hostname="e2e-password",
@@ -96,8 +102,14 @@ def test_d_goal_state_faults_are_retried() -> None:
 
 
 def test_e_refused_ovf_reports_failure_and_the_guest_agent_never_starts() -> None:
+    refused_ovf("waprov")
+
+
+def refused_ovf(variant: str) -> None:
+    """(e) on the image `variant` (tests/e2e/test_4_trixie.py: Debian 13's)."""
     s = Scenario(
-        "e-refused",
+        "e-refused" + ("" if variant == "waprov" else f"-{variant}"),
+        variant=variant,
         user="daemon",
         ovf=lambda pub: ovf(hostname="e2e-refused", user="daemon", keys=key_at("daemon", pub)),
         imds=lambda pub: imds("daemon", "e2e-refused", pub),

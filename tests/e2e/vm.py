@@ -87,6 +87,7 @@ class Guest:
         self.pcap = ""  # this boot's capture file, "" when not captured
         self.stalls = 0  # boots started again because the kernel stalled before init
         self.kernel_stall_s = KERNEL_STALL_S
+        self.kernel_args = ""  # appended to the kernel command line (the image's own switches)
         os.makedirs(workdir, exist_ok=True)
         # ssh's password helper: prints the password it is given in its environment
         self.askpass = os.path.join(workdir, "askpass.sh")
@@ -110,9 +111,9 @@ class Guest:
         argv = [
             "qemu-system-x86_64", "-accel", "tcg", "-machine", "pc", "-smp", "2", "-m", "1024",
             "-display", "none", "-no-reboot", "-no-user-config", "-nodefaults",
-            "-kernel", os.path.join(self.image_dir, "vmlinuz"),
-            "-initrd", os.path.join(self.image_dir, "initrd.img"),
-            "-append", "root=LABEL=root ro console=ttyS0 rootwait",
+            "-kernel", self._boot_file("vmlinuz"),
+            "-initrd", self._boot_file("initrd.img"),
+            "-append", f"root=LABEL=root ro console=ttyS0 rootwait {self.kernel_args}".strip(),
             "-serial", f"file:{self.console}",
             "-monitor", f"unix:{self.monitor},server=on,wait=off",
             "-uuid", self.vm_uuid,
@@ -130,6 +131,11 @@ class Guest:
         if self.asset_tag:
             argv += ["-smbios", f"type=3,asset={AZURE_ASSET_TAG}"]
         return argv
+
+    def _boot_file(self, name: str) -> str:
+        """The variant's own kernel or initramfs (another suite's) if it has one."""
+        own = os.path.join(self.image_dir, f"{name}-{self.variant}")
+        return own if os.path.exists(own) else os.path.join(self.image_dir, name)
 
     def start(self) -> None:
         if self.proc is not None:

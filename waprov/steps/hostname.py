@@ -361,7 +361,12 @@ def reannounce(ctx: Ctx, interfaces: Interfaces = _interfaces, stack: Optional[s
         if stack == "networkd":
             commands = [("networkctl", "reconfigure", ifname)]
         elif stack == "networkmanager":
-            commands = [("nmcli", "device", "reapply", ifname)]
+            # `nmcli device reapply` of an unchanged profile starts no DHCP exchange
+            # (NetworkManager 1.42, seen in the e2e boot); a new DHCP host name on the
+            # device's applied connection (the saved profile is left alone) makes it send
+            # a REQUEST that carries the name, the address kept.
+            name = host_name(ctx.data.hostname)
+            commands = [("nmcli", "device", "modify", ifname, "ipv4.dhcp-hostname", name)]
         else:
             commands = [("ifdown", ifname), ("ifup", ifname)]
     default_route = routes_on(_route_text(ctx.system), ifname)[1]
