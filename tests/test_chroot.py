@@ -52,6 +52,27 @@ def enabled(root: str, *units: str) -> List[str]:
     return r.stdout.split()
 
 
+def install_beside_waagent(root: str, deb: str) -> str:
+    """`apt-get install` of `deb` and the distribution's waagent together in the chroot
+    `root` (no network: the Depends resolve against its package lists and base); the log."""
+    shutil.copy(deb, os.path.join(root, "tmp"))
+    write(os.path.join(root, "usr/sbin/policy-rc.d"), POLICY_RC_D, 0o755)
+    # as if systemd ran: maintainer scripts then ask deb-systemd-invoke (and so
+    # policy-rc.d) to start what they start
+    os.makedirs(os.path.join(root, "run/systemd/system"))
+    r = in_chroot(
+        root,
+        "apt-get",
+        "install",
+        "-y",
+        "--no-install-recommends",
+        f"/tmp/{os.path.basename(deb)}",
+        "waagent",
+    )
+    os.rmdir(os.path.join(root, "run/systemd/system"))
+    return ok(r) + r.stderr
+
+
 @pytest.fixture
 def installed() -> Iterator[Chroot]:
     """A fresh bookworm chroot with waprov's .deb and waagent installed by apt together."""
@@ -59,22 +80,7 @@ def installed() -> Iterator[Chroot]:
     depends = out(["dpkg-deb", "-f", deb, "Depends"]).strip()
     root = unpack(base_tarball(SUITE, BASE_FORMAT, f"waagent, {depends}"))
     try:
-        shutil.copy(deb, os.path.join(root, "tmp"))
-        write(os.path.join(root, "usr/sbin/policy-rc.d"), POLICY_RC_D, 0o755)
-        # as if systemd ran: maintainer scripts then ask deb-systemd-invoke (and so
-        # policy-rc.d) to start what they start
-        os.makedirs(os.path.join(root, "run/systemd/system"))
-        r = in_chroot(
-            root,
-            "apt-get",
-            "install",
-            "-y",
-            "--no-install-recommends",
-            f"/tmp/{os.path.basename(deb)}",
-            "waagent",
-        )
-        os.rmdir(os.path.join(root, "run/systemd/system"))
-        yield Chroot(root, ok(r) + r.stderr)
+        yield Chroot(root, install_beside_waagent(root, deb))
     finally:
         remove_tree(root)
     assert not os.path.exists(root)

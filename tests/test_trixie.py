@@ -14,14 +14,13 @@ import ast
 import glob
 import os
 import re
-import shutil
 from typing import Iterator, List
 
 import pytest
 
 from tests.chroot import base_tarball, in_chroot, in_system, ok, remove_tree, unpack
 from tests.pkgfiles import ROOT, packages
-from tests.test_chroot import POLICY_RC_D, enable_then_disable, enabled, read_bytes, write
+from tests.test_chroot import enable_then_disable, enabled, install_beside_waagent, read_bytes
 
 SUITE = "trixie"
 BASE_FORMAT = "1"  # bump when the base's recipe changes in another way than its package lists
@@ -117,22 +116,7 @@ def test_the_unit_tests_pass_under_trixies_python_3_13(trixie: str) -> None:
 def test_the_deb_built_on_debian_12_installs_on_trixie_beside_waagent_and_hashes_with_crypt_r(
     trixie: str,
 ) -> None:
-    deb = packages().deb
-    shutil.copy(deb, os.path.join(trixie, "tmp"))
-    write(os.path.join(trixie, "usr/sbin/policy-rc.d"), POLICY_RC_D, 0o755)
-    os.makedirs(os.path.join(trixie, "run/systemd/system"))  # maintainer scripts: as if systemd ran
-    # no network: the Depends resolve against trixie's package lists and the base's packages
-    r = in_chroot(
-        trixie,
-        "apt-get",
-        "install",
-        "-y",
-        "--no-install-recommends",
-        f"/tmp/{os.path.basename(deb)}",
-        "waagent",
-    )
-    log = ok(r) + r.stderr
-    os.rmdir(os.path.join(trixie, "run/systemd/system"))
+    log = install_beside_waagent(trixie, packages().deb)
     assert "trying to overwrite" not in log
     status = ok(in_chroot(trixie, "dpkg-query", "-W", "-f", "${Package} ${Status}\n", "waprov", "waagent"))
     assert sorted(status.splitlines()) == ["waagent install ok installed", "waprov install ok installed"]
