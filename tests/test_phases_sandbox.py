@@ -414,3 +414,21 @@ def test_an_early_key_the_configuration_does_not_want_is_removed_unused(tmp_path
     assert "/etc/ssh/ssh_host_rsa_key" not in r["snapshot"]
     assert text(r, "/etc/ssh/ssh_host_ed25519_key.pub").split()[2] == "root@early-vm"
     assert not [p for p in r["snapshot"] if p.startswith(PREGEN)]
+
+
+def test_the_boot_check_makes_its_early_key_at_a_raised_priority(tmp_path: Any) -> None:
+    # an ssh-keygen ahead on PATH notes its niceness, then hands over to the real one
+    spy = (
+        "mkdir -p /tmp/spy && printf '#!/bin/sh\\nnice > /tmp/niceness\\nexec /usr/bin/ssh-keygen \"$@\"\\n'"
+        " > /tmp/spy/ssh-keygen && chmod 755 /tmp/spy/ssh-keygen"
+    )
+    wait = f"for i in $(seq 600); do [ -e {PREGEN}/rc ] && break; sleep 0.05; done"
+    wait += f"; cat {PREGEN}/rc /tmp/niceness"
+    r = run(
+        tmp_path,
+        conf=REGEN.format("rsa"),
+        ovf=ovf(),
+        runs=[{"args": ["-version"], "before": [spy, f"PATH=/tmp/spy:$PATH {CHECK}"], "after": [wait]}],
+        snapshot=SNAP,
+    )
+    assert r["runs"][0]["after"][0]["stdout"].split() == ["0", "-10"]
