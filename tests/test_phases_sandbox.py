@@ -416,19 +416,62 @@ def test_an_early_key_the_configuration_does_not_want_is_removed_unused(tmp_path
     assert not [p for p in r["snapshot"] if p.startswith(PREGEN)]
 
 
-def test_the_boot_check_makes_its_early_key_at_a_raised_priority(tmp_path: Any) -> None:
-    # an ssh-keygen ahead on PATH notes its niceness, then hands over to the real one
-    spy = (
-        "mkdir -p /tmp/spy && printf '#!/bin/sh\\nnice > /tmp/niceness\\nexec /usr/bin/ssh-keygen \"$@\"\\n'"
-        " > /tmp/spy/ssh-keygen && chmod 755 /tmp/spy/ssh-keygen"
-    )
-    wait = f"for i in $(seq 600); do [ -e {PREGEN}/rc ] && break; sleep 0.05; done"
-    wait += f"; cat {PREGEN}/rc /tmp/niceness"
+# an ssh-keygen ahead on PATH: notes its niceness, then fails when told to (FAIL_AT: the
+# niceness whose run fails, `any` for both) or hands over to the real one
+SPY = (
+    "mkdir -p /tmp/spy && cat > /tmp/spy/ssh-keygen <<'EOS' && chmod 755 /tmp/spy/ssh-keygen\n"
+    "#!/bin/sh\n"
+    'n=$(nice); echo "$n" >> /tmp/niceness\n'
+    'case "$FAIL_AT" in "$n" | any) echo spy failed >&2; exit 1 ;; esac\n'
+    'exec /usr/bin/ssh-keygen "$@"\n'
+    "EOS"
+)
+AWAIT_PREGEN = f"for i in $(seq 600); do [ -e {PREGEN}/rc ] && break; sleep 0.05; done"
+
+
+def spied_check(fail_at: str = "") -> str:
+    return f"FAIL_AT='{fail_at}' PATH=/tmp/spy:$PATH {CHECK}"
+
+
+def test_the_boot_check_races_two_keygens_one_raised_one_lowered_and_keeps_one_key(tmp_path: Any) -> None:
+    # both searches succeed or the first one's end stops the other: exactly one key, no
+    # keygen left running, the losing run's directory holds no second whole key pair
+    after = AWAIT_PREGEN + f"; sleep 1; cat {PREGEN}/rc; sort -n /tmp/niceness | tr '\\n' ' '; echo"
+    after += f"; ls {PREGEN}; pgrep -x ssh-keygen || echo none-running"
+    after += f"; ssh-keygen -lf {PREGEN}/ssh_host_rsa_key.pub | cut -d' ' -f4"
     r = run(
         tmp_path,
         conf=REGEN.format("rsa"),
         ovf=ovf(),
-        runs=[{"args": ["-version"], "before": [spy, f"PATH=/tmp/spy:$PATH {CHECK}"], "after": [wait]}],
+        runs=[{"args": ["-version"], "before": [SPY, spied_check()], "after": [after]}],
         snapshot=SNAP,
     )
-    assert r["runs"][0]["after"][0]["stdout"].split() == ["0", "-10"]
+    out = r["runs"][0]["after"][0]["stdout"].split("\n")
+    assert out[0] == "0" and out[1].split() == ["-10", "10"], out
+    assert "won" in out and "ssh_host_rsa_key" in out and "ssh_host_rsa_key.pub" in out, out
+    assert "none-running" in out and "(RSA)" in out, out
+
+
+@pytest.mark.parametrize("fail_at, rc", [("-10", "0"), ("10", "0"), ("any", "1")])
+def test_one_failed_early_keygen_leaves_the_other_s_key_and_two_leave_a_failure(
+    tmp_path: Any, fail_at: str, rc: str
+) -> None:
+    after = AWAIT_PREGEN + f"; cat {PREGEN}/rc; ls {PREGEN}"
+    r = run(
+        tmp_path,
+        conf=REGEN.format("rsa"),
+        ovf=ovf(hostname="early-vm"),
+        runs=[
+            {"args": ["-version"], "before": [SPY, spied_check(fail_at)], "after": [after]},
+            LOCAL_RUN,
+            {"after": ["ssh-keygen -lf /etc/ssh/ssh_host_rsa_key"]},
+        ],
+        snapshot=SNAP,
+    )
+    seen = r["runs"][0]["after"][0]["stdout"].split()
+    assert seen[0] == rc and ("ssh_host_rsa_key" in seen) == (rc == "0"), seen
+    # either way the run ends with one RSA host key named after the new host
+    assert [x["rc"] for x in r["runs"]] == [0, 0, 0], stderr(r, 2)
+    assert r["runs"][2]["after"][0]["stdout"].split()[-2:] == ["root@early-vm", "(RSA)"]
+    adopted = "The RSA host key begun at boot (waprov-boot-check) was adopted" in stderr(r, 2)
+    assert adopted == (rc == "0")
