@@ -42,11 +42,20 @@ def test_configuration_path_takes_the_rest_of_the_argument() -> None:
 
 
 @pytest.mark.parametrize(
-    "args", [["-frobnicate"], ["-bogus"], ["-v"], [], ["-verbose"], ["-configuration-path:"]]
-)
+    "args",
+    [
+        ["-frobnicate"], ["-bogus"], ["-v"], [], ["-verbose"], ["-configuration-path:"],
+        ["-provision", "-continue"], ["-resourcedisk", "-local", "-continue"],
+    ],
+)  # fmt: skip
 def test_unknown_or_missing_commands_are_usage_errors(args: list[str]) -> None:
     with pytest.raises(UsageError):
         parse_args(args)
+
+
+def test_continue_goes_with_provision_local() -> None:
+    parsed = parse_args(["-provision", "-local", "-continue"])
+    assert parsed == Args(command="provision", local=True, continue_=True)
 
 
 def test_unknown_argument_prints_usage_on_stderr_and_exits_2() -> None:
@@ -77,6 +86,7 @@ def test_help_lists_only_commands_that_work() -> None:
     assert p.returncode == 0
     listed = set(re.findall(r"^  (-[a-z-]+)", p.stdout, re.M))
     flags = {"-configuration-path", "-verbose", "--dry-run", "-force", "--json", "--image", "-local"}
+    flags.add("-continue")
     # sandboxes only: they change the host, or (-status) report on this host's state
     host_changing = {
         "-provision",

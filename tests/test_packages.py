@@ -138,6 +138,7 @@ def test_units_verify_cleanly_where_waprov_is_installed() -> None:
     setup = [
         f"install -m 0755 {ROOT}/bin/waprov /usr/sbin/waprov",
         f"install -D -m 0755 {INIT}/waprov-boot-check /usr/libexec/waprov/waprov-boot-check",
+        f"install -D -m 0755 {INIT}/waprov-wait-local /usr/libexec/waprov/waprov-wait-local",
         "printf '#!/bin/sh\\n' >/usr/sbin/waagent",
     ]
     setup += ["chmod 0755 /usr/sbin/waagent", "touch /etc/waagent.conf"]
@@ -180,6 +181,7 @@ def test_deb_ships_exactly_waprovs_files(pkgs: Packages) -> None:
     expected = {
         "/usr/sbin/waprov",
         "/usr/libexec/waprov/waprov-boot-check",
+        "/usr/libexec/waprov/waprov-wait-local",
         "/usr/share/waprov/waagent.conf",
         *(f"{unitdir}/{unit}" for unit in UNITS),
         f"{unitdir}/waagent.service.d/{DROPIN}",
@@ -195,6 +197,7 @@ def test_deb_ships_exactly_waprovs_files(pkgs: Packages) -> None:
     assert (sorted(expected - set(files)), sorted(extra)) == ([], [])
     assert files["/usr/sbin/waprov"] == "-rwxr-xr-x"
     assert files["/usr/libexec/waprov/waprov-boot-check"] == "-rwxr-xr-x"
+    assert files["/usr/libexec/waprov/waprov-wait-local"] == "-rwxr-xr-x"
 
 
 def test_deb_has_nothing_of_walinuxagents_package(pkgs: Packages) -> None:
@@ -297,6 +300,7 @@ def test_rpm_ships_waprovs_files(pkgs: Packages) -> None:
         "/usr/share/waprov/waagent.conf": "waagent.conf",
         "/usr/sbin/waprov": "bin/waprov",
         "/usr/libexec/waprov/waprov-boot-check": "init/waprov-boot-check",
+        "/usr/libexec/waprov/waprov-wait-local": "init/waprov-wait-local",
     }
     for path, source in contents.items():
         assert dump[path][2] == sha256(os.path.join(ROOT, source)), path

@@ -475,3 +475,92 @@ def test_one_failed_early_keygen_leaves_the_other_s_key_and_two_leave_a_failure(
     assert r["runs"][2]["after"][0]["stdout"].split()[-2:] == ["root@early-vm", "(RSA)"]
     adopted = "The RSA host key begun at boot (waprov-boot-check) was adopted" in stderr(r, 2)
     assert adopted == (rc == "0")
+
+
+# A stand-in for systemd's notification socket: the first datagram is written to
+# /tmp/notified with how many requests the fake fabric had had by then.
+LISTEN = (
+    f"{sys.executable} -c '"
+    "import socket, subprocess\n"
+    's = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); s.bind("/run/notify.sock")\n'
+    "msg = s.recv(4096).decode()\n"
+    'n = subprocess.run("cat /run/fabric/requests.jsonl 2>/dev/null | wc -l", shell=True,'
+    " capture_output=True, text=True).stdout.strip()\n"
+    'open("/tmp/notified", "w").write(n + " " + msg)\n'
+    "' & for i in $(seq 100); do [ -S /run/notify.sock ] && break; sleep 0.05; done"
+)
+CONTINUE_RUN: Dict[str, Any] = {
+    "args": ["-provision", "-local", "-continue"],
+    "env": {"NOTIFY_SOCKET": "/run/notify.sock"},
+    "before": [LISTEN],
+}
+WAIT = f"{ROOT}/init/waprov-wait-local"
+
+
+def test_continue_tells_systemd_after_the_local_phase_and_runs_the_network_phase_in_the_same_process(
+    tmp_path: Any,
+) -> None:
+    r = run(
+        tmp_path,
+        ovf=ovf(hostname="one-process-vm"),
+        # waprov.service's condition after it: the VM is done, the unit is skipped (exit 1)
+        runs=[dict(CONTINUE_RUN, after=["cat /tmp/notified", f"{WAIT}; echo rc=$?", "ls /run/waprov"])],
+        snapshot=SNAP,
+    )
+    (one,) = r["runs"]
+    assert one["rc"] == 0, stderr(r, 0)
+    notified, waited, listed = (a["stdout"] for a in one["after"])
+    # READY=1 came once the local phase was done, before anything was sent to the fabric
+    assert notified.split("\n")[0].split() == ["0", "READY=1"], notified
+    log = stderr(r, 0)
+    assert log.index("Local phase done") < log.index("Running waprov provisioning, network phase")
+    assert health_states(r) == ["NotReady/Provisioning", "Ready"]
+    assert [(p["name"], p["result"]) for p in report(r)["phases"]] == [(LOCAL, "ok"), (NETWORK, "ok")]
+    assert "rc=1" in waited and "provisioned this VM" in waited
+    assert "done" in listed.split() and "failed" not in listed.split()
+
+
+def test_continue_after_a_failed_local_step_reports_it_once_and_waprov_service_fails_without_a_rerun(
+    tmp_path: Any,
+) -> None:
+    r = run(
+        tmp_path,
+        ovf=ovf(user="daemon"),
+        runs=[dict(CONTINUE_RUN, after=["cat /tmp/notified", f"{WAIT}; echo rc=$?", f"{WAIT}; echo rc=$?"])],
+        snapshot=SNAP,
+    )
+    (one,) = r["runs"]
+    assert one["rc"] == 1
+    assert "Provisioning failed in the local phase" in stderr(r, 0)
+    assert one["after"][0]["stdout"].split("\n")[0].split() == ["0", "READY=1"], one["after"][0]
+    assert health_states(r) == ["NotReady/ProvisioningFailed"]
+    # the unit fails (255: the guest agent's dependency fails), once: a later start runs again
+    assert "rc=255" in one["after"][1]["stdout"] and "rc=0" in one["after"][2]["stdout"]
+    assert "/run/waprov/done" not in r["snapshot"] and "/run/waprov/failed" not in r["snapshot"]
+
+
+def test_waprov_service_runs_the_network_phase_when_the_local_unit_did_not(tmp_path: Any) -> None:
+    # the local phase alone (an older unit, or killed before its network phase): no flag,
+    # the condition lets waprov.service run `waprov -provision`
+    r = run(
+        tmp_path,
+        ovf=ovf(hostname="two-process-vm"),
+        runs=[dict(LOCAL_RUN, after=[f"{WAIT}; echo rc=$?"]), {}],
+        snapshot=SNAP,
+    )
+    assert "rc=0" in r["runs"][0]["after"][0]["stdout"]
+    assert [x["rc"] for x in r["runs"]] == [0, 0], stderr(r, 1)
+    assert health_states(r) == ["NotReady/Provisioning", "Ready"]
+
+
+def test_waprov_wait_local_waits_for_the_process_that_holds_the_run_lock(tmp_path: Any) -> None:
+    hold = "mkdir -p -m 700 /run/waprov && (flock /run/waprov/lock sleep 2 &) && sleep 0.3"
+    timed = f"s=$(date +%s%N); {WAIT}; echo rc=$?; e=$(date +%s%N); echo $(((e - s) / 1000000))"
+    r = run(
+        tmp_path,
+        ovf=ovf(),
+        runs=[{"args": ["-version"], "before": [hold], "after": [timed]}],
+        snapshot=SNAP,
+    )
+    out = r["runs"][0]["after"][0]["stdout"].split()
+    assert out[0] == "rc=0" and int(out[1]) >= 1000, out  # milliseconds waited

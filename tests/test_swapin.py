@@ -413,7 +413,7 @@ def test_ssh_dropin_beside_an_admins_own_is_removed_alone(debian: str) -> None:
 SSH_UNITS_SETUP = """
 printf '#!/bin/sh\\n' >/usr/sbin/sshd; chmod 0755 /usr/sbin/sshd
 printf '#!/bin/sh\\n' >/usr/sbin/waprov; chmod 0755 /usr/sbin/waprov
-mkdir -p /usr/libexec/waprov && cp init/waprov-boot-check /usr/libexec/waprov/
+mkdir -p /usr/libexec/waprov && cp init/waprov-boot-check init/waprov-wait-local /usr/libexec/waprov/
 u=/etc/systemd/system
 cat >$u/ssh.socket <<'EOF'
 [Unit]

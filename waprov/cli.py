@@ -24,7 +24,7 @@ PROG = "waprov"
 
 USAGE = """\
 usage: waprov [-verbose] [-configuration-path:<path>] -help|-version|-show-configuration
-       waprov [-verbose] [-configuration-path:<path>] -provision [-local] [--dry-run]
+       waprov [-verbose] [-configuration-path:<path>] -provision [-local [-continue]] [--dry-run]
        waprov [-verbose] [-configuration-path:<path>] -resourcedisk [--dry-run]
        waprov [-verbose] [-configuration-path:<path>] -deprovision[+user] [-force] [--dry-run]
        waprov [-verbose] [-configuration-path:<path>] -enable|-disable [--dry-run]
@@ -38,6 +38,9 @@ usage: waprov [-verbose] [-configuration-path:<path>] -help|-version|-show-confi
                                the network phase, and every local step not done yet
   -local                       with -provision: the local phase only (waprov-local.service,
                                before the network): the DVD's settings, no network used
+  -continue                    with -provision -local: then tell systemd the local phase is
+                               over (READY=1, waprov-local.service is Type=notify) and go on
+                               with the network phase in the same process
   -resourcedisk                format and mount the resource disk, enable its swapfile
                                (every boot; ResourceDisk.* settings)
   -deprovision                 remove this VM's identity before capturing an image (WA's
@@ -68,10 +71,10 @@ Arguments may be written -x, --x or /x. Exit codes: 0 success, 1 the operation f
 
 # Words in the order WALinuxAgent checks them; each is a command or a flag. An argument
 # matches a word when, after any leading '-' and '/', it starts with the word.
-_FLAGS = ("verbose", "force", "dry-run", "json", "image", "local")
+_FLAGS = ("verbose", "force", "dry-run", "json", "image", "local", "continue")
 _ORDER = ("deprovision+user", "deprovision", "version", "verbose", "force", "dry-run", "show-configuration",
           "provision", "resourcedisk", "enable", "disable", "status", "json", "doctor", "image", "local",
-          "help", "usage", "?")  # fmt: skip
+          "continue", "help", "usage", "?")  # fmt: skip
 _CONF = "configuration-path:"
 LOCKED = ("provision", "resourcedisk", "deprovision", "deprovision+user", "enable", "disable")
 
@@ -79,7 +82,7 @@ LOCKED = ("provision", "resourcedisk", "deprovision", "deprovision+user", "enabl
 class Args:
     """The parsed command line."""
 
-    __slots__ = ("command", "conf_path", "dry_run", "force", "image", "json", "local", "verbose")
+    __slots__ = ("command", "conf_path", "continue_", "dry_run", "force", "image", "json", "local", "verbose")
 
     def __init__(
         self,
@@ -91,8 +94,10 @@ class Args:
         json: bool = False,
         image: bool = False,
         local: bool = False,
+        continue_: bool = False,
     ) -> None:
         self.local = local
+        self.continue_ = continue_
         self.json = json
         self.image = image
         self.command = command
@@ -103,7 +108,7 @@ class Args:
 
     def _fields(self) -> tuple[object, ...]:
         return (self.command, self.conf_path, self.verbose, self.force, self.dry_run, self.json, self.image,
-                self.local)  # fmt: skip
+                self.local, self.continue_)  # fmt: skip
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Args) and self._fields() == other._fields()
@@ -126,13 +131,15 @@ def parse_args(args: Sequence[str]) -> Args:
         if match is None:
             raise UsageError(f"unknown argument: {arg}")
         if match in _FLAGS:
-            setattr(parsed, match.replace("-", "_"), True)
+            setattr(parsed, "continue_" if match == "continue" else match.replace("-", "_"), True)
         else:
             parsed.command = "help" if match in ("usage", "?") else match
     if parsed.conf_path == "":
         raise UsageError("-configuration-path: needs a path after the colon")
     if not parsed.command:
         raise UsageError("no command given")
+    if parsed.continue_ and not (parsed.command == "provision" and parsed.local):
+        raise UsageError("-continue goes with -provision -local only")
     return parsed
 
 
@@ -166,9 +173,14 @@ def cmd_show_configuration(args: Args) -> int:
 def cmd_provision(args: Args) -> int:
     import os
 
-    from waprov.provision import main
+    from waprov.provision import main, notify_ready
 
-    return main(args.conf_path, args.dry_run, args.verbose, os.environ, local_only=args.local)
+    try:
+        return main(args.conf_path, args.dry_run, args.verbose, os.environ, local_only=args.local,
+                    then_network=args.continue_)  # fmt: skip
+    finally:
+        if args.continue_:  # however the run ended: systemd must not wait for it (Type=notify)
+            notify_ready(os.environ)
 
 
 def cmd_resourcedisk(args: Args) -> int:

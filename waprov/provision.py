@@ -53,7 +53,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("waprov")
 LOCAL, NETWORK = "local", "network"
 LOCAL_DONE = "phase:local"  # the journal's entry: every local step is done for this VM
-RUN_DONE = "/run/waprov/done"  # this boot's local phase found the VM done: waprov.service is skipped
+RUN_DONE = "/run/waprov/done"  # this VM is done at this boot: waprov.service is skipped
+# `-local -continue`'s network phase failed (reported): waprov.service fails, once, without a rerun
+RUN_FAILED = "/run/waprov/failed"
 HOSTKEYS_REASON = "failed to generate ssh host keys"
 DATA_REASON = "failed to read provisioning data"
 
@@ -430,13 +432,32 @@ def _settle(ctx: Ctx) -> None:
         log.warning("The host key generation begun by this run failed too: %s", e)
 
 
-def _flag_done(system: System) -> None:
-    """RUN_DONE, for waprov.service's ConditionPathExists (only the local unit writes it)."""
+def _flag_done(system: System, path: str = RUN_DONE) -> None:
+    """RUN_DONE (or RUN_FAILED), for waprov.service's conditions (only the local unit
+    writes them): ConditionPathExists, and the wait of waprov-wait-local."""
     try:
-        system.makedirs(os.path.dirname(RUN_DONE), 0o700)
-        system.write(RUN_DONE, b"", 0o600)
+        system.makedirs(os.path.dirname(path), 0o700)
+        system.write(path, b"", 0o600)
     except WaprovError as e:
-        log.warning("Cannot write %s (%s): waprov.service runs its own check", RUN_DONE, e)
+        log.warning("Cannot write %s (%s): waprov.service runs its own check", path, e)
+
+
+def notify_ready(environ: Mapping[str, str]) -> None:
+    """Tell systemd that waprov-local.service (Type=notify) has started: READY=1 on
+    $NOTIFY_SOCKET (a path, or `@` for an abstract name); nothing without it. Units ordered
+    after the local unit (the network managers, waprov.service) start then, while this
+    process goes on with the network phase. Sent twice, the second is ignored."""
+    address = environ.get("NOTIFY_SOCKET", "")
+    if not address.startswith(("/", "@")):
+        return
+    import socket
+
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.connect("\0" + address[1:] if address.startswith("@") else address)
+            sock.sendall(b"READY=1\nSTATUS=local phase done; network phase running")
+    except OSError as e:
+        log.warning("Cannot tell systemd that the local phase is done (NOTIFY_SOCKET=%s): %s", address, e)
 
 
 def main(
@@ -445,9 +466,12 @@ def main(
     verbose: bool,
     environ: Mapping[str, str],
     local_only: bool = False,
+    then_network: bool = False,
 ) -> int:
     """The command: build the run's context from the configuration and the environment,
-    then run the phase (`local_only`: waprov-local.service's), or the network phase."""
+    then run the phase (`local_only`: waprov-local.service's), or the network phase.
+    `then_network` (with `local_only`): after the local phase, READY=1 to systemd, then
+    the network phase in this process; RUN_DONE or RUN_FAILED says how it ended."""
     from waprov.config import load_config
     from waprov.log import LOG_FILE, setup_logging
     from waprov.overrides import bad_override, overrides_from_env
@@ -485,8 +509,19 @@ def main(
         return 0
     if state == CHANGED and local_only:
         log.info("%s/provisioned holds another VM's id: the network phase reports Ready", config.lib_dir)
-        return 0
-    return _run(system, config, overrides, environ, vm_id, state, stored, local_only)
+        if not then_network:
+            return 0
+    elif local_only:
+        rc = _run(system, config, overrides, environ, vm_id, state, stored, True)
+        if not then_network:
+            return rc
+        # a failed local step is run again, and reported, by the network phase
+    if then_network:
+        notify_ready(environ)
+    rc = _run(system, config, overrides, environ, vm_id, state, stored, False)
+    if then_network and not dry_run:
+        _flag_done(system, RUN_DONE if rc == 0 else RUN_FAILED)
+    return rc
 
 
 def _run(
