@@ -6,6 +6,7 @@ without hostnamectl; the done check of every later boot (/run/waprov/done)."""
 from __future__ import annotations
 
 import json
+import re
 import sys
 from typing import Any, Dict, List
 
@@ -514,6 +515,8 @@ def test_continue_tells_systemd_after_the_local_phase_and_runs_the_network_phase
     assert notified.split("\n")[0].split() == ["0", "READY=1"], notified
     log = stderr(r, 0)
     assert log.index("Local phase done") < log.index("Running waprov provisioning, network phase")
+    took, spent = map(float, re.findall(r"Provisioning complete \(([0-9.]+)s, of which ([0-9.]+)s", log)[0])
+    assert spent <= took  # the network phase's own commands, not the process's
     assert health_states(r) == ["NotReady/Provisioning", "Ready"]
     assert [(p["name"], p["result"]) for p in report(r)["phases"]] == [(LOCAL, "ok"), (NETWORK, "ok")]
     assert "rc=1" in waited and "provisioned this VM" in waited

@@ -345,7 +345,7 @@ class Run:
         """The network phase, with the local steps not done yet (all of a run when the
         local phase did not run)."""
         ctx = self.ctx
-        started = time.monotonic()
+        started, commands_before = time.monotonic(), ctx.system.command_seconds  # this phase's share
         local = [] if ctx.done(LOCAL_DONE) else [s for s in STEPS if s.phase == LOCAL]
         network = [s for s in STEPS if s.phase == NETWORK]
         cut = next(i for i, s in enumerate(network) if s.name == NOTREADY) + 1
@@ -379,7 +379,7 @@ class Run:
         self.record.finish("success", success_line(ctx.vm_id), ctx.state_dir, ctx.reporter.sent)
         write_own_marker(ctx.system, ctx.vm_id, ctx.overrides, ctx.state_dir)
         took = time.monotonic() - started
-        spent = ctx.system.command_seconds
+        spent = ctx.system.command_seconds - commands_before
         log.info("Provisioning complete (%.3fs, of which %.3fs in commands)", took, spent)
         return 0  # a failed Ready is logged; provisioning is done (as in WALinuxAgent)
 
