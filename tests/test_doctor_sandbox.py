@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import waprov_argv
 from tests.sandbox import sandbox_run
-from waprov.swapin import SSH_DROPIN
+from waprov.handover import SSH_DROPIN
 
 # A healthy image after `waprov -enable` and `-deprovision+user`: Debian's GA unit with
 # waprov's drop-in, Provisioning.Agent=disabled, waprov's units enabled, sshd and sudoers

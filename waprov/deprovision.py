@@ -27,15 +27,11 @@ from waprov.config import Config
 from waprov.distro import Distro
 from waprov.errors import ConfigError, HostError, WaprovError
 from waprov.log import LOG_FILE
+from waprov.network import read_routes
 from waprov.provision import attempt_path
 from waprov.steps import STATE_DIR, Account, home_problem, read_account, uid_range
 from waprov.steps.customdata import OUTPUT as CUSTOM_DATA_LOG
-from waprov.steps.hostname import (
-    _route_text,
-    set_running_hostname,
-    tell_dhcp_client,
-    write_sysconfig_hostname,
-)
+from waprov.steps.hostname import set_running_hostname, tell_dhcp_client, write_sysconfig_hostname
 from waprov.steps.sshd import DROPIN_MARK, FLATCAR_DROPIN
 from waprov.steps.user import USER_RECORD, lock_root_password, read_record
 from waprov.system import System
@@ -101,7 +97,7 @@ def reset_hostname(distro: Distro) -> Action:
         if distro.sysconfig_hostname:
             write_sysconfig_hostname(system, LOCALHOST)
         set_running_hostname(system, distro, LOCALHOST)
-        tell_dhcp_client(system, distro, LOCALHOST, _route_text(system))
+        tell_dhcp_client(system, distro, LOCALHOST, read_routes(system))
 
     return run
 

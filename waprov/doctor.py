@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Set, TextIO
 
 from waprov.config import Config
-from waprov.swapin import DROPIN_NAME, ETC_UNITS, GA_UNITS, PROVISIONING_UNITS, SSH_UNITS, UNITS, unit_file
+from waprov.handover import DROPIN_NAME, ETC_UNITS, GA_UNITS, PROVISIONING_UNITS, SSH_UNITS, UNITS, unit_file
 from waprov.system import Result, System
 
 NO_HOST_KEYS = "no hostkeys available"  # sshd's words when it finds no host key

@@ -19,7 +19,7 @@ import time
 from typing import NoReturn
 
 from waprov.errors import WaprovError
-from waprov.runreport import stamp
+from waprov.record import stamp
 
 LOCK_DIR = "/run/waprov"
 LOCK_NAME = "lock"

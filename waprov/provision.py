@@ -25,7 +25,7 @@
    and a kill anywhere resumes (every step is idempotent or journals itself).
 3. Any failure: in the local phase, exit 1 (the network phase runs the step again and
    reports it); in the network phase, NotReady `ProvisioningFailed` with the structured
-   description (report.py), no marker, exit 1; the next run converges.
+   description (health.py), no marker, exit 1; the next run converges.
 """
 
 from __future__ import annotations
@@ -46,8 +46,8 @@ from waprov.system import System
 from waprov.vmid import same_vm
 
 if TYPE_CHECKING:
-    from waprov.report import Reporter
-    from waprov.runreport import RunRecord
+    from waprov.health import Reporter
+    from waprov.record import RunRecord
     from waprov.sources import Dvd, Fabric
 
 log = logging.getLogger("waprov")
@@ -150,8 +150,7 @@ def read_dvd(ctx: Ctx) -> None:
     """The DVD (waiting briefly for its device in the local unit, which starts while udev
     loads the drive's driver); NoDvdYet without one."""
     from waprov.dvd import NoDvdError
-    from waprov.model import merge
-    from waprov.sources import DEVICE_WAIT, load_ovf
+    from waprov.sources import DEVICE_WAIT, load_ovf, merge
 
     def later(device: str) -> None:
         ctx.dvd_device = device
@@ -371,7 +370,7 @@ class Run:
                 self._step(step)
         except ProvisionError as e:
             return self._failed(e)
-        from waprov.report import success_line
+        from waprov.health import success_line
 
         self.record.phase_end(NETWORK, "ok")
         self.record.finish("success", success_line(ctx.vm_id), ctx.state_dir, ctx.reporter.sent)
@@ -382,7 +381,7 @@ class Run:
         return 0  # a failed Ready is logged; provisioning is done (as in WALinuxAgent)
 
     def _failed(self, e: ProvisionError) -> int:
-        from waprov.report import failure_description
+        from waprov.health import failure_description
 
         ctx = self.ctx
         desc = failure_description(e, ctx.vm_id, ctx.system.redactor)
@@ -399,7 +398,7 @@ class Run:
     def changed_vm(self, stored: str) -> int:
         """WA §2.5: another VM's id in `provisioned`: clear, rewrite, Ready; no provisioning."""
         from waprov.cleanup import changed_vm_cleanup
-        from waprov.report import success_line
+        from waprov.health import success_line
 
         ctx = self.ctx
         if stored:
@@ -503,15 +502,15 @@ def _run(
     from waprov.distro import Distro
     from waprov.kvp import Kvp
     from waprov.osrelease import read_os_release
-    from waprov.runreport import RunRecord
+    from waprov.record import RunRecord
     from waprov.timing import Clock, boot_time
 
     distro = Distro.detect(read_os_release())
     clock = Clock(overrides.retry_scale)
 
     def connect() -> Tuple[Fabric, Reporter]:
+        from waprov.health import Reporter
         from waprov.http import HttpClient
-        from waprov.report import Reporter
         from waprov.sources import Fabric
 
         client = HttpClient(

@@ -16,7 +16,7 @@ import sys
 from typing import Any, Dict, List, Optional, TextIO
 
 from waprov.errors import ConfigError
-from waprov.runreport import REPORT
+from waprov.record import REPORT
 from waprov.steps import STATE_DIR
 from waprov.system import Unreadable, read_regular
 from waprov.vmid import same_vm

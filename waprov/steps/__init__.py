@@ -23,8 +23,8 @@ from waprov.system import Background, System
 from waprov.timing import Clock
 
 if TYPE_CHECKING:  # the HTTP side: the local phase never imports it
+    from waprov.health import Reporter
     from waprov.ovf import OvfEnv
-    from waprov.report import Reporter
     from waprov.sources import Fabric
 
 STATE_DIR = "/var/lib/waprov"

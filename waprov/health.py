@@ -27,7 +27,7 @@ from waprov.http import HttpClient, RetryPolicy
 from waprov.log import Redactor
 from waprov.model import ProvisioningData
 from waprov.overrides import Overrides
-from waprov.runreport import iso, stamp
+from waprov.record import iso, stamp
 from waprov.system import System
 from waprov.timing import Clock
 from waprov.wireserver import (

@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import DATA, ROOT
 from waprov.errors import HostError
-from waprov.swapin import DROPIN, SSH_DROPIN, UNITS, disable, enable
+from waprov.handover import DROPIN, SSH_DROPIN, UNITS, disable, enable
 from waprov.system import System
 
 Entry = Tuple[str, object, int]

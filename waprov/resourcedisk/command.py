@@ -1,10 +1,10 @@
 """`waprov -resourcedisk`: the resource disk and its swapfile, at every boot (WA §8).
 
 Independent of provisioning. `ResourceDisk.Format=n` → nothing (said so). Otherwise: find
-the disk (disks.py), partition/format/mount it and write the DATALOSS README
-(steps/resourcedisk.py), then the swapfile when `ResourceDisk.EnableSwap=y`
-(steps/swap.py). The end state is the one WALinuxAgent's own pass checks for, so the GA
-finds nothing to do. Exit 0 done (or no resource disk on this VM), 1 failed, 2 bad config.
+the disk (disk.py), partition/format/mount it and write the DATALOSS README (mount.py),
+then the swapfile when `ResourceDisk.EnableSwap=y` (swap.py). The end state is the one
+WALinuxAgent's own pass checks for, so the GA finds nothing to do. Exit 0 done (or no
+resource disk on this VM), 1 failed, 2 bad config.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ import time
 from typing import Mapping, Optional
 
 from waprov.config import Config
-from waprov.disks import find_resource_disk
 from waprov.errors import HostError
 from waprov.overrides import Overrides
-from waprov.steps.resourcedisk import check_settings, mount, write_warning
-from waprov.steps.swap import enable_swap
+from waprov.resourcedisk.disk import find_resource_disk
+from waprov.resourcedisk.mount import check_settings, mount, write_warning
+from waprov.resourcedisk.swap import enable_swap
 from waprov.system import System
 from waprov.timing import Clock
 
