@@ -152,11 +152,6 @@ def conf_text(root: str, path: str = "/etc/waagent.conf") -> str:
         return f.read()
 
 
-def test_init_dropin_is_the_text_enable_installs() -> None:
-    with open(os.path.join(ROOT, "init", "ga-dropin.conf"), encoding="utf-8") as f:
-        assert f.read() == DROPIN
-
-
 def test_debian_round_trip_is_byte_identical(debian: str) -> None:
     before = tree(debian)
     changes = enable(System(root=debian))

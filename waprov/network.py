@@ -127,11 +127,10 @@ def route_covers(routes: Sequence[Route], ip: str) -> bool:
     """Whether a route that is up reaches `ip`."""
     target = _le(ip)
     for route in routes:
-        dest = _number([route.destination], 0, 16)
-        if dest is None or route.flags is None or route.mask is None:
-            continue
-        if route.flags & RTF_UP and target & route.mask == dest:
-            return True
+        dest = _number((route.destination,), 0, 16)
+        if dest is not None and route.flags is not None and route.mask is not None:
+            if route.flags & RTF_UP and target & route.mask == dest:
+                return True
     return False
 
 

@@ -41,7 +41,8 @@ from typing import TYPE_CHECKING, Callable, List, Mapping, Optional, Tuple
 from waprov.config import Config
 from waprov.errors import CommandError, ProvisionError, WaprovError
 from waprov.overrides import Overrides
-from waprov.steps import STATE_DIR, Ctx
+from waprov.state import ATTEMPT, MARKER, STATE_DIR, holds, state_path, write_marker
+from waprov.steps import Ctx
 from waprov.system import System
 from waprov.vmid import same_vm
 
@@ -137,7 +138,7 @@ def record_attempt(ctx: Ctx) -> None:
     if ctx.system.kind(ctx.config.lib_dir) == "absent":
         ctx.system.makedirs(ctx.config.lib_dir, 0o700)
     ctx.system.makedirs(ctx.state_dir, 0o700)
-    ctx.system.write(attempt_path(ctx.state_dir), ctx.vm_id, 0o600)
+    ctx.system.write(state_path(ATTEMPT, ctx.state_dir), ctx.vm_id, 0o600)
 
 
 def _dvd(ctx: Ctx) -> Dvd:
@@ -204,20 +205,6 @@ def report_ready(ctx: Ctx) -> None:
 # ---- the state of this VM ------------------------------------------------------------------
 
 
-def marker_path(state_dir: str = STATE_DIR) -> str:
-    return os.path.join(state_dir, "provisioned")
-
-
-def attempt_path(state_dir: str = STATE_DIR) -> str:
-    """Holds the id of the VM waprov last started provisioning (before any step)."""
-    return os.path.join(state_dir, "attempt")
-
-
-def _holds(system: System, path: str, vm_id: str) -> bool:
-    raw = system.read(path)
-    return raw is not None and same_vm(raw.decode("utf-8", "replace"), vm_id)
-
-
 def provisioned_state(
     system: System, config: Config, vm_id: str, state_dir: str = STATE_DIR
 ) -> Tuple[str, str]:
@@ -228,23 +215,18 @@ def provisioned_state(
     stored = raw.decode("utf-8", "replace").strip()
     if not same_vm(stored, vm_id):
         return CHANGED, stored
-    if _holds(system, marker_path(state_dir), vm_id):
+    if holds(system, MARKER, vm_id, state_dir):
         return DONE, stored
-    if _holds(system, attempt_path(state_dir), vm_id):
+    if holds(system, ATTEMPT, vm_id, state_dir):
         return TODO, stored  # waprov started on this VM and did not finish: resume
     return ADOPT, stored  # provisioned before waprov was installed (WALinuxAgent did it)
-
-
-BOOT_ID = "boot-id"  # the DMI id as read, beside the marker: what waprov-boot-check compares
 
 
 def write_own_marker(system: System, vm_id: str, overrides: Overrides, state_dir: str = STATE_DIR) -> None:
     """waprov's marker, and the raw DMI id for the boot check of every later boot."""
     from waprov.vmid import raw_id
 
-    system.makedirs(state_dir, 0o700)
-    system.write(os.path.join(state_dir, BOOT_ID), raw_id(system, overrides) + "\n", 0o600)
-    system.write(marker_path(state_dir), vm_id, 0o600)
+    write_marker(system, vm_id, raw_id(system, overrides), state_dir)
 
 
 def _as_provision_error(step: str, reason: str, e: BaseException) -> ProvisionError:
@@ -448,8 +430,8 @@ def main(
     """The command: build the run's context from the configuration and the environment,
     then run the phase (`local_only`: waprov-local.service's), or the network phase."""
     from waprov.config import load_config
-    from waprov.log import LOG_FILE, setup_logging
     from waprov.overrides import bad_override, overrides_from_env
+    from waprov.start import host_system
     from waprov.vmid import instance_id
 
     config = load_config(conf_path)
@@ -457,7 +439,7 @@ def main(
     crash = overrides.crash_after
     if crash is not None and crash not in STEP_NAMES:  # checked before anything changes
         raise bad_override("WAPROV_CRASH_AFTER", crash, "expected one of " + ", ".join(STEP_NAMES))
-    redactor = setup_logging(verbose or config.logs_verbose, None if dry_run else LOG_FILE)
+    system = host_system(dry_run, verbose or config.logs_verbose)
     if config.source and config.provisioning_agent != "disabled":
         log.info(
             "Provisioning.Agent=%s in %s: %s provisions this VM, not waprov (`waprov -enable` hands "
@@ -467,7 +449,6 @@ def main(
             "cloud-init" if config.provisioning_agent == "cloud-init" else "WALinuxAgent (or cloud-init)",
         )
         return 0
-    system = System(dry_run=dry_run, redactor=redactor)
     vm_id = instance_id(system, overrides)
     state, stored = provisioned_state(system, config, vm_id)
     if state == DONE:

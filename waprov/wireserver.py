@@ -221,7 +221,6 @@ class GoalState:
     container_id: str
     role_instance_id: Optional[str]
     certificates_url: Optional[str] = None
-    config_name: Optional[str] = None
 
 
 def parse_goal_state(data: bytes) -> GoalState:
@@ -235,7 +234,6 @@ def parse_goal_state(data: bytes) -> GoalState:
         container_id=container,
         role_instance_id=find_text(root, "RoleInstance", "InstanceId"),
         certificates_url=find_text(root, "RoleInstance", "Configuration", "Certificates"),
-        config_name=find_text(root, "RoleInstance", "Configuration", "ConfigName"),
     )
 
 
@@ -316,15 +314,6 @@ class WireServer:
             raise ProtocolError(f"Failed to send provision status: {e}") from None
         log.info("Reported %s%s to the wireserver", state, f" ({substatus})" if substatus else "")
         return resp.status
-
-    def report_ready(self, gs: GoalState) -> None:
-        self.report(gs, "Ready")
-
-    def report_provisioning(self, gs: GoalState) -> None:
-        self.report(gs, "NotReady", "Provisioning", "Starting")
-
-    def report_failed(self, gs: GoalState, description: str) -> None:
-        self.report(gs, "NotReady", "ProvisioningFailed", description)
 
 
 def connect(client: HttpClient, endpoint: str, clock: Clock) -> Tuple[WireServer, GoalState]:

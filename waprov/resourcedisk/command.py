@@ -61,13 +61,12 @@ def run(system: System, config: Config, overrides: Overrides, clock: Clock) -> i
 def main(conf_path: Optional[str], dry_run: bool, verbose: bool, environ: Mapping[str, str]) -> int:
     """The command: configuration and overrides, then run()."""
     from waprov.config import load_config
-    from waprov.log import LOG_FILE, setup_logging
     from waprov.overrides import overrides_from_env
+    from waprov.start import host_system
 
     config = load_config(conf_path)
     overrides = overrides_from_env(environ)
-    redactor = setup_logging(verbose or config.logs_verbose, None if dry_run else LOG_FILE)
-    system = System(dry_run=dry_run, redactor=redactor)
+    system = host_system(dry_run, verbose or config.logs_verbose)
     started = time.monotonic()
     try:
         rc = run(system, config, overrides, Clock(overrides.retry_scale))
