@@ -7,13 +7,18 @@ import os
 import socket
 import subprocess
 import sys
-from typing import Iterator, List, Sequence
+from typing import TYPE_CHECKING, Iterator, List, Sequence, Tuple
 
 import pytest
 
 from tests.fakefabric import FakeFabric
 from waprov.http import HttpClient
 from waprov.timing import Clock
+
+if TYPE_CHECKING:
+    from waprov.distro import Distro
+    from waprov.steps import Ctx
+    from waprov.system import System
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(ROOT, "tests", "data")
@@ -87,6 +92,12 @@ class VirtualTime:
 def virtual_clock() -> Clock:
     vt = VirtualTime()
     return Clock(1.0, sleep=vt.sleep, monotonic=vt.monotonic)
+
+
+def on_host(ctx: Ctx) -> Tuple[System, Distro, Clock, str]:
+    """What network.reannounce takes from a step's context: the host, its distribution,
+    the clock and the host name."""
+    return ctx.system, ctx.distro, ctx.clock, ctx.data.hostname
 
 
 def waits(clock: Clock) -> List[float]:

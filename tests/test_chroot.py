@@ -19,7 +19,8 @@ from typing import Iterator, List, NamedTuple
 import pytest
 
 from tests.chroot import base_tarball, in_chroot, ok, remove_tree, unpack
-from tests.pkgfiles import ROOT, out, packages
+from tests.pkgfiles import out, packages
+from waprov.handover import DROPIN as GA_DROPIN
 
 SUITE = "bookworm"
 BASE_FORMAT = "1"  # bump when the base's recipe changes
@@ -129,7 +130,7 @@ def test_the_deb_installs_beside_waagent_starts_nothing_and_swaps_in_and_out(ins
 def test_remove_keeps_the_state_and_purge_removes_it(installed: Chroot) -> None:
     root = installed.root
     etc_units = os.path.join(root, "etc/systemd/system")
-    dropin = read_bytes(os.path.join(ROOT, "init/ga-dropin.conf")).decode()
+    dropin = GA_DROPIN
     # what `waprov -enable` writes on installs without the package, an admin's own drop-in,
     # a VM's state and log, the -disable flag
     write(f"{etc_units}/waagent.service.d/{DROPIN}", dropin)

@@ -14,7 +14,8 @@ from typing import Any, List, Optional, Tuple
 import pytest
 
 from tests.fakerunner import ScriptedRunner, ok
-from waprov.disks import (
+from waprov.errors import HostError
+from waprov.resourcedisk.disk import (
     RAID_DEVICE,
     belongs_to,
     find_resource_disk,
@@ -22,8 +23,7 @@ from waprov.disks import (
     partition,
     vmbus_resource_disk,
 )
-from waprov.errors import HostError
-from waprov.steps.swap import active_swaps
+from waprov.resourcedisk.swap import active_swaps
 from waprov.system import Mount, System
 
 

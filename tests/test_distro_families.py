@@ -1,5 +1,5 @@
 """The RHEL family and SUSE as data (waprov/distro.py) and the host-name rules that read it
-(steps/hostname.py), with a root prefix and a scripted runner; values from WA §5.1a
+(steps/hostname.py, network.py), with a root prefix and a scripted runner; values from WA §5.1a
 (WALinuxAgent 2.15's factory.py, redhat.py, suse.py, fedora.py)."""
 
 from __future__ import annotations
@@ -10,20 +10,14 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import pytest
 
-from tests.conftest import virtual_clock, waits
+from tests.conftest import on_host, virtual_clock, waits
 from tests.fakerunner import ScriptedRunner, fail, ok
 from waprov.config import Config
 from waprov.distro import DHCLIENT, IFCFG, SUSE_DHCP, Distro, version_tuple
 from waprov.model import ProvisioningData
+from waprov.network import nm_controlled, parse_routes, primary_interface, reannounce
 from waprov.steps import Ctx
-from waprov.steps.hostname import (
-    dhcp_interface,
-    nm_controlled,
-    primary_interface,
-    reannounce,
-    set_hostname,
-    tell_dhcp_client,
-)
+from waprov.steps.hostname import dhcp_interface, set_hostname, tell_dhcp_client
 from waprov.system import System
 
 
@@ -106,17 +100,17 @@ def test_without_a_route_the_first_nic_by_ifindex_that_is_neither_loopback_nor_e
     nic(tmp_path, "eth1", 4)
     nic(tmp_path, "eth0", 3)
     system = System(root=str(tmp_path))
-    assert dhcp_interface(system, "") == "eth0"
-    assert dhcp_interface(system, ROUTES) == "eth0"
+    assert dhcp_interface(system, []) == "eth0"
+    assert dhcp_interface(system, parse_routes(ROUTES)) == "eth0"
     default = ROUTES + "eth1\t00000000\t0100000A\t0003\t0\t0\t100\t00000000\n"
-    assert dhcp_interface(system, default) == "eth1"  # the default route's, as WALinuxAgent's
-    assert dhcp_interface(System(root=str(tmp_path / "none")), "") is None
+    assert dhcp_interface(system, parse_routes(default)) == "eth1"  # the default route's, as WALinuxAgent's
+    assert dhcp_interface(System(root=str(tmp_path / "none")), []) is None
 
 
 def test_the_default_route_with_the_lowest_metric_is_the_primary() -> None:
     two = (ROUTES + "eth0\t00000000\t0100000A\t0003\t0\t0\t600\t00000000\n"
            "eth1\t00000000\t0100000A\t0003\t0\t0\t100\t00000000\n")  # fmt: skip
-    assert primary_interface(two, [("eth0", True), ("eth1", True)]) == ("eth1", True)
+    assert primary_interface(parse_routes(two), [("eth0", True), ("eth1", True)]) == ("eth1", True)
 
 
 # ---- the DHCP client told the name, per family -----------------------------------------------------
@@ -144,7 +138,7 @@ def test_rhel_writes_dhcp_hostname_to_the_ifcfg_with_its_mode_and_not_dhclient_c
     nic(tmp_path, "eth0", 2)
     write(tmp_path, IFCFG_ETH0, "DEVICE=eth0\n\nDHCP_HOSTNAME=old\nONBOOT=yes\n", 0o600)
     write(tmp_path, "/etc/dhcp/dhclient.conf", "timeout 300;\n")
-    tell_dhcp_client(System(root=str(tmp_path)), RHEL, "vm", "")
+    tell_dhcp_client(System(root=str(tmp_path)), RHEL, "vm", [])
     assert read(tmp_path, IFCFG_ETH0) == "DEVICE=eth0\nONBOOT=yes\nDHCP_HOSTNAME=vm\n"
     assert os.stat(tmp_path / IFCFG_ETH0.lstrip("/")).st_mode & 0o777 == 0o600
     assert read(tmp_path, "/etc/dhcp/dhclient.conf") == "timeout 300;\n"  # WA's RHEL code does not touch it
@@ -156,37 +150,37 @@ def test_a_missing_or_unusable_file_is_a_warning_naming_it(
     nic(tmp_path, "eth0", 2)
     system = System(root=str(tmp_path))
     with caplog.at_level(logging.WARNING, logger="waprov"):
-        tell_dhcp_client(system, RHEL, "vm", "")
-        tell_dhcp_client(system, SLES, "vm", "")
+        tell_dhcp_client(system, RHEL, "vm", [])
+        tell_dhcp_client(system, SLES, "vm", [])
     assert [r.getMessage().split()[0] for r in caplog.records] == [IFCFG_ETH0, DHCP_FILE]
     assert all("is missing" in r.getMessage() for r in caplog.records)
     assert read(tmp_path, IFCFG_ETH0) is None and read(tmp_path, DHCP_FILE) is None
     caplog.clear()
     write(tmp_path, DHCP_FILE, "A=1 # an inline comment\n")
     with caplog.at_level(logging.WARNING, logger="waprov"):
-        tell_dhcp_client(system, SLES, "vm", "")
+        tell_dhcp_client(system, SLES, "vm", [])
     assert "left as it is" in caplog.text and "line 1" in caplog.text
     assert read(tmp_path, DHCP_FILE) == "A=1 # an inline comment\n"
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="waprov"):
-        tell_dhcp_client(System(root=str(tmp_path / "no-nic")), RHEL, "vm", "")
+        tell_dhcp_client(System(root=str(tmp_path / "no-nic")), RHEL, "vm", [])
     assert "No network interface" in caplog.text
 
 
 def test_suse_sets_the_option_in_place_unless_auto(tmp_path: Any) -> None:
     write(tmp_path, DHCP_FILE, '## Type: string\nDHCLIENT_HOSTNAME_OPTION=""\nX="y"\n')
     system = System(root=str(tmp_path))
-    tell_dhcp_client(system, SLES, "vm", "")
+    tell_dhcp_client(system, SLES, "vm", [])
     assert read(tmp_path, DHCP_FILE) == '## Type: string\nDHCLIENT_HOSTNAME_OPTION="vm"\nX="y"\n'
     write(tmp_path, DHCP_FILE, "DHCLIENT_HOSTNAME_OPTION='AUTO'\n")
-    tell_dhcp_client(system, SLES, "vm", "")
+    tell_dhcp_client(system, SLES, "vm", [])
     assert read(tmp_path, DHCP_FILE) == "DHCLIENT_HOSTNAME_OPTION='AUTO'\n"
 
 
 def test_a_dry_run_plans_the_write_and_changes_nothing(tmp_path: Any) -> None:
     write(tmp_path, DHCP_FILE, 'DHCLIENT_HOSTNAME_OPTION=""\n')
     system = System(root=str(tmp_path), dry_run=True)
-    tell_dhcp_client(system, SLES, "vm", "")
+    tell_dhcp_client(system, SLES, "vm", [])
     assert read(tmp_path, DHCP_FILE) == 'DHCLIENT_HOSTNAME_OPTION=""\n'
     assert [str(a).split()[:2] for a in system.actions] == [["write", DHCP_FILE]]
 
@@ -230,7 +224,7 @@ UP = [("lo", True), ("eth0", True)]
 
 def test_rhel_modern_restarts_networkmanager_then_bounces_the_link(tmp_path: Any) -> None:
     runner = ScriptedRunner(systemctl=ok, ip=ok)
-    reannounce(ctx_for(tmp_path, runner, RHEL), lambda: UP)
+    reannounce(*on_host(ctx_for(tmp_path, runner, RHEL)), lambda: UP)
     assert runner.calls == [["systemctl", "restart", "NetworkManager"], ["ip", "link", "set", "eth0", "down"],
                             ["ip", "link", "set", "eth0", "up"]]  # fmt: skip
 
@@ -243,18 +237,18 @@ def test_rhel7_restarts_networkmanager_only_when_it_does_not_manage_the_nic(
     if ifcfg is not None:
         write(tmp_path, IFCFG_ETH0, ifcfg)
     runner = ScriptedRunner(service=fail("no such service"), ifdown=ok, ifup=ok)
-    reannounce(ctx_for(tmp_path, runner, Distro.detect(rel("rhel", "8.4"))), lambda: UP)
+    reannounce(*on_host(ctx_for(tmp_path, runner, Distro.detect(rel("rhel", "8.4")))), lambda: UP)
     nm = [["service", "NetworkManager", "restart"]] if restart else []
     assert runner.calls == [*nm, ["ifdown", "eth0"], ["ifup", "eth0"]]  # its failure ignored
 
 
 def test_suse_runs_ifup_and_tries_it_three_times_when_it_fails(tmp_path: Any) -> None:
     runner = ScriptedRunner(ifup=ok)
-    reannounce(ctx_for(tmp_path, runner, SLES), lambda: UP)
+    reannounce(*on_host(ctx_for(tmp_path, runner, SLES)), lambda: UP)
     assert runner.calls == [["ifup", "eth0"]]
     runner = ScriptedRunner(ifup=fail("wicked: eth0 not configured"))
     ctx = ctx_for(tmp_path, runner, SLES)
-    reannounce(ctx, lambda: UP)
+    reannounce(*on_host(ctx), lambda: UP)
     assert runner.calls == [["ifup", "eth0"]] * 3 and waits(ctx.clock) == [5.0, 5.0]
 
 

@@ -9,18 +9,19 @@ import pytest
 
 from tests.conftest import waprov_argv
 from tests.sandbox import sandbox_run
-from waprov.swapin import SSH_DROPIN
+from waprov.handover import DROPIN, SSH_DROPIN
 
 # A healthy image after `waprov -enable` and `-deprovision+user`: Debian's GA unit with
 # waprov's drop-in, Provisioning.Agent=disabled, waprov's units enabled, sshd and sudoers
 # as Debian ships them, hv_kvp_daemon running. This kernel has no udf module: a modprobe
 # that can load it stands in (the FAIL cases use the real one, or a modprobe.d rule).
-HEALTHY = """
+HEALTHY = f"""
 rm -rf /home/* /var/lib/waagent /var/lib/waprov
 printf 'Provisioning.Agent=disabled\\n' > /etc/waagent.conf
 mkdir -p /lib/systemd/system/walinuxagent.service.d /etc/systemd/system/multi-user.target.wants /run/sshd
 cp tests/data/walinuxagent.service /lib/systemd/system/
-cp init/ga-dropin.conf /lib/systemd/system/walinuxagent.service.d/50-waprov.conf
+cat >/lib/systemd/system/walinuxagent.service.d/50-waprov.conf <<'EOF'
+{DROPIN}EOF
 for u in waprov-local.service waprov.service waprov-resourcedisk.service; do
     cp init/$u /lib/systemd/system/
     ln -s /lib/systemd/system/$u /etc/systemd/system/multi-user.target.wants/$u

@@ -1,5 +1,5 @@
-"""The wait after the host name's network restart (steps/hostname.settle) and the kernel
-events it reads (linkwatch.py): netlink parsing, a real netlink socket in a private
+"""The wait after the host name's network restart (network.settle) and the kernel
+events it reads (network.py's link watch): netlink parsing, a real netlink socket in a private
 network namespace, and the wait's decisions with a scripted watch and a virtual clock."""
 
 from __future__ import annotations
@@ -17,14 +17,24 @@ from typing import Any, Callable, List, Optional, Tuple
 
 import pytest
 
-from tests.conftest import virtual_clock, waits
+from tests.conftest import on_host, virtual_clock, waits
 from tests.fakerunner import ScriptedRunner, fail, ok
 from waprov.config import Config
 from waprov.distro import Distro
-from waprov.linkwatch import RTM_DELADDR, RTM_NEWADDR, RTM_NEWROUTE, Event, LinkWatch, NoWatch, parse
 from waprov.model import ProvisioningData
+from waprov.network import (
+    DROP_WAIT,
+    RESTORE_WAIT,
+    RTM_DELADDR,
+    RTM_NEWADDR,
+    RTM_NEWROUTE,
+    Event,
+    LinkWatch,
+    NoWatch,
+    parse,
+    reannounce,
+)
 from waprov.steps import Ctx
-from waprov.steps.hostname import DROP_WAIT, RESTORE_WAIT, reannounce
 from waprov.system import System
 
 ROUTE = "Iface\tDestination\tGateway\tFlags\neth0\t00000000\t0100A8C0\t0003\n"
@@ -58,7 +68,7 @@ def test_parse_reads_ipv4_address_changes_and_route_wakeups_and_skips_the_rest()
 REAL_WATCH = textwrap.dedent(
     """
     import json, subprocess, sys
-    from waprov.linkwatch import open_watch
+    from waprov.network import open_watch
     def ip(*a):
         subprocess.run(["ip", *a], check=True)
     ip("link", "set", "lo", "up")  # the namespace's only interface (no dummy module needed)
@@ -177,7 +187,7 @@ def test_after_networkd_drops_the_address_the_run_waits_until_address_and_route_
     h.script += [("route", 0), h.drop(), ("deladdr", 2), None, h.back(route=False), ("newaddr", 2), None]
     h.script += [h.back(), ("route", 0)]
     with caplog.at_level(logging.INFO, logger="waprov"):
-        reannounce(h.ctx, h.interfaces, "networkd")
+        reannounce(*on_host(h.ctx), h.interfaces, "networkd")
     assert h.watch is not None and h.watch.closed and h.script == []
     assert waits(h.ctx.clock) == [0.2, 0.2]  # two polls without news, then the route's event
     assert h.watch.asked[0] == DROP_WAIT["networkd"]
@@ -189,14 +199,14 @@ def test_a_drop_and_re_add_faster_than_any_poll_is_still_seen_and_ends_the_wait_
 ) -> None:
     h = Host(tmp_path, ScriptedRunner(networkctl=ok), [])
     h.script += [("deladdr", 2), ("newaddr", 2)]  # queued: the host is already back
-    reannounce(h.ctx, h.interfaces, "networkd")
+    reannounce(*on_host(h.ctx), h.interfaces, "networkd")
     assert waits(h.ctx.clock) == [] and h.script == [("newaddr", 2)]
 
 
 def test_no_drop_within_the_drop_wait_ends_the_wait_then(tmp_path: Any) -> None:
     h = Host(tmp_path, ScriptedRunner(networkctl=ok), [])
     h.script += [("deladdr", 5), ("newaddr", 2), ("route", 0), None]  # other interfaces, news
-    reannounce(h.ctx, h.interfaces, "networkd")
+    reannounce(*on_host(h.ctx), h.interfaces, "networkd")
     assert sum(waits(h.ctx.clock)) == pytest.approx(DROP_WAIT["networkd"])
 
 
@@ -205,7 +215,7 @@ def test_an_address_that_never_comes_back_is_waited_for_boundedly_with_a_warning
 ) -> None:
     h = Host(tmp_path, ScriptedRunner(networkctl=ok), [])
     h.script += [h.drop(), ("deladdr", 2)]
-    reannounce(h.ctx, h.interfaces, "networkd")
+    reannounce(*on_host(h.ctx), h.interfaces, "networkd")
     assert sum(waits(h.ctx.clock)) == pytest.approx(RESTORE_WAIT)
     assert "no IPv4 address and default route 30s after the network restart" in caplog.text
 
@@ -223,20 +233,20 @@ def test_other_stacks_wait_only_when_their_commands_dropped_the_address(
 ) -> None:
     runner = ScriptedRunner(ifdown=ok, ifup=ok, nmcli=ok)
     h = Host(tmp_path, runner, [None])
-    reannounce(h.ctx, h.interfaces, stack)  # nothing queued: no waiting for a drop
+    reannounce(*on_host(h.ctx), h.interfaces, stack)  # nothing queued: no waiting for a drop
     assert runner.calls == argv and h.watch is not None and h.watch.asked == [0.0]
     assert waits(h.ctx.clock) == [0.0]
 
     runner = ScriptedRunner(ifdown=ok, ifup=ok, nmcli=ok)
     h = Host(tmp_path / "again", runner, [])
     h.script += [("newaddr", 2), h.drop(), ("deladdr", 2), None, h.back(), ("newaddr", 2)]
-    reannounce(h.ctx, h.interfaces, stack)  # the drop happened during the commands
+    reannounce(*on_host(h.ctx), h.interfaces, stack)  # the drop happened during the commands
     assert waits(h.ctx.clock) == [0.2] and h.script == []
 
 
 def test_the_watch_is_closed_and_nothing_waited_for_when_the_restart_fails(tmp_path: Any) -> None:
     h = Host(tmp_path, ScriptedRunner(networkctl=fail("no such link")), [("deladdr", 2)])
-    reannounce(h.ctx, h.interfaces, "networkd")
+    reannounce(*on_host(h.ctx), h.interfaces, "networkd")
     assert h.watch is not None and h.watch.closed and h.watch.asked == []
     assert waits(h.ctx.clock) == [5.0, 5.0]
 
@@ -251,12 +261,12 @@ def test_netlink_that_cannot_be_opened_or_read_is_a_warning_not_a_failure(tmp_pa
 
     runner = ScriptedRunner(networkctl=ok)
     h = Host(tmp_path / "open", runner, [], link_watch=refused)
-    reannounce(h.ctx, h.interfaces, "networkd")
+    reannounce(*on_host(h.ctx), h.interfaces, "networkd")
     assert "Cannot watch address changes (netlink: [Errno 1] Operation not permitted)" in caplog.text
     assert runner.calls == [["networkctl", "reconfigure", "eth0"]]
 
     h = Host(tmp_path / "read", runner, [], link_watch=Broken)
-    reannounce(h.ctx, h.interfaces, "networkd")
+    reannounce(*on_host(h.ctx), h.interfaces, "networkd")
     assert "Watching eth0 after the network restart failed ([Errno 22] Invalid argument)" in caplog.text
 
 

@@ -1,4 +1,5 @@
-"""Waiting for the network in the run: routes read from /proc/net/route, leases, the bound."""
+"""The route table (network.py) and waiting for the network in the run (wireserver.py):
+routes read from /proc/net/route, leases, the bound."""
 
 from __future__ import annotations
 
@@ -11,10 +12,11 @@ import pytest
 
 from tests.conftest import VirtualTime
 from waprov.config import Config
-from waprov.network import NETWORK_WAIT, POLL, route_covers, wait_for_network
+from waprov.network import parse_routes, route_covers
 from waprov.overrides import Overrides
 from waprov.system import System
 from waprov.timing import Clock
+from waprov.wireserver import NETWORK_WAIT, POLL, wait_for_network
 
 HEADER = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n"
 # An Azure VM's table as the kernel prints it (addresses in the kernel's byte order):
@@ -32,17 +34,21 @@ QEMU = HEADER + "ens3\t000000A8\t00000000\t0001\t0\t0\t1024\t000000FE\t0\t0\t0\n
 DEFAULT_DOWN = HEADER + "eth0\t00000000\t0100000A\t0002\t0\t0\t100\t00000000\t0\t0\t0\n"
 
 
+def covers(text: str, ip: str) -> bool:
+    return route_covers(parse_routes(text), ip)
+
+
 def test_routes_that_reach_the_wireserver() -> None:
-    assert route_covers(AZURE, "168.63.129.16") and route_covers(AZURE, "169.254.169.254")
-    assert route_covers(QEMU, "168.63.129.16")
-    assert route_covers(AZURE.replace("eth0\t10813FA8", "eth0\t10813FA9"), "168.63.129.16")  # default
+    assert covers(AZURE, "168.63.129.16") and covers(AZURE, "169.254.169.254")
+    assert covers(QEMU, "168.63.129.16")
+    assert covers(AZURE.replace("eth0\t10813FA8", "eth0\t10813FA9"), "168.63.129.16")  # default
 
 
 def test_routes_that_do_not() -> None:
-    assert not route_covers(HEADER, "168.63.129.16")
-    assert not route_covers(SUBNET_ONLY, "168.63.129.16")
-    assert not route_covers(DEFAULT_DOWN, "168.63.129.16")  # RTF_UP not set
-    assert not route_covers(HEADER + "garbage line\neth0\tzz\t0\t1\t0\t0\t0\tFF\n", "168.63.129.16")
+    assert not covers(HEADER, "168.63.129.16")
+    assert not covers(SUBNET_ONLY, "168.63.129.16")
+    assert not covers(DEFAULT_DOWN, "168.63.129.16")  # RTF_UP not set
+    assert not covers(HEADER + "garbage line\neth0\tzz\t0\t1\t0\t0\t0\tFF\n", "168.63.129.16")
 
 
 def _host(tmp_path: Path, route: str) -> System:

@@ -13,6 +13,7 @@ from tests.conftest import DATA
 from waprov.errors import ProtocolError
 from waprov.model import KeyPair, PublicKey, Secret
 from waprov.ovf import OvfEnv, parse_ovf, strip_password
+from waprov.sources import merge
 
 with open(os.path.join(DATA, "ovf", "full.xml"), "rb") as _f:
     FULL = _f.read()
@@ -47,7 +48,7 @@ def test_the_full_azure_layout() -> None:
         KeyPair("$HOME/azureuser/.ssh/id_rsa", "F6ABAA61098A301EBB8A571C3C7CF77F355F7FA9"),
     )
     assert env.provision_guest_agent == "false"
-    assert env.guest_agent_disabled is True
+    assert merge(env, None).guest_agent_disabled is True
     assert env.provision_guest_proxy_agent == "true"
     assert env.preprovisioned_vm == "false"
     assert env.preprovisioned_vm_type is None  # i:nil element: no text
@@ -136,7 +137,7 @@ def test_guest_agent_is_disabled_only_by_false_in_any_case(value: str) -> None:
         return
     env = parse_ovf(variant(tag, new))
     assert env.provision_guest_agent == value
-    assert env.guest_agent_disabled is (value.lower() == "false")
+    assert merge(env, None).guest_agent_disabled is (value.lower() == "false")
 
 
 def test_both_spellings_of_preprovisioned_vm_type() -> None:

@@ -25,6 +25,7 @@ import pytest
 from tests.conftest import DATA
 from tests.pkgfiles import ROOT, Packages, deb_depends, deb_files, out, packages, run, version
 from tests.sandbox import sandbox_run
+from waprov.handover import DROPIN as GA_DROPIN
 
 INIT = os.path.join(ROOT, "init")
 UNITS = ["waprov-local.service", "waprov.service", "waprov-resourcedisk.service"]
@@ -119,12 +120,12 @@ def read(path: str) -> str:
 
 def test_units_and_drop_ins_have_no_unknown_keys(tmp_path: os.PathLike[str]) -> None:
     good = os.path.join(str(tmp_path), "good")
-    write_unit_dir(good, read(os.path.join(INIT, "ga-dropin.conf")))
+    write_unit_dir(good, GA_DROPIN)
     output = verify_with_unit_path(good)
     assert not UNIT_PROBLEMS.search(output), output
     # the same check sees a bad key in the drop-ins: they are loaded
     bad = os.path.join(str(tmp_path), "bad")
-    write_unit_dir(bad, read(os.path.join(INIT, "ga-dropin.conf")) + "Requries=waprov.service\n")
+    write_unit_dir(bad, GA_DROPIN + "Requries=waprov.service\n")
     output = verify_with_unit_path(bad)
     for unit in GA_UNITS:
         assert f"{unit}.d/{DROPIN}:" in output and "Unknown key 'Requries'" in output, output
@@ -145,7 +146,8 @@ def test_units_verify_cleanly_where_waprov_is_installed() -> None:
     setup += [f"install -m 0644 {INIT}/{unit} {unitdir}/{unit}" for unit in UNITS]
     for unit, text in zip(GA_UNITS, [WAAGENT_SERVICE, WALINUXAGENT_SERVICE]):
         setup.append(f"cat >{unitdir}/{unit} <<'EOF'\n{text}EOF")
-        setup.append(f"install -D -m 0644 {INIT}/ga-dropin.conf {unitdir}/{unit}.d/{DROPIN}")
+        setup.append(f"mkdir -p {unitdir}/{unit}.d")
+        setup.append(f"cat >{unitdir}/{unit}.d/{DROPIN} <<'EOF'\n{GA_DROPIN}EOF")
     script = "\n".join(setup)
     # not as the sandbox's PID 1, where systemd-analyze fails without a word
     verify = ["sh", "-c", 'systemd-analyze verify --man=no "$@"', "sh"]
@@ -214,14 +216,14 @@ def test_deb_files_are_the_trees_files(pkgs: Packages, tmp_path: os.PathLike[str
     )
     same = {
         **{f"{unitdir}/{unit}": f"init/{unit}" for unit in UNITS},
-        f"{unitdir}/waagent.service.d/{DROPIN}": "init/ga-dropin.conf",
-        f"{unitdir}/walinuxagent.service.d/{DROPIN}": "init/ga-dropin.conf",
         "/etc/logrotate.d/waprov": "init/waprov.logrotate",
         "/usr/share/waprov/waagent.conf": "waagent.conf",
         "/usr/sbin/waprov": "bin/waprov",
     }
     for installed, source in same.items():
         assert sha256(root + installed) == sha256(os.path.join(ROOT, source)), installed
+    for unit in GA_UNITS:  # the text `waprov -enable` writes
+        assert read(f"{root}{unitdir}/{unit}.d/{DROPIN}") == GA_DROPIN, unit
     assert "waagent.log" not in read(f"{root}/etc/logrotate.d/waprov")
     assert read(f"{root}/usr/sbin/waprov").startswith("#!/usr/bin/python3\n")
 
@@ -295,7 +297,6 @@ def test_rpm_ships_waprovs_files(pkgs: Packages) -> None:
     unit = "/usr/lib/systemd/system"
     contents = {
         **{f"{unit}/{name}": f"init/{name}" for name in UNITS},
-        f"{unit}/waagent.service.d/{DROPIN}": "init/ga-dropin.conf",
         "/etc/logrotate.d/waprov": "init/waprov.logrotate",
         "/usr/share/waprov/waagent.conf": "waagent.conf",
         "/usr/sbin/waprov": "bin/waprov",
@@ -304,6 +305,7 @@ def test_rpm_ships_waprovs_files(pkgs: Packages) -> None:
     }
     for path, source in contents.items():
         assert dump[path][2] == sha256(os.path.join(ROOT, source)), path
+    assert dump[f"{unit}/waagent.service.d/{DROPIN}"][2] == hashlib.sha256(GA_DROPIN.encode()).hexdigest()
     assert dump[f"{unit}/walinuxagent.service.d/{DROPIN}"][-1] == f"../waagent.service.d/{DROPIN}"
     assert dump["/usr/sbin/waprov"][3] == "0100755"
     assert dump["/var/lib/waprov"][3:6] == ["040700", "root", "root"]

@@ -326,7 +326,8 @@ def test_host_keys_are_begun_first_and_left_whole_when_provisioning_fails(tmp_pa
 def test_the_local_phase_imports_nothing_of_the_http_side(tmp_path: Any) -> None:
     """The local phase runs before the network at every first boot, and imports cost
     seconds under emulation: the whole `-provision -local` process never loads requests,
-    the wireserver, IMDS or the network restart code (its sys.modules as it exits)."""
+    the wireserver, IMDS or the certificates (its sys.modules as it exits). network.py (the
+    route table for the host name's interface) imports only the standard library."""
     _, pub = user_key(str(tmp_path))
     conf = "Provisioning.RegenerateSshHostKeyPair=y\nProvisioning.SshHostKeyPairType=rsa\n"
     spec_ovf = ovf(password=PASSWORD, keys=[(HOME_KEYS, None, pub)], custom_data="ZWNobyBoaQ==")
@@ -337,8 +338,8 @@ def test_the_local_phase_imports_nothing_of_the_http_side(tmp_path: Any) -> None
     # the probe sees the run: all of the local phase's steps
     steps = {"hostkeys", "user", "keys", "sshd", "customdata", "hostname"}
     assert {"waprov.config", "waprov.ovf", *(f"waprov.steps.{s}" for s in steps)} <= imported
-    http = {"requests", "urllib3", "http.client", "ssl", "waprov.http", "waprov.report", "waprov.imds",
-            "waprov.wireserver", "waprov.network", "waprov.certs", "waprov.linkwatch"}  # fmt: skip
+    http = {"requests", "urllib3", "http.client", "ssl", "waprov.http", "waprov.health",
+            "waprov.imds", "waprov.wireserver", "waprov.certs"}  # fmt: skip
     assert not imported & http, sorted(imported & http)
     assert r["requests"] == []  # and nothing was sent
 
@@ -581,7 +582,7 @@ def test_a_system_user_is_allowed_with_allow_reset_sys_user(tmp_path: Any) -> No
 
 
 RANDOM_FILES = {  # made anew by every protocol detection, as WALinuxAgent does (WA §11.29)
-    "/var/lib/waprov/report.json",  # and the last run's report: its times (tests/test_runreport_sandbox.py)
+    "/var/lib/waprov/report.json",  # and the last run's report: its times (tests/test_record_sandbox.py)
     "/var/lib/waagent/TransportCert.pem",
     "/var/lib/waagent/TransportPrivate.pem",
     "/var/lib/waagent/Certificates.p7m",

@@ -10,19 +10,20 @@ from typing import Any, Dict, List, Tuple
 
 import pytest
 
-from tests.conftest import virtual_clock, waits
+from tests.conftest import on_host, virtual_clock, waits
 from tests.fakefabric import IMDS_KEY
 from tests.fakerunner import ScriptedRunner, fail, ok
 from tests.provisioning import user_key
 from waprov.config import Config
 from waprov.distro import Distro
 from waprov.errors import HostError, ProvisionError
+from waprov.health import failure_description
 from waprov.log import Redactor
 from waprov.model import ProvisioningData, PublicKey
+from waprov.network import parse_routes, primary_interface, reannounce
 from waprov.provision import ADOPT, CHANGED, DONE, TODO, provisioned_state
-from waprov.report import failure_description
 from waprov.steps import Ctx
-from waprov.steps.hostname import dhclient_edit, primary_interface, reannounce, valid_hostname
+from waprov.steps.hostname import dhclient_edit, valid_hostname
 from waprov.steps.keys import deploy_keys, deploy_remaining_keys, public_key_line
 from waprov.steps.sshd import edited_config, set_ssh_config
 from waprov.steps.sudoers import configure_sudoers, sudoers_line, sudoers_name_problem, with_line
@@ -113,9 +114,9 @@ ROUTE = "Iface\tDestination\tGateway\nlo\t0000007F\t00000000\neth1\t00000000\t01
 
 def test_the_primary_interface_is_the_default_routes_else_the_first_non_loopback() -> None:
     addrs = [("lo", True), ("eth0", True), ("eth1", False)]
-    assert primary_interface(ROUTE, addrs) == ("eth1", False)
-    assert primary_interface("Iface\tDestination\n", addrs) == ("eth0", True)
-    assert primary_interface("", [("lo", True)]) == (None, False)
+    assert primary_interface(parse_routes(ROUTE), addrs) == ("eth1", False)
+    assert primary_interface(parse_routes("Iface\tDestination\n"), addrs) == ("eth0", True)
+    assert primary_interface([], [("lo", True)]) == (None, False)
 
 
 def ctx_for(tmp_path: Any, runner: ScriptedRunner, distro: Distro | None = None, **data: Any) -> Ctx:
@@ -130,7 +131,7 @@ def ctx_for(tmp_path: Any, runner: ScriptedRunner, distro: Distro | None = None,
 def test_the_wait_for_an_address_is_bounded(tmp_path: Any) -> None:
     runner = ScriptedRunner()
     ctx = ctx_for(tmp_path, runner)
-    reannounce(ctx, lambda: [("lo", True), ("eth0", False)])
+    reannounce(*on_host(ctx), lambda: [("lo", True), ("eth0", False)])
     assert runner.calls == []
     assert sum(waits(ctx.clock)) <= 11
 
@@ -138,14 +139,14 @@ def test_the_wait_for_an_address_is_bounded(tmp_path: Any) -> None:
 def test_flatcar_reannounces_with_networkctl_reconfigure(tmp_path: Any) -> None:
     runner = ScriptedRunner(networkctl=ok)
     ctx = ctx_for(tmp_path, runner, Distro("flatcar", flatcar=True))
-    reannounce(ctx, lambda: [("lo", True), ("eth0", True)])
+    reannounce(*on_host(ctx), lambda: [("lo", True), ("eth0", True)])
     assert runner.calls == [["networkctl", "reconfigure", "eth0"]]
 
 
 def test_a_failing_restart_is_tried_three_times_five_seconds_apart(tmp_path: Any) -> None:
     runner = ScriptedRunner(networkctl=fail("no such link"))
     ctx = ctx_for(tmp_path, runner, Distro("flatcar", flatcar=True))
-    reannounce(ctx, lambda: [("eth0", True)])
+    reannounce(*on_host(ctx), lambda: [("eth0", True)])
     assert len(runner.calls) == 3 and waits(ctx.clock) == [5.0, 5.0]
 
 

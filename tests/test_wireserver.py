@@ -136,7 +136,6 @@ def test_goal_state_fixture() -> None:
         container_id="3a6d8f0e-1111-4c2b-9d3e-0123456789ab",
         role_instance_id="0f1e2d3c-aaaa-4bbb-8ccc-ddddeeeeffff.vm-7",
         certificates_url="http://168.63.129.16:80/machine/0f1e/3a6d?comp=certificates&incarnation=7",
-        config_name="0f1e2d3c-aaaa-4bbb-8ccc-ddddeeeeffff.7.0f1e2d3c-aaaa-4bbb-8ccc-ddddeeeeffff.1.xml",
     )
 
 
@@ -249,7 +248,7 @@ def test_health_report_retried_after_500_with_identical_bodies(
 ) -> None:
     ws, gs = connect(client, fabric.wireserver, clock)
     fabric.script("health", status(500))
-    ws.report_provisioning(gs)
+    ws.report(gs, "NotReady", "Provisioning", "Starting")
     first, second = fabric.requests_for("health")
     assert first.body == second.body
     assert second.body.decode() == spec_health(
@@ -265,8 +264,8 @@ def test_health_report_retried_after_500_with_identical_bodies(
 
 def test_ready_and_failed_reports(fabric: FakeFabric, client: HttpClient, clock: Clock) -> None:
     ws, gs = connect(client, fabric.wireserver, clock)
-    ws.report_failed(gs, "Failed to validate OVF: HostName not found")
-    ws.report_ready(gs)
+    ws.report(gs, "NotReady", "ProvisioningFailed", "Failed to validate OVF: HostName not found")
+    ws.report(gs, "Ready")
     failed, ready = fabric.health_bodies()
     assert failed == spec_health(
         fabric,
@@ -281,7 +280,7 @@ def test_a_health_report_that_keeps_failing_is_an_error(fabric: FakeFabric) -> N
     ws, gs = connect(HttpClient(clock), fabric.wireserver, clock)
     fabric.script("health", *[status(500, b"no")] * 30)
     with pytest.raises(ProtocolError, match=r"^Failed to send provision status: .*HTTP 500: no"):
-        ws.report_ready(gs)
+        ws.report(gs, "Ready")
     assert waits(clock) == [30.0, 45.0, 75.0, 120.0, 195.0, 315.0]  # 510 more would pass 15 minutes
     assert len(fabric.requests_for("health")) == 7
 
@@ -320,5 +319,5 @@ def test_a_410_keeps_its_status(fabric: FakeFabric, client: HttpClient, clock: C
     ws, gs = connect(client, fabric.wireserver, clock)
     fabric.script("health", status(410, b"incarnation changed"))
     with pytest.raises(HttpStatusError, match=r"^Failed to send provision status: .*HTTP 410") as e:
-        ws.report_ready(gs)
+        ws.report(gs, "Ready")
     assert e.value.status == 410 and clock.slept == []  # not retried: the goal state is stale

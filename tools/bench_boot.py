@@ -50,8 +50,8 @@ CHECK = os.path.join(ROOT, "init", "waprov-boot-check")
 DMI = "/sys/class/dmi/id/product_uuid"
 LOCAL_RUN: Dict[str, Any] = {"args": ["-provision", "-local"]}
 # the network side: what the local phase must not import (and the roots of what c. times)
-NETWORK_SIDE = ("waprov.http", "waprov.report", "waprov.wireserver", "waprov.imds", "waprov.certs",
-                "waprov.network", "waprov.linkwatch", "http.client", "ssl")  # fmt: skip
+NETWORK_SIDE = ("waprov.http", "waprov.health", "waprov.wireserver", "waprov.imds", "waprov.certs",
+                "http.client", "ssl")  # fmt: skip
 NETWORK_PACKAGES = ("requests", "urllib3", "charset_normalizer", "idna", "certifi")
 GOAL_WALL, GOAL_IMPORT = 0.300, 0.150
 MARK = "----bench-boot-mark----"

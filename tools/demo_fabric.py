@@ -78,10 +78,10 @@ def main() -> None:
         endpoint, how = discover_endpoint(fabric.system, config, overrides)
         print(f"\nwireserver {endpoint} (from {how})")
         ws, gs = connect(client, endpoint, clock)
-        ws.report_provisioning(gs)
+        ws.report(gs, "NotReady", "Provisioning", "Starting")
         certs = fetch_certificates(fabric.system, config, ws, gs) if data.fingerprints else {}
         print(f"certificates for {', '.join(data.fingerprints)}: {sorted(certs)}")
-        ws.report_ready(gs)
+        ws.report(gs, "Ready")
 
         print(f"\n{config.lib_dir}:")
         for name in sorted(os.listdir(config.lib_dir)):

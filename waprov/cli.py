@@ -186,7 +186,7 @@ def cmd_provision(args: Args) -> int:
 def cmd_resourcedisk(args: Args) -> int:
     import os
 
-    from waprov.resourcedisk import main
+    from waprov.resourcedisk.command import main
 
     return main(args.conf_path, args.dry_run, args.verbose, os.environ)
 
@@ -201,7 +201,7 @@ def cmd_deprovision(args: Args) -> int:
 
 
 def cmd_swapin(args: Args) -> int:
-    from waprov.swapin import main
+    from waprov.handover import main
 
     return main(args.command, args.conf_path, args.dry_run, args.verbose)
 

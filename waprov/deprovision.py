@@ -27,17 +27,13 @@ from waprov.config import Config
 from waprov.distro import Distro
 from waprov.errors import ConfigError, HostError, WaprovError
 from waprov.log import LOG_FILE
-from waprov.provision import attempt_path
-from waprov.steps import STATE_DIR, Account, home_problem, read_account, uid_range
+from waprov.network import read_routes
+from waprov.state import ATTEMPT, STATE_DIR, USER_RECORD, journal, state_path
+from waprov.steps import Account, home_problem, read_account, uid_range
 from waprov.steps.customdata import OUTPUT as CUSTOM_DATA_LOG
-from waprov.steps.hostname import (
-    _route_text,
-    set_running_hostname,
-    tell_dhcp_client,
-    write_sysconfig_hostname,
-)
+from waprov.steps.hostname import set_running_hostname, tell_dhcp_client, write_sysconfig_hostname
 from waprov.steps.sshd import DROPIN_MARK, FLATCAR_DROPIN
-from waprov.steps.user import USER_RECORD, lock_root_password, read_record
+from waprov.steps.user import lock_root_password, read_record
 from waprov.system import System
 
 log = logging.getLogger("waprov")
@@ -101,7 +97,7 @@ def reset_hostname(distro: Distro) -> Action:
         if distro.sysconfig_hostname:
             write_sysconfig_hostname(system, LOCALHOST)
         set_running_hostname(system, distro, LOCALHOST)
-        tell_dhcp_client(system, distro, LOCALHOST, _route_text(system))
+        tell_dhcp_client(system, distro, LOCALHOST, read_routes(system))
 
     return run
 
@@ -170,8 +166,8 @@ def plan_user(plan: Plan, system: System, config: Config) -> None:
     try:
         record = read_record(system, STATE_DIR)
         user = record.name if record is not None else deleted_user(system, config)
-        if record is None and system.kind(attempt_path(STATE_DIR)) != "absent":  # waprov started here
-            record_file = os.path.join(STATE_DIR, USER_RECORD)
+        if record is None and system.kind(state_path(ATTEMPT)) != "absent":  # waprov started here
+            record_file = state_path(USER_RECORD)
             plan.add(f"WARNING! {user or 'The provisioned user'} is kept: waprov provisioned this VM and "
                      f"created or adopted no account (no {record_file}: the user step refused it or did "
                      "not run).", "user")  # fmt: skip
@@ -223,7 +219,7 @@ def build(system: System, config: Config, distro: Distro, deluser: bool) -> Plan
     """WA §7.2's warnings and actions, in order, then waprov's own state."""
     check_dir(config, "Lib.Dir", config.lib_dir)
     check_dir(config, "Extension.LogDir", config.extension_log_dir)
-    journal = (system.read(os.path.join(STATE_DIR, "journal")) or b"").decode("utf-8", "replace")
+    journaled = journal(system)
     plan = Plan()
     stop = (lambda s: s.run(["systemctl", "stop", "waagent"], check=False)) if distro.flatcar else None
     plan.add("WARNING! The waagent service will be stopped.", "stop agent", stop)
@@ -248,7 +244,7 @@ def build(system: System, config: Config, distro: Distro, deluser: bool) -> Plan
     if distro.flatcar:
         plan.add("WARNING! /etc/machine-id will be removed.", "machine-id", remove_all("/etc/machine-id"))
     own = [STATE_DIR, LOG_FILE, CUSTOM_DATA_LOG]
-    if any(line.endswith(" " + DROPIN_MARK) for line in journal.splitlines()):
+    if any(line.endswith(" " + DROPIN_MARK) for line in journaled):
         own.insert(0, os.path.join(config.ssh_dir, "sshd_config.d", FLATCAR_DROPIN))
     plan.add(None, "waprov state", remove_all(*own))
     return plan
@@ -300,14 +296,13 @@ def main(
     out: TextIO = sys.stdout,
 ) -> int:
     from waprov.config import load_config
-    from waprov.log import setup_logging
     from waprov.osrelease import read_os_release
+    from waprov.start import host_system
 
     interrupts = _Interrupts(out)
     signal.signal(signal.SIGINT, interrupts)
     config = load_config(conf_path)
-    redactor = setup_logging(verbose or config.logs_verbose, None)  # the log file is deleted too
-    system = System(dry_run=dry_run, redactor=redactor)
+    system = host_system(dry_run, verbose or config.logs_verbose, log_file=False)  # it is deleted too
     distro = Distro.detect(read_os_release())
     plan = build(system, config, distro, deluser)
     for warning in plan.warnings:

@@ -22,7 +22,17 @@ from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Set, TextIO
 
 from waprov.config import Config
-from waprov.swapin import DROPIN_NAME, ETC_UNITS, GA_UNITS, PROVISIONING_UNITS, SSH_UNITS, UNITS, unit_file
+from waprov.handover import (
+    DISABLED_FLAG,
+    DROPIN_NAME,
+    ETC_UNITS,
+    GA_UNITS,
+    PROVISIONING_UNITS,
+    SSH_UNITS,
+    UNITS,
+    unit_file,
+)
+from waprov.state import MARKER, state_path
 from waprov.system import Result, System
 
 NO_HOST_KEYS = "no hostkeys available"  # sshd's words when it finds no host key
@@ -210,8 +220,8 @@ def check_kvp_daemon(system: System, config: Config, processes: Callable[[], Lis
 def check_units(system: System, config: Config) -> Finding:
     name = "waprov units"
     off = [u for u in UNITS if not _enabled(system, u)]
-    if system.kind("/etc/waprov/disabled") != "absent":
-        return Finding(FAIL, name, "/etc/waprov/disabled exists (waprov -disable)", "run `waprov -enable`")
+    if system.kind(DISABLED_FLAG) != "absent":
+        return Finding(FAIL, name, f"{DISABLED_FLAG} exists (waprov -disable)", "run `waprov -enable`")
     if off:
         return Finding(FAIL, name, f"{', '.join(off)} not enabled", "run `waprov -enable`")
     return Finding(OK, name, f"{', '.join(UNITS[:-1])} and {UNITS[-1]} are enabled")
@@ -222,7 +232,7 @@ def check_leftovers(system: System, config: Config) -> Finding:
     markers = (
         f"{config.lib_dir}/ovf-env.xml",
         f"{config.lib_dir}/provisioned",
-        "/var/lib/waprov/provisioned",
+        state_path(MARKER),
     )
     left = [p for p in markers if system.kind(p) != "absent"]
     left += system.glob("/home/*/.ssh/authorized_keys")

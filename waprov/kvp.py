@@ -21,7 +21,6 @@ from typing import Callable, Iterator, List, Optional, Tuple
 from waprov import timing
 from waprov.errors import HostError
 
-POOL_DIR = "/var/lib/hyperv"
 POOL = "/var/lib/hyperv/.kvp_pool_1"
 KEY_FIELD, VALUE_FIELD = 512, 2048
 RECORD = KEY_FIELD + VALUE_FIELD

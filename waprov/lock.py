@@ -19,7 +19,7 @@ import time
 from typing import NoReturn
 
 from waprov.errors import WaprovError
-from waprov.runreport import stamp
+from waprov.log import utc_time
 
 LOCK_DIR = "/run/waprov"
 LOCK_NAME = "lock"
@@ -145,7 +145,7 @@ def hold(command: str, wait: float = DEFAULT_WAIT, lock_dir: str = LOCK_DIR) -> 
                 break
         if announced:
             log.info("The other waprov run finished after %.1fs; continuing", time.monotonic() - start)
-    since = stamp()
+    since = utc_time()
     try:  # what a waiting run shows; the lock itself does not depend on it
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()}\ncommand {command}\nsince {since}\n".encode(), 0)

@@ -52,14 +52,21 @@ class Redactor:
         return [self.redact(a) for a in argv]
 
 
+def utc_time(t: Optional[float] = None, digits: int = 0) -> str:
+    """A UTC time (now when `t` is None), ISO 8601 with `digits` decimals of the second:
+    `2026-12-03T18:00:00Z` (report lines, the run lock), 3 for the run record, 6 for log lines."""
+    t = time.time() if t is None else t
+    fraction = f".{int(t % 1 * 10**digits):0{digits}d}" if digits else ""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + fraction + "Z"
+
+
 class _Formatter(logging.Formatter):
     def __init__(self, redactor: Redactor) -> None:
         super().__init__()
         self.redactor = redactor
 
     def formatTime(self, record: logging.LogRecord, datefmt: Optional[str] = None) -> str:
-        t = time.gmtime(record.created)
-        return time.strftime("%Y-%m-%dT%H:%M:%S", t) + f".{int(record.created % 1 * 1e6):06d}Z"
+        return utc_time(record.created, 6)
 
     def format(self, record: logging.LogRecord) -> str:
         level = _LEVEL_NAMES.get(record.levelno, record.levelname)

@@ -3,22 +3,14 @@
 `Secret` wraps a password so that no repr, str or f-string shows it; only `reveal()`
 does. `PublicKey` and `KeyPair` are the SSH entries as the OVF states them (each part
 optional, text untrimmed); `valid_thumbprint()` is the rule for their Fingerprint.
-`merge()` builds the one `ProvisioningData` that provisioning uses from the OVF (DVD) and
-IMDS: the OVF wins wherever it states a value, IMDS fills what it lacks, and IMDS public
-keys are added unless the same key for the same path is already there.
+`ProvisioningData` is the one set of values provisioning uses, merged from the OVF (DVD)
+and IMDS by `sources.merge()`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Optional, Tuple
-
-from waprov.errors import ProtocolError
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from waprov.imds import ImdsData
-    from waprov.ovf import OvfEnv
 
 
 class Secret:
@@ -105,55 +97,3 @@ class ProvisioningData:
         out = [k.fingerprint for k in self.public_keys if k.fingerprint and not k.value]
         out += [k.fingerprint for k in self.key_pairs if k.fingerprint]
         return tuple(dict.fromkeys(out))
-
-
-def _key_material(value: Optional[str]) -> Optional[Tuple[str, ...]]:
-    """The key type and base64 body: comments and whitespace do not make a key different."""
-    if not value:
-        return None
-    return tuple(value.split()[:2])
-
-
-def merge(ovf: Optional[OvfEnv], imds: Optional[ImdsData]) -> ProvisioningData:
-    """One ProvisioningData; ProtocolError when neither source names a host or a user."""
-    sources = tuple(name for name, src in (("dvd", ovf), ("imds", imds)) if src is not None)
-    hostname = (ovf.hostname if ovf else None) or (imds.computer_name if imds else None)
-    username = (ovf.username if ovf else None) or (imds.admin_username if imds else None)
-    if not sources:
-        raise ProtocolError("no provisioning data: no ovf-env.xml and no IMDS document")
-    if not hostname:
-        raise ProtocolError(
-            "no host name: neither ovf-env.xml HostName nor IMDS compute.osProfile.computerName"
-        )
-    if not username:
-        raise ProtocolError(
-            "no user name: neither ovf-env.xml UserName nor IMDS compute.osProfile.adminUsername"
-        )
-    if ovf is not None and ovf.ssh_password_auth_stated:
-        disable_password = ovf.disable_ssh_password_auth
-    elif imds is not None and imds.disable_password_authentication is not None:
-        disable_password = imds.disable_password_authentication
-    else:
-        disable_password = ovf.disable_ssh_password_auth if ovf else False
-    keys = list(ovf.public_keys) if ovf else []
-    seen = {(k.path, _key_material(k.value)) for k in keys if k.value}
-    for k in imds.public_keys if imds else ():
-        ident = (k.path, _key_material(k.value))
-        if ident not in seen:
-            seen.add(ident)
-            keys.append(k)
-    return ProvisioningData(
-        hostname=hostname,
-        username=username,
-        password=ovf.password if ovf else None,
-        custom_data=ovf.custom_data if ovf else None,
-        disable_ssh_password_auth=disable_password,
-        public_keys=tuple(keys),
-        key_pairs=ovf.key_pairs if ovf else (),
-        provision_guest_agent=ovf.provision_guest_agent if ovf else None,
-        provision_guest_proxy_agent=ovf.provision_guest_proxy_agent if ovf else None,
-        preprovisioned_vm=ovf.preprovisioned_vm if ovf else None,
-        preprovisioned_vm_type=ovf.preprovisioned_vm_type if ovf else None,
-        vm_id=imds.vm_id if imds else None,
-        sources=sources,
-    )

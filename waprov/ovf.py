@@ -54,11 +54,6 @@ class OvfEnv:
     preprovisioned_vm: Optional[str] = None
     preprovisioned_vm_type: Optional[str] = None
 
-    @property
-    def guest_agent_disabled(self) -> bool:
-        """ProvisionGuestAgent is `false` in any case (WA §2.3 step 11)."""
-        return self.provision_guest_agent.lower() == "false"
-
 
 def decode_ovf(data: bytes) -> str:
     """Bytes to text: WALinuxAgent's BOM rule (three leading bytes each > 128 are

@@ -25,7 +25,7 @@
    and a kill anywhere resumes (every step is idempotent or journals itself).
 3. Any failure: in the local phase, exit 1 (the network phase runs the step again and
    reports it); in the network phase, NotReady `ProvisioningFailed` with the structured
-   description (report.py), no marker, exit 1; the next run converges.
+   description (health.py), no marker, exit 1; the next run converges.
 """
 
 from __future__ import annotations
@@ -41,13 +41,14 @@ from typing import TYPE_CHECKING, Callable, List, Mapping, Optional, Tuple
 from waprov.config import Config
 from waprov.errors import CommandError, ProvisionError, WaprovError
 from waprov.overrides import Overrides
-from waprov.steps import STATE_DIR, Ctx
+from waprov.state import ATTEMPT, MARKER, STATE_DIR, holds, state_path, write_marker
+from waprov.steps import Ctx
 from waprov.system import System
 from waprov.vmid import same_vm
 
 if TYPE_CHECKING:
-    from waprov.report import Reporter
-    from waprov.runreport import RunRecord
+    from waprov.health import Reporter
+    from waprov.record import RunRecord
     from waprov.sources import Dvd, Fabric
 
 log = logging.getLogger("waprov")
@@ -139,7 +140,7 @@ def record_attempt(ctx: Ctx) -> None:
     if ctx.system.kind(ctx.config.lib_dir) == "absent":
         ctx.system.makedirs(ctx.config.lib_dir, 0o700)
     ctx.system.makedirs(ctx.state_dir, 0o700)
-    ctx.system.write(attempt_path(ctx.state_dir), ctx.vm_id, 0o600)
+    ctx.system.write(state_path(ATTEMPT, ctx.state_dir), ctx.vm_id, 0o600)
 
 
 def _dvd(ctx: Ctx) -> Dvd:
@@ -152,8 +153,7 @@ def read_dvd(ctx: Ctx) -> None:
     """The DVD (waiting briefly for its device in the local unit, which starts while udev
     loads the drive's driver); NoDvdYet without one."""
     from waprov.dvd import NoDvdError
-    from waprov.model import merge
-    from waprov.sources import DEVICE_WAIT, load_ovf
+    from waprov.sources import DEVICE_WAIT, load_ovf, merge
 
     def later(device: str) -> None:
         ctx.dvd_device = device
@@ -207,20 +207,6 @@ def report_ready(ctx: Ctx) -> None:
 # ---- the state of this VM ------------------------------------------------------------------
 
 
-def marker_path(state_dir: str = STATE_DIR) -> str:
-    return os.path.join(state_dir, "provisioned")
-
-
-def attempt_path(state_dir: str = STATE_DIR) -> str:
-    """Holds the id of the VM waprov last started provisioning (before any step)."""
-    return os.path.join(state_dir, "attempt")
-
-
-def _holds(system: System, path: str, vm_id: str) -> bool:
-    raw = system.read(path)
-    return raw is not None and same_vm(raw.decode("utf-8", "replace"), vm_id)
-
-
 def provisioned_state(
     system: System, config: Config, vm_id: str, state_dir: str = STATE_DIR
 ) -> Tuple[str, str]:
@@ -231,23 +217,18 @@ def provisioned_state(
     stored = raw.decode("utf-8", "replace").strip()
     if not same_vm(stored, vm_id):
         return CHANGED, stored
-    if _holds(system, marker_path(state_dir), vm_id):
+    if holds(system, MARKER, vm_id, state_dir):
         return DONE, stored
-    if _holds(system, attempt_path(state_dir), vm_id):
+    if holds(system, ATTEMPT, vm_id, state_dir):
         return TODO, stored  # waprov started on this VM and did not finish: resume
     return ADOPT, stored  # provisioned before waprov was installed (WALinuxAgent did it)
-
-
-BOOT_ID = "boot-id"  # the DMI id as read, beside the marker: what waprov-boot-check compares
 
 
 def write_own_marker(system: System, vm_id: str, overrides: Overrides, state_dir: str = STATE_DIR) -> None:
     """waprov's marker, and the raw DMI id for the boot check of every later boot."""
     from waprov.vmid import raw_id
 
-    system.makedirs(state_dir, 0o700)
-    system.write(os.path.join(state_dir, BOOT_ID), raw_id(system, overrides) + "\n", 0o600)
-    system.write(marker_path(state_dir), vm_id, 0o600)
+    write_marker(system, vm_id, raw_id(system, overrides), state_dir)
 
 
 def _as_provision_error(step: str, reason: str, e: BaseException) -> ProvisionError:
@@ -373,7 +354,7 @@ class Run:
                 self._step(step)
         except ProvisionError as e:
             return self._failed(e)
-        from waprov.report import success_line
+        from waprov.health import success_line
 
         self.record.phase_end(NETWORK, "ok")
         self.record.finish("success", success_line(ctx.vm_id), ctx.state_dir, ctx.reporter.sent)
@@ -384,7 +365,7 @@ class Run:
         return 0  # a failed Ready is logged; provisioning is done (as in WALinuxAgent)
 
     def _failed(self, e: ProvisionError) -> int:
-        from waprov.report import failure_description
+        from waprov.health import failure_description
 
         ctx = self.ctx
         desc = failure_description(e, ctx.vm_id, ctx.system.redactor)
@@ -401,7 +382,7 @@ class Run:
     def changed_vm(self, stored: str) -> int:
         """WA §2.5: another VM's id in `provisioned`: clear, rewrite, Ready; no provisioning."""
         from waprov.cleanup import changed_vm_cleanup
-        from waprov.report import success_line
+        from waprov.health import success_line
 
         ctx = self.ctx
         if stored:
@@ -473,8 +454,8 @@ def main(
     `then_network` (with `local_only`): after the local phase, READY=1 to systemd, then
     the network phase in this process; RUN_DONE or RUN_FAILED says how it ended."""
     from waprov.config import load_config
-    from waprov.log import LOG_FILE, setup_logging
     from waprov.overrides import bad_override, overrides_from_env
+    from waprov.start import host_system
     from waprov.vmid import instance_id
 
     config = load_config(conf_path)
@@ -482,7 +463,7 @@ def main(
     crash = overrides.crash_after
     if crash is not None and crash not in STEP_NAMES:  # checked before anything changes
         raise bad_override("WAPROV_CRASH_AFTER", crash, "expected one of " + ", ".join(STEP_NAMES))
-    redactor = setup_logging(verbose or config.logs_verbose, None if dry_run else LOG_FILE)
+    system = host_system(dry_run, verbose or config.logs_verbose)
     if config.source and config.provisioning_agent != "disabled":
         log.info(
             "Provisioning.Agent=%s in %s: %s provisions this VM, not waprov (`waprov -enable` hands "
@@ -492,7 +473,6 @@ def main(
             "cloud-init" if config.provisioning_agent == "cloud-init" else "WALinuxAgent (or cloud-init)",
         )
         return 0
-    system = System(dry_run=dry_run, redactor=redactor)
     vm_id = instance_id(system, overrides)
     state, stored = provisioned_state(system, config, vm_id)
     if state == DONE:
@@ -538,15 +518,15 @@ def _run(
     from waprov.distro import Distro
     from waprov.kvp import Kvp
     from waprov.osrelease import read_os_release
-    from waprov.runreport import RunRecord
+    from waprov.record import RunRecord
     from waprov.timing import Clock, boot_time
 
     distro = Distro.detect(read_os_release())
     clock = Clock(overrides.retry_scale)
 
     def connect() -> Tuple[Fabric, Reporter]:
+        from waprov.health import Reporter
         from waprov.http import HttpClient
-        from waprov.report import Reporter
         from waprov.sources import Fabric
 
         client = HttpClient(

@@ -7,8 +7,10 @@ before releasing the DVD; an invalid OVF is never saved and fails provisioning.
 `gather()` (the network phase's `imds` step) adds IMDS: with an OVF it waits a few
 seconds at most for IMDS (which then only adds to the OVF); without one, it looks for the
 DVD once more when the network is up (a slow device probe), else IMDS is the source and
-gets the full deadline. IMDS waits for the network first (`network.py`). The two are
-merged by `model.merge()`.
+gets the full deadline. IMDS waits for the network first (`wireserver.wait_for_network`).
+`merge()` makes the one `ProvisioningData` of the two: the OVF wins wherever it states a
+value, IMDS fills what it lacks, and IMDS public keys are added unless the same key for
+the same path is already there.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Optional, Union
+from typing import TYPE_CHECKING, Callable, Optional, Tuple, Union
 
 from waprov.config import Config
 from waprov.dvd import (
@@ -29,7 +31,7 @@ from waprov.dvd import (
     system_mounts,
 )
 from waprov.errors import ProtocolError
-from waprov.model import ProvisioningData, merge
+from waprov.model import ProvisioningData
 from waprov.overrides import Overrides
 from waprov.ovf import OvfEnv, decode_ovf, parse_ovf, strip_password
 from waprov.system import System
@@ -37,6 +39,7 @@ from waprov.timing import Clock
 
 if TYPE_CHECKING:
     from waprov.http import HttpClient
+    from waprov.imds import ImdsData
 
 log = logging.getLogger("waprov")
 IMDS_ONLY_DEADLINE = 300.0  # azure-init's and cloud-init's IMDS budget
@@ -134,8 +137,8 @@ def gather(fabric: Fabric, ovf: Optional[OvfEnv] = None, *, dvd_tried: bool = Fa
     what the DVD gave already; `dvd_tried`: the DVD was looked for in this process and was
     not there (else it is read first, at once). IMDS waits for the network; without an OVF
     the DVD is looked for once more when the network is up."""
-    from waprov.imds import IMDS_BASE, ImdsData, fetch_imds
-    from waprov.network import wait_for_network
+    from waprov.imds import IMDS_BASE, fetch_imds
+    from waprov.wireserver import wait_for_network
 
     dvd_reason = ""
     if ovf is None and not dvd_tried:
@@ -159,3 +162,58 @@ def gather(fabric: Fabric, ovf: Optional[OvfEnv] = None, *, dvd_tried: bool = Fa
             raise ProtocolError(f"no provisioning data: {dvd_reason}; {e}") from None
         log.warning("Provisioning from ovf-env.xml without IMDS: %s", e)
     return merge(ovf, imds)
+
+
+# ---- the merge -------------------------------------------------------------------------------
+
+
+def _key_material(value: Optional[str]) -> Optional[Tuple[str, ...]]:
+    """The key type and base64 body: comments and whitespace do not make a key different."""
+    if not value:
+        return None
+    return tuple(value.split()[:2])
+
+
+def merge(ovf: Optional[OvfEnv], imds: Optional[ImdsData]) -> ProvisioningData:
+    """One ProvisioningData; ProtocolError when neither source names a host or a user."""
+    sources = tuple(name for name, src in (("dvd", ovf), ("imds", imds)) if src is not None)
+    hostname = (ovf.hostname if ovf else None) or (imds.computer_name if imds else None)
+    username = (ovf.username if ovf else None) or (imds.admin_username if imds else None)
+    if not sources:
+        raise ProtocolError("no provisioning data: no ovf-env.xml and no IMDS document")
+    if not hostname:
+        raise ProtocolError(
+            "no host name: neither ovf-env.xml HostName nor IMDS compute.osProfile.computerName"
+        )
+    if not username:
+        raise ProtocolError(
+            "no user name: neither ovf-env.xml UserName nor IMDS compute.osProfile.adminUsername"
+        )
+    if ovf is not None and ovf.ssh_password_auth_stated:
+        disable_password = ovf.disable_ssh_password_auth
+    elif imds is not None and imds.disable_password_authentication is not None:
+        disable_password = imds.disable_password_authentication
+    else:
+        disable_password = ovf.disable_ssh_password_auth if ovf else False
+    keys = list(ovf.public_keys) if ovf else []
+    seen = {(k.path, _key_material(k.value)) for k in keys if k.value}
+    for k in imds.public_keys if imds else ():
+        ident = (k.path, _key_material(k.value))
+        if ident not in seen:
+            seen.add(ident)
+            keys.append(k)
+    return ProvisioningData(
+        hostname=hostname,
+        username=username,
+        password=ovf.password if ovf else None,
+        custom_data=ovf.custom_data if ovf else None,
+        disable_ssh_password_auth=disable_password,
+        public_keys=tuple(keys),
+        key_pairs=ovf.key_pairs if ovf else (),
+        provision_guest_agent=ovf.provision_guest_agent if ovf else None,
+        provision_guest_proxy_agent=ovf.provision_guest_proxy_agent if ovf else None,
+        preprovisioned_vm=ovf.preprovisioned_vm if ovf else None,
+        preprovisioned_vm_type=ovf.preprovisioned_vm_type if ovf else None,
+        vm_id=imds.vm_id if imds else None,
+        sources=sources,
+    )

@@ -11,13 +11,11 @@ file: neither is ever opened as a FIFO or a device. Read-only: nothing is change
 from __future__ import annotations
 
 import json
-import os
 import sys
 from typing import Any, Dict, List, Optional, TextIO
 
 from waprov.errors import ConfigError
-from waprov.runreport import REPORT
-from waprov.steps import STATE_DIR
+from waprov.state import MARKER, REPORT, STATE_DIR, state_path
 from waprov.system import Unreadable, read_regular
 from waprov.vmid import same_vm
 
@@ -37,7 +35,7 @@ def _read(path: str, limit: int, what: str) -> Optional[bytes]:
 
 
 def load(state_dir: str = STATE_DIR) -> Optional[Dict[str, Any]]:
-    path = os.path.join(state_dir, REPORT)
+    path = state_path(REPORT, state_dir)
     data = _read(path, MAX_REPORT, "waprov's run report")
     if data is None:
         return None
@@ -52,7 +50,7 @@ def load(state_dir: str = STATE_DIR) -> Optional[Dict[str, Any]]:
 
 def provisioned(doc: Dict[str, Any], state_dir: str = STATE_DIR) -> bool:
     """Whether waprov's marker names the report's VM (a missing marker: no)."""
-    data = _read(os.path.join(state_dir, "provisioned"), MAX_MARKER, "waprov's provisioned marker")
+    data = _read(state_path(MARKER, state_dir), MAX_MARKER, "waprov's provisioned marker")
     return data is not None and same_vm(data.decode("utf-8", "replace"), str(doc.get("vm_id", "")))
 
 
@@ -104,7 +102,7 @@ def main(as_json: bool, out: TextIO = sys.stdout, state_dir: str = STATE_DIR) ->
         if as_json:
             print(json.dumps({"provisioned": False, "report": None}), file=out)
         else:
-            missing = os.path.join(state_dir, REPORT)
+            missing = state_path(REPORT, state_dir)
             print(f"waprov has not run a provisioning on this VM ({missing} is missing)", file=out)
         return 1
     done = provisioned(doc, state_dir)

@@ -30,7 +30,7 @@ from waprov.log import Redactor
 
 if TYPE_CHECKING:
     from waprov.helddir import HeldDir
-    from waprov.linkwatch import LinkWatch
+    from waprov.network import LinkWatch
 
 Owner = Tuple[int, int]
 
@@ -75,13 +75,13 @@ class Mount:
 
 
 def _netlink_watch() -> LinkWatch:
-    from waprov.linkwatch import open_watch  # not before the host keys are begun
+    from waprov.network import open_watch  # not before the host keys are begun
 
     return open_watch()
 
 
 def _no_watch() -> LinkWatch:
-    from waprov.linkwatch import NoWatch
+    from waprov.network import NoWatch
 
     return NoWatch()
 
@@ -291,7 +291,7 @@ class System:
 
     def link_watch(self) -> LinkWatch:
         """A subscription to the kernel's IPv4 address and route changes, from now on
-        (linkwatch.py); OSError when it cannot be opened."""
+        (network.py); OSError when it cannot be opened."""
         return self._link_watch()
 
     def note(self, kind: str, target: str, detail: str = "") -> None:

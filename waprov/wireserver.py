@@ -8,8 +8,17 @@ byte (§6.4), but with the goal state's ids XML-escaped too (WALinuxAgent puts t
 ordinary ids are unchanged). Requests carry `x-ms-agent-name: waprov`, `x-ms-version: 2012-11-30`.
 Health reports: HEALTH_POLICY (WALinuxAgent's 15 s Fibonacci back-off, bounded at 15
 minutes); the in-progress NotReady/Provisioning has PROGRESS_POLICY, the same back-off
-under a 60 s deadline, as its failure is only logged (report.py). A report answered with
+under a 60 s deadline, as its failure is only logged (health.py). A report answered with
 a status raises HttpStatusError: 410 Gone means the goal state changed.
+
+Waiting for the network inside the run, so that waprov.service need not start after
+network-online: the DVD is read and the host keys are being made while DHCP runs.
+`wait_for_network()` polls until an up IPv4 route in /proc/net/route covers the
+wireserver's address (the DHCP host route, the subnet or a default route) or a DHCP lease
+names the endpoint (option 245), for NETWORK_WAIT seconds at most (as long as
+systemd-networkd-wait-online waits); then the run goes on and the wireserver's and IMDS's
+own retries apply. Endpoints given by WAPROV_WIRESERVER and WAPROV_IMDS are taken as
+reachable (they are loopback in tests).
 """
 
 from __future__ import annotations
@@ -22,7 +31,7 @@ import os
 import re
 import time
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 from xml.etree.ElementTree import Element
 from xml.sax.saxutils import escape
 
@@ -32,6 +41,7 @@ from defusedxml.ElementTree import ParseError, fromstring
 from waprov.config import Config
 from waprov.errors import ProtocolError
 from waprov.http import HttpClient, HttpStatusError, RetryPolicy
+from waprov.network import Route, read_routes, route_covers
 from waprov.overrides import Overrides
 from waprov.system import System
 from waprov.timing import Clock
@@ -53,6 +63,8 @@ CONNECT_DEADLINE = 1200.0
 PROBE_INTERVAL = 10.0
 ROLE_INSTANCE_RETRIES = 6
 ROLE_INSTANCE_WAIT = 0.5
+NETWORK_WAIT = 120.0
+POLL = 0.2
 
 
 # ---- discovery ------------------------------------------------------------------------
@@ -62,8 +74,9 @@ def _quad(raw: bytes) -> Optional[str]:
     return ".".join(str(b) for b in raw) if len(raw) == 4 else None
 
 
-def endpoint_from_route(text: str) -> Optional[str]:
-    return DEFAULT_ENDPOINT if ROUTE_HEX in text else None
+def endpoint_from_route(routes: Sequence[Route]) -> Optional[str]:
+    """The wireserver when a route goes to it (or through it), as WALinuxAgent looks for it."""
+    return DEFAULT_ENDPOINT if any(ROUTE_HEX in (r.destination, r.gateway) for r in routes) else None
 
 
 _EXPIRE = re.compile(r"^\s*expire\s+(?:never|epoch\s+(\d+)|\d\s+(\d{4}/\d\d/\d\d \d\d:\d\d:\d\d))")
@@ -119,7 +132,7 @@ def discover_endpoint(system: System, config: Config, overrides: Overrides) -> T
     if overrides.wireserver:
         return overrides.wireserver, "WAPROV_WIRESERVER"
     if config.endpoint_discovery == "dhcp":
-        if endpoint_from_route(_read(system.path("/proc/net/route"))):
+        if endpoint_from_route(read_routes(system)):
             return DEFAULT_ENDPOINT, "route in /proc/net/route"
         now = time.time()
         for pattern in DHCLIENT_LEASES:
@@ -139,6 +152,36 @@ def discover_endpoint(system: System, config: Config, overrides: Overrides) -> T
             return ep, saved
         log.warning("Ignoring %s: %r is not an address", saved, text[:80])
     return DEFAULT_ENDPOINT, "default"
+
+
+# ---- waiting for the network ---------------------------------------------------------
+
+
+def network_ready(system: System, config: Config, overrides: Overrides) -> bool:
+    """A route reaches 168.63.129.16, or a DHCP lease names the endpoint (discovery's own
+    lease readers)."""
+    if route_covers(read_routes(system), DEFAULT_ENDPOINT):
+        return True
+    _, how = discover_endpoint(system, config, overrides)
+    return how.startswith(("dhclient lease", "systemd-networkd lease"))
+
+
+def wait_for_network(system: System, config: Config, overrides: Overrides, clock: Clock) -> None:
+    if overrides.wireserver and overrides.imds:
+        return
+    if network_ready(system, config, overrides):
+        return
+    started = time.monotonic()
+    log.info("Waiting for the network (no route to the wireserver yet)")
+    deadline = clock.deadline(NETWORK_WAIT)
+    while not network_ready(system, config, overrides):
+        if clock.remaining(deadline) <= 0:
+            log.warning(
+                "No route to the wireserver after %gs: going on (the wireserver and IMDS retry)", NETWORK_WAIT
+            )
+            return
+        clock.sleep(POLL, "network")
+    log.info("The network is up (waited %.1fs)", time.monotonic() - started)
 
 
 # ---- documents ------------------------------------------------------------------------
@@ -178,7 +221,6 @@ class GoalState:
     container_id: str
     role_instance_id: Optional[str]
     certificates_url: Optional[str] = None
-    config_name: Optional[str] = None
 
 
 def parse_goal_state(data: bytes) -> GoalState:
@@ -192,7 +234,6 @@ def parse_goal_state(data: bytes) -> GoalState:
         container_id=container,
         role_instance_id=find_text(root, "RoleInstance", "InstanceId"),
         certificates_url=find_text(root, "RoleInstance", "Configuration", "Certificates"),
-        config_name=find_text(root, "RoleInstance", "Configuration", "ConfigName"),
     )
 
 
@@ -273,15 +314,6 @@ class WireServer:
             raise ProtocolError(f"Failed to send provision status: {e}") from None
         log.info("Reported %s%s to the wireserver", state, f" ({substatus})" if substatus else "")
         return resp.status
-
-    def report_ready(self, gs: GoalState) -> None:
-        self.report(gs, "Ready")
-
-    def report_provisioning(self, gs: GoalState) -> None:
-        self.report(gs, "NotReady", "Provisioning", "Starting")
-
-    def report_failed(self, gs: GoalState, description: str) -> None:
-        self.report(gs, "NotReady", "ProvisioningFailed", description)
 
 
 def connect(client: HttpClient, endpoint: str, clock: Clock) -> Tuple[WireServer, GoalState]:

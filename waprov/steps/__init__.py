@@ -2,8 +2,8 @@
 
 A step is a function `apply(ctx)` that checks its own guard and is idempotent. Steps whose
 effect cannot be repeated byte for byte (regenerated host keys, an executed custom-data
-script) record themselves in the journal `/var/lib/waprov/journal` ("<vm id> <what>"
-lines) and are skipped when the journal says they ran for this VM. The account helpers
+script) record themselves in the journal (state.py: `/var/lib/waprov/journal`) and are
+skipped when the journal says they ran for this VM. The account helpers
 (`read_account`, `uid_range`: UID_MIN..UID_MAX of /etc/login.defs) serve -deprovision too.
 """
 
@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, List, Optional, Tuple
 
+from waprov import state
 from waprov.config import Config
 from waprov.distro import Distro
 from waprov.errors import HostError
@@ -23,11 +24,10 @@ from waprov.system import Background, System
 from waprov.timing import Clock
 
 if TYPE_CHECKING:  # the HTTP side: the local phase never imports it
+    from waprov.health import Reporter
     from waprov.ovf import OvfEnv
-    from waprov.report import Reporter
     from waprov.sources import Fabric
 
-STATE_DIR = "/var/lib/waprov"
 DEFAULT_UID_MIN = 1000  # shadow's value when /etc/login.defs has none (WA: 100, which admits system accounts)
 DEFAULT_UID_MAX = 60000  # useradd's (shadow's) value when /etc/login.defs has no UID_MAX
 LOGIN_DEFS = "/etc/login.defs"
@@ -39,16 +39,6 @@ class Account:
     uid: int
     gid: int
     home: str
-
-
-def _journal(system: System, state_dir: str) -> Tuple[str, ...]:
-    raw = system.read(os.path.join(state_dir, "journal")) or b""
-    return tuple(raw.decode("utf-8", "replace").splitlines())
-
-
-def journal_done(system: System, state_dir: str, vm_id: str, what: str) -> bool:
-    """Whether the journal says `what` ran for this VM (also before the run has a Ctx)."""
-    return f"{vm_id} {what}" in _journal(system, state_dir)
 
 
 def entry(system: System, path: str, name: str) -> Optional[List[str]]:
@@ -133,7 +123,7 @@ class Ctx:
     given: Optional[ProvisioningData]
     clock: Clock
     vm_id: str
-    state_dir: str = STATE_DIR
+    state_dir: str = state.STATE_DIR
     keygen: Optional[Background] = None  # the host keys this process began making (hostkeys.begin)
     overrides: Overrides = field(default_factory=Overrides)
     connect: Optional[Callable[[], Tuple[Fabric, Reporter]]] = None
@@ -171,22 +161,12 @@ class Ctx:
 
     # ---- the journal -------------------------------------------------------------------------
 
-    @property
-    def journal_path(self) -> str:
-        return os.path.join(self.state_dir, "journal")
-
-    def _journal(self) -> Tuple[str, ...]:
-        return _journal(self.system, self.state_dir)
-
     def done(self, what: str) -> bool:
-        return journal_done(self.system, self.state_dir, self.vm_id, what)
+        return state.journal_done(self.system, self.vm_id, what, self.state_dir)
 
     def mark(self, *whats: str) -> None:
         """Add `whats` to the journal in one write (other VMs' entries go)."""
-        entries = [e for e in self._journal() if e.startswith(f"{self.vm_id} ")]
-        entries.extend(f"{self.vm_id} {what}" for what in whats if f"{self.vm_id} {what}" not in entries)
-        self.system.makedirs(self.state_dir, 0o700)
-        self.system.write(self.journal_path, "".join(e + "\n" for e in entries), 0o600)
+        state.journal_add(self.system, self.vm_id, whats, self.state_dir)
 
     # ---- accounts ----------------------------------------------------------------------------
 

@@ -15,56 +15,35 @@ stops there). Then `<Lib.Dir>/published_hostname` is written. When no route exis
 name was set (the local phase, before any network manager started), the first DHCP request
 carries the name.
 
-The interface (`dhcp_interface`) is the one of the default route with the lowest metric,
-as WALinuxAgent's; with no default route (the local phase: no network yet) the first
-interface in /sys/class/net by ifindex that is neither loopback nor enslaved to another
-(the VF of accelerated networking is enslaved to the synthetic NIC). WALinuxAgent, which
-writes this file only once the network is up, takes the first non-loopback interface with
-an IPv4 address there, and waits forever for one.
+The ifcfg file's interface (`dhcp_interface`) is the primary interface (network.py: the
+default route's with the lowest metric, else the first in /sys/class/net by ifindex that is
+neither loopback nor enslaved to another). WALinuxAgent, which writes this file only once
+the network is up, takes the first non-loopback interface with an IPv4 address there, and
+waits forever for one.
 
-`publish_hostname` then re-announces the name on the primary interface, only when the name
-was set while a network was already up (no local phase: IMDS only, a late DVD, a network
-from the initrd, waprov installed on a running VM): by the distribution's data where it has
-WALinuxAgent's commands (RHEL >= 8.6: `systemctl restart NetworkManager` then `ip link set
-<if> down` and `up`; RHEL 7 to 8.5: `service NetworkManager restart` when the ifcfg says
-NM_CONTROLLED=n|no, then `ifdown`/`ifup`; SUSE: `ifup <if>`, once when it succeeds where
-WALinuxAgent runs it three times), else by the network stack in use. Unlike WALinuxAgent,
-the wait for an address is bounded, a name that is not a valid host name is refused, and a
-valid name longer than the 64 characters Linux allows a running host name is replaced by
-its first label everywhere.
+`publish_hostname` then re-announces the name on the primary interface (network.reannounce),
+only when the name was set while a network was already up (no local phase: IMDS only, a
+late DVD, a network from the initrd, waprov installed on a running VM). Unlike WALinuxAgent,
+a name that is not a valid host name is refused, and a valid name longer than the 64
+characters Linux allows a running host name is replaced by its first label everywhere.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-import socket
-import time
-from typing import TYPE_CHECKING, Callable, List, Optional, Sequence, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
 from waprov.distro import IFCFG, SUSE_DHCP, Distro
-from waprov.errors import CommandNotFound, HostError, ProvisionError
+from waprov.errors import HostError, ProvisionError
+from waprov.network import IFCFG_DIR, Route, primary_interface, read_routes, reannounce, sysfs_interfaces
 from waprov.steps import Ctx
 from waprov.system import System
 
-if TYPE_CHECKING:
-    from waprov.linkwatch import LinkWatch
-
 log = logging.getLogger("waprov")
 DHCLIENT_CONFS = ("/etc/dhcp/dhclient.conf", "/etc/dhcp3/dhclient.conf", "/etc/dhclient.conf")
-IFF_LOOPBACK = 0x8
 HOST_NAME_MAX = 64  # Linux's limit on the running host name (sethostname)
 _LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
-ADDRESS_WAIT = 10.0  # seconds to wait for the primary interface's IPv4 address
-RESTART_TRIES, RESTART_WAIT = 3, 5.0
-# After the restart command: how long an address drop may take to come (networkd handles
-# `networkctl reconfigure` after the command returns: 0.2-0.7 s later under TCG; the
-# other stacks drop and restore within their commands), and to be undone.
-# RHEL and Fedora: NetworkManager sees the link bounce after `ip link` returns, as networkd;
-# SUSE's `ifup` (wicked) returns when the interface is configured.
-DROP_WAIT = {"networkd": 2.0, "rhel": 2.0, "fedora": 2.0}
-RESTORE_WAIT, RESTORE_POLL = 30.0, 0.2
-Interfaces = Callable[[], List[Tuple[str, bool]]]  # [(name, has IPv4)] in system order
 
 
 def valid_hostname(name: str) -> bool:
@@ -96,16 +75,16 @@ def set_hostname(ctx: Ctx) -> None:
             short,
         )
         name = short
-    route_text = _route_text(ctx.system)
+    routes = read_routes(ctx.system)
     ctx.system.write("/etc/hostname", name, 0o644)
     if ctx.distro.sysconfig_hostname:
         write_sysconfig_hostname(ctx.system, name)
     set_running_hostname(ctx.system, ctx.distro, name)
-    tell_dhcp_client(ctx.system, ctx.distro, name, route_text)
+    tell_dhcp_client(ctx.system, ctx.distro, name, routes)
     ctx.system.write(ctx.lib("published_hostname"), name, 0o644)
     # the routes read again: one that came while the step ran may have carried a DHCP
     # request without the name
-    ctx.named_before_network = not _route_rows(_route_text(ctx.system))
+    ctx.named_before_network = not read_routes(ctx.system)
     if ctx.named_before_network:  # journaled here: a later step failing leaves it said
         log.info("Host name %s set before the network started: the first DHCP request carries it", name)
         ctx.mark(NAMED_BEFORE_NETWORK)
@@ -159,7 +138,6 @@ def set_dhcp_hostname(system: System, name: str) -> None:
 
 
 SYSCONFIG_NETWORK = "/etc/sysconfig/network"
-IFCFG_DIR = "/etc/sysconfig/network-scripts"
 SUSE_DHCP_FILE = "/etc/sysconfig/network/dhcp"
 
 
@@ -209,12 +187,12 @@ def write_sysconfig_hostname(system: System, name: str) -> None:
     )
 
 
-def tell_dhcp_client(system: System, distro: Distro, name: str, route_text: str) -> None:
+def tell_dhcp_client(system: System, distro: Distro, name: str, routes: Sequence[Route]) -> None:
     """WA's `set_dhcp_hostname` of the distribution (see the module docstring)."""
     if distro.dhcp_hostname == IFCFG:
         from waprov.sysconfig import replace_or_append
 
-        ifname = dhcp_interface(system, route_text)
+        ifname = dhcp_interface(system, routes)
         if ifname is None:
             log.warning("No network interface: DHCP_HOSTNAME=%s is not written to any ifcfg file", name)
             return
@@ -235,231 +213,16 @@ def tell_dhcp_client(system: System, distro: Distro, name: str, route_text: str)
         set_dhcp_hostname(system, name)
 
 
-def sysfs_interfaces(system: System) -> List[Tuple[str, bool]]:
-    """[(name, False)] of /sys/class/net's interfaces by ifindex, without loopback
-    (IFF_LOOPBACK) and without those enslaved to another (a `master` link)."""
-    found = []
-    for path in system.glob("/sys/class/net/*"):
-        name = path.rsplit("/", 1)[1]
-        try:
-            index = int((system.read(f"{path}/ifindex", limit=32) or b"").strip())
-            flags = int((system.read(f"{path}/flags", limit=32) or b"0").strip(), 16)
-        except (HostError, ValueError):
-            continue
-        if flags & IFF_LOOPBACK or name == "lo" or system.kind(f"{path}/master") != "absent":
-            continue
-        found.append((index, name))
-    return [(name, False) for _, name in sorted(found)]
-
-
-def dhcp_interface(system: System, route_text: str) -> Optional[str]:
+def dhcp_interface(system: System, routes: Sequence[Route]) -> Optional[str]:
     """The interface whose ifcfg file names the host (see the module docstring)."""
-    ifname, _ = primary_interface(route_text, sysfs_interfaces(system))
+    ifname, _ = primary_interface(routes, sysfs_interfaces(system))
     if ifname is None or "/" in ifname or ifname in (".", ".."):
         return None
     return ifname
-
-
-def nm_controlled(system: System, ifname: str) -> bool:
-    """Whether NetworkManager manages `ifname`: not when its ifcfg says NM_CONTROLLED=n or
-    no (quotes stripped), as WA's get_nm_controlled; yes when absent or unreadable."""
-    from waprov.sysconfig import value_of
-
-    path = f"{IFCFG_DIR}/ifcfg-{ifname}"
-    try:
-        raw = system.read(path, limit=1 << 20)
-        value = value_of(raw, path, "NM_CONTROLLED") if raw is not None else None
-    except HostError as e:
-        log.debug("NM_CONTROLLED of %s unknown (%s): taken as yes", ifname, e)
-        return True
-    return (value or "").replace('"', "").replace("'", "").strip() not in ("n", "no")
 
 
 def publish_hostname(ctx: Ctx) -> None:
     if ctx.named_before_network or ctx.done(NAMED_BEFORE_NETWORK):
         log.info("The host name was set before the network started: nothing to re-announce")
         return
-    reannounce(ctx)
-
-
-def _metric(fields: Sequence[str]) -> int:
-    try:
-        return int(fields[6])
-    except (IndexError, ValueError):
-        return 0
-
-
-def primary_interface(route_text: str, addresses: Sequence[Tuple[str, bool]]) -> Tuple[Optional[str], bool]:
-    """(interface, has IPv4): the interface of the default route with the lowest metric
-    (the first of equals), else the first non-loopback one; `addresses` is
-    [(name, has IPv4)] in system order."""
-    has = dict(addresses)
-    defaults = [fields for fields in _route_rows(route_text) if fields[1] == "00000000"]
-    if defaults:
-        best = min(defaults, key=_metric)
-        return best[0], has.get(best[0], False)
-    for ifname, ipv4 in addresses:
-        if ifname != "lo":
-            return ifname, ipv4
-    return None, False
-
-
-def _interfaces() -> List[Tuple[str, bool]]:
-    import psutil
-
-    return [
-        (name, any(a.family == socket.AF_INET for a in addrs))
-        for name, addrs in psutil.net_if_addrs().items()
-    ]
-
-
-def _route_text(system: System) -> str:
-    try:
-        return (system.read("/proc/net/route") or b"").decode("ascii", "replace")
-    except HostError:
-        return ""
-
-
-def network_stack() -> str:
-    """ "networkd", "networkmanager" or "ifupdown", from the running processes."""
-    import psutil
-
-    names = {p.info.get("name") for p in psutil.process_iter(["name"])}
-    if "systemd-networkd" in names:
-        return "networkd"
-    if "NetworkManager" in names:
-        return "networkmanager"
-    return "ifupdown"
-
-
-def reannounce(ctx: Ctx, interfaces: Interfaces = _interfaces, stack: Optional[str] = None) -> None:
-    """Bounded: wait at most ADDRESS_WAIT for an IPv4 address, try the restart a few
-    times, then give up with a warning (the name is set either way)."""
-    deadline = ctx.clock.deadline(ADDRESS_WAIT)
-    commands: List[Tuple[str, ...]]
-    while True:
-        ifname, has_ipv4 = primary_interface(_route_text(ctx.system), interfaces())
-        if ifname is None:
-            log.info("No network interface besides loopback: the host name is not re-announced")
-            return
-        if has_ipv4:
-            break
-        if ctx.clock.remaining(deadline) <= 0:
-            log.warning(
-                "%s has no IPv4 address after %gs: the host name is not re-announced", ifname, ADDRESS_WAIT
-            )
-            return
-        ctx.clock.sleep(1.0, f"an IPv4 address on {ifname}")
-    first: Tuple[str, ...] = ()
-    if stack is None and ctx.distro.restart_if:  # WALinuxAgent's commands for this family
-        stack = ctx.distro.family
-        commands = list(ctx.distro.restart_if_argvs(ifname))
-        if ctx.distro.nm_restart and (ctx.distro.nm_restart_always or not nm_controlled(ctx.system, ifname)):
-            first = ctx.distro.nm_restart
-    else:
-        stack = stack or ("networkd" if ctx.distro.flatcar else network_stack())
-        if stack == "networkd":
-            commands = [("networkctl", "reconfigure", ifname)]
-        elif stack == "networkmanager":
-            # `nmcli device reapply` of an unchanged profile starts no DHCP exchange
-            # (NetworkManager 1.42, seen in the e2e boot); a new DHCP host name on the
-            # device's applied connection (the saved profile is left alone) makes it send
-            # a REQUEST that carries the name, the address kept.
-            name = host_name(ctx.data.hostname)
-            commands = [("nmcli", "device", "modify", ifname, "ipv4.dhcp-hostname", name)]
-        else:
-            commands = [("ifdown", ifname), ("ifup", ifname)]
-    default_route = routes_on(_route_text(ctx.system), ifname)[1]
-    watch = _open_watch(ctx)
-    try:
-        if first:  # once, its failure ignored (WALinuxAgent does not look at it)
-            try:
-                ctx.system.run(first, timeout=90)
-            except HostError as e:
-                log.warning("%s failed (going on with the interface restart): %s", " ".join(first), e)
-        for attempt in range(1, RESTART_TRIES + 1):
-            try:
-                for argv in commands:
-                    ctx.system.run(argv, timeout=60)
-            except HostError as e:
-                log.warning("Re-announcing the host name on %s, attempt %d: %s", ifname, attempt, e)
-                if isinstance(e, CommandNotFound):
-                    return
-            else:
-                log.info("Re-announced the host name on %s (%s)", ifname, stack)
-                try:
-                    settle(ctx, watch, ifname, DROP_WAIT.get(stack, 0.0), interfaces, default_route)
-                except OSError as e:
-                    log.warning("Watching %s after the network restart failed (%s): going on", ifname, e)
-                return
-            if attempt < RESTART_TRIES:
-                ctx.clock.sleep(RESTART_WAIT, "network restart")
-    finally:
-        watch.close()
-
-
-def _open_watch(ctx: Ctx) -> LinkWatch:
-    try:
-        return ctx.system.link_watch()
-    except OSError as e:
-        from waprov.linkwatch import NoWatch
-
-        log.warning("Cannot watch address changes (netlink: %s): no wait after the network restart", e)
-        return NoWatch()
-
-
-def _route_rows(route_text: str) -> List[List[str]]:
-    """/proc/net/route's rows (after its header) as [Iface, Destination, ...]."""
-    rows = (line.split() for line in route_text.splitlines()[1:])
-    return [fields for fields in rows if len(fields) > 1]
-
-
-def routes_on(route_text: str, ifname: str) -> Tuple[bool, bool]:
-    """(any route, a default route) through `ifname` in /proc/net/route's text."""
-    mine = [fields for fields in _route_rows(route_text) if fields[0] == ifname]
-    return bool(mine), any(fields[1] == "00000000" for fields in mine)
-
-
-def settle(
-    ctx: Ctx, watch: LinkWatch, ifname: str, drop_wait: float, interfaces: Interfaces, default_route: bool
-) -> None:
-    """After the restart: if the interface's IPv4 address goes away (seen within
-    `drop_wait` seconds, or already during the commands), wait until it is back with its
-    routes (the default route when it had it), at most RESTORE_WAIT seconds. No drop: no
-    wait beyond `drop_wait`."""
-    index = _ifindex(ctx, ifname)
-    if index is None:
-        return
-    started = time.monotonic()
-    deadline = ctx.clock.deadline(drop_wait)
-    while True:
-        event = watch.next_event(ctx.clock.remaining(deadline))
-        if event is None:
-            log.debug("No address change on %s within %gs of the network restart", ifname, drop_wait)
-            return
-        if event in (("deladdr", index), ("lost", 0)):
-            break
-
-    def back() -> bool:
-        any_route, default = routes_on(_route_text(ctx.system), ifname)
-        return dict(interfaces()).get(ifname, False) and (default if default_route else any_route)
-
-    deadline = ctx.clock.deadline(RESTORE_WAIT)
-    while not back():
-        if ctx.clock.remaining(deadline) <= 0:
-            route = "default route" if default_route else "route"
-            after = f"{RESTORE_WAIT:g}s after the network restart: going on"
-            log.warning("%s has no IPv4 address and %s %s", ifname, route, after)
-            return
-        watch.next_event(min(RESTORE_POLL, ctx.clock.remaining(deadline)))
-    took = time.monotonic() - started
-    log.info("%s has its address and route back (%.3fs after the restart)", ifname, took)
-
-
-def _ifindex(ctx: Ctx, ifname: str) -> Optional[int]:
-    try:
-        raw = ctx.system.read(f"/sys/class/net/{ifname}/ifindex", limit=32)
-        return int((raw or b"").strip())
-    except (HostError, ValueError):
-        log.debug("No ifindex for %s: no wait after the network restart", ifname)
-        return None
+    reannounce(ctx.system, ctx.distro, ctx.clock, host_name(ctx.data.hostname))

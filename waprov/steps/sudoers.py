@@ -17,6 +17,7 @@ import re
 from typing import Optional
 
 from waprov.errors import HostError, ProvisionError
+from waprov.state import SUDOERS_CHECK, state_path
 from waprov.steps import Ctx
 
 log = logging.getLogger("waprov")
@@ -70,7 +71,7 @@ def configure_sudoers(ctx: Ctx) -> None:
     path = os.path.join(directory, "waagent")
     text = (ctx.system.read(path) or b"").decode("utf-8", "surrogateescape")
     new = with_line(text, sudoers_line(ctx.data.username, ctx.data.password is None))
-    check = os.path.join(ctx.state_dir, "sudoers.check")
+    check = state_path(SUDOERS_CHECK, ctx.state_dir)
     if new != text and ctx.system.has_command("visudo"):
         ctx.system.makedirs(ctx.state_dir, 0o700)
         ctx.system.write(check, new.encode("utf-8", "surrogateescape"), 0o440)

@@ -15,7 +15,6 @@ is not touched (a rerun leaves the same bytes). Without a password: `passwd -l`.
 from __future__ import annotations
 
 import logging
-import os
 import re
 import string
 import sys
@@ -24,6 +23,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 
 from waprov.errors import HostError, ProvisionError
+from waprov.state import USER_RECORD, state_path
 from waprov.steps import Account, Ctx, home_problem
 from waprov.steps.sudoers import sudoers_name_problem
 from waprov.system import System
@@ -33,7 +33,6 @@ _USERNAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$")
 SALT_ALPHABET = string.ascii_letters + string.digits
 SHADOW = "/etc/shadow"
 ROOT_LOCK = "root:*LOCK*:14600::::::"
-USER_RECORD = "user"  # in the state dir
 
 
 @dataclass(frozen=True)
@@ -51,7 +50,7 @@ class UserRecord:
 
 def read_record(system: System, state_dir: str) -> Optional[UserRecord]:
     """The recorded account, None when there is no record; HostError when it is unreadable."""
-    path = os.path.join(state_dir, USER_RECORD)
+    path = state_path(USER_RECORD, state_dir)
     raw = system.read(path)
     if raw is None:
         return None
@@ -109,7 +108,7 @@ def _forget_other_vm(ctx: Ctx) -> None:
             return
     except HostError:
         pass  # unreadable: dropped too
-    ctx.system.remove(os.path.join(ctx.state_dir, USER_RECORD))
+    ctx.system.remove(state_path(USER_RECORD, ctx.state_dir))
 
 
 def _remember(ctx: Ctx, acct: Account, how: str) -> None:
@@ -119,7 +118,7 @@ def _remember(ctx: Ctx, acct: Account, how: str) -> None:
         return
     ctx.system.makedirs(ctx.state_dir, 0o700)
     line = UserRecord(ctx.vm_id, acct.name, acct.uid, how).line()
-    ctx.system.write(os.path.join(ctx.state_dir, USER_RECORD), line, 0o600)
+    ctx.system.write(state_path(USER_RECORD, ctx.state_dir), line, 0o600)
 
 
 def refuse_system_user(ctx: Ctx, acct: Account) -> None:

@@ -31,9 +31,10 @@ KEY = "Provisioning.Agent"
 GA_CONF = "/etc/waagent.conf"
 # Flatcar ships the GA's file here; its waagent.service links /etc/waagent.conf to it
 VENDOR_CONFS = ("/usr/share/waagent/waagent.conf",)
-STATE_DIR = "/etc/waprov"
-STATE = "/etc/waprov/swap-in.json"
-DISABLED_FLAG = "/etc/waprov/disabled"
+# Under /etc, not in waprov's state directory (state.py): -deprovision must not remove it.
+ETC_DIR = "/etc/waprov"
+HANDOVER_RECORD = ETC_DIR + "/swap-in.json"  # what -enable changed, for -disable
+DISABLED_FLAG = ETC_DIR + "/disabled"
 UNITS = ("waprov-local.service", "waprov.service", "waprov-resourcedisk.service")
 # The units the GA drop-in requires and follows.
 PROVISIONING_UNITS = ("waprov-local.service", "waprov.service")
@@ -42,7 +43,8 @@ DROPIN_NAME = "50-waprov.conf"
 ETC_UNITS = "/etc/systemd/system"
 PACKAGE_UNITS = ("/usr/lib/systemd/system", "/lib/systemd/system")
 UNIT_DIRS = (ETC_UNITS, *PACKAGE_UNITS)
-# The text of init/ga-dropin.conf (a test keeps the two equal).
+# The GA drop-in: written by -enable where no package ships it; the .deb and the .rpm
+# ship this text (debian/rules and rpm/waprov.spec write it at build time).
 DROPIN = """\
 # Installed by waprov for WALinuxAgent's guest agent (waagent.service on most
 # distributions, walinuxagent.service on Debian and Ubuntu). With
@@ -56,7 +58,6 @@ After=waprov-local.service waprov.service
 # Fedora's/RHEL's sshd.socket start sshd@.service, Debian 11's ssh.socket ssh@.service.
 # Written whether or not they are installed (an After= on its own orders nothing).
 SSH_UNITS = ("ssh@.service", "sshd@.service")
-# The text of init/ssh-dropin.conf (a test keeps the two equal).
 SSH_DROPIN = """\
 # Installed by `waprov -enable` for socket-activated sshd with one instance per
 # connection (Accept=yes: Flatcar's and Fedora's sshd.socket, Debian 11's ssh.socket).
@@ -156,8 +157,8 @@ def _conf_enable(system: System, conf: str, changes: List[str]) -> None:
         "link": link if materialize else None,
         "created": created_from is not None,
     }
-    system.makedirs(STATE_DIR, 0o755)
-    system.write(STATE, json.dumps(state, indent=2) + "\n", 0o644)
+    system.makedirs(ETC_DIR, 0o755)
+    system.write(HANDOVER_RECORD, json.dumps(state, indent=2) + "\n", 0o644)
     if materialize:  # the GA reads a read-only vendor file: /etc gets its own copy
         if link is not None:
             system.remove(conf)
@@ -172,12 +173,12 @@ def _conf_enable(system: System, conf: str, changes: List[str]) -> None:
         system.write(target, new, mode, owner)
     changes.append(
         f"{conf}: line {edit.index + 1}: {edit.before or '(none)'} -> {edit.after} "
-        f"(previous line kept in {STATE})"
+        f"(previous line kept in {HANDOVER_RECORD})"
     )
 
 
 def _load_state(system: System) -> Optional[Tuple[str, Edit, Optional[str], bool]]:
-    raw = system.read(STATE, limit=1 << 16)
+    raw = system.read(HANDOVER_RECORD, limit=1 << 16)
     if raw is None:
         return None
     try:
@@ -190,7 +191,7 @@ def _load_state(system: System) -> Optional[Tuple[str, Edit, Optional[str], bool
         return conf, Edit.from_json(data["edit"]), link, created
     except (ValueError, KeyError, TypeError) as e:
         raise ConfigError(
-            STATE,
+            HANDOVER_RECORD,
             f"is not a record written by waprov -enable ({e}); "
             "restore the configuration by hand and remove it",
         ) from None
@@ -199,7 +200,7 @@ def _load_state(system: System) -> Optional[Tuple[str, Edit, Optional[str], bool
 def _conf_disable(system: System, changes: List[str], problems: List[str]) -> None:
     state = _load_state(system)
     if state is None:
-        changes.append(f"{KEY}: no record of a change by waprov -enable ({STATE}); left as it is")
+        changes.append(f"{KEY}: no record of a change by waprov -enable ({HANDOVER_RECORD}); left as it is")
         return
     conf, edit, link, created = state
     target = _resolve(system, conf)
@@ -207,7 +208,7 @@ def _conf_disable(system: System, changes: List[str], problems: List[str]) -> No
     try:
         old = undo(text, KEY, edit)
     except ValueError as e:
-        problems.append(f"{conf}: not restored: {e}; set {KEY} by hand, then remove {STATE}")
+        problems.append(f"{conf}: not restored: {e}; set {KEY} by hand, then remove {HANDOVER_RECORD}")
         return
     original = None
     if link is not None:
@@ -226,7 +227,7 @@ def _conf_disable(system: System, changes: List[str], problems: List[str]) -> No
         if original is not None:
             problems.append(f"{conf}: kept as a file: other lines were changed since waprov -enable")
     changes.append(f"{conf}: line {edit.index + 1}: {edit.after} -> {edit.before or '(removed)'}")
-    system.remove(STATE)
+    system.remove(HANDOVER_RECORD)
 
 
 # ---- the commands ---------------------------------------------------------------------------
@@ -287,14 +288,14 @@ def disable(system: System) -> Tuple[List[str], List[str]]:
         system.run(_systemctl(system, "disable", *to_disable))
     changes.extend(f"{u}: disabled" for u in to_disable)
     if pulled_in and system.kind(DISABLED_FLAG) == "absent":
-        system.makedirs(STATE_DIR, 0o755)
+        system.makedirs(ETC_DIR, 0o755)
         system.write(DISABLED_FLAG, "", 0o644)
         changes.append(
             f"{DISABLED_FLAG}: written (the package's drop-ins for {', '.join(pulled_in)} still "
             f"pull {' and '.join(PROVISIONING_UNITS)} in; the flag makes systemd skip them)"
         )
-    if system.kind(STATE_DIR) == "dir" and not system.glob(STATE_DIR + "/*"):
-        system.remove(STATE_DIR, recursive=True)
+    if system.kind(ETC_DIR) == "dir" and not system.glob(ETC_DIR + "/*"):
+        system.remove(ETC_DIR, recursive=True)
     if system.actions:
         _reload(system)
     return changes, problems
@@ -303,17 +304,17 @@ def disable(system: System) -> Tuple[List[str], List[str]]:
 def main(
     command: str, conf_path: Optional[str], dry_run: bool, verbose: bool, out: TextIO = sys.stdout
 ) -> int:
-    from waprov.log import setup_logging
+    from waprov.start import host_system
 
-    redactor = setup_logging(verbose, None)
-    system = System(dry_run=dry_run, redactor=redactor)
+    system = host_system(dry_run, verbose, log_file=False)
     if command == "enable":
         changes: List[str] = enable(system, conf_path or GA_CONF)
         problems: List[str] = []
     else:
         if conf_path:
             print(
-                f"note: -disable restores the file recorded in {STATE}; -configuration-path is not used",
+                f"note: -disable restores the file recorded in {HANDOVER_RECORD}; "
+                "-configuration-path is not used",
                 file=out,
             )
         changes, problems = disable(system)

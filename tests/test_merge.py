@@ -11,8 +11,9 @@ import pytest
 from tests.conftest import DATA
 from waprov.errors import ProtocolError
 from waprov.imds import ImdsData
-from waprov.model import KeyPair, ProvisioningData, PublicKey, Secret, merge
+from waprov.model import KeyPair, ProvisioningData, PublicKey, Secret
 from waprov.ovf import parse_ovf
+from waprov.sources import merge
 
 with open(os.path.join(DATA, "ovf", "full.xml"), "rb") as _f:
     OVF = parse_ovf(_f.read())

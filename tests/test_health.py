@@ -1,4 +1,4 @@
-"""report.Reporter against the fake fabric: which report failures a run survives, the
+"""health.Reporter against the fake fabric: which report failures a run survives, the
 goal state fetched again after a 410, quick retries of a dropped connection, and what
 `sent` (the run report's health_reports) records of each POST."""
 
@@ -13,9 +13,9 @@ import pytest
 from tests.conftest import SCALE, virtual_clock, waits
 from tests.fakefabric import CLOSE, RESET, FakeFabric, Fault, status
 from waprov.config import Config
+from waprov.health import Reporter
 from waprov.http import HttpClient
 from waprov.overrides import Overrides
-from waprov.report import Reporter
 from waprov.system import System
 from waprov.timing import Clock
 

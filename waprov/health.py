@@ -17,17 +17,15 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import time
 from typing import Any, Dict, List, Optional
 
 from waprov import __version__
 from waprov.config import Config
 from waprov.errors import ProtocolError, ProvisionError
 from waprov.http import HttpClient, RetryPolicy
-from waprov.log import Redactor
+from waprov.log import Redactor, utc_time
 from waprov.model import ProvisioningData
 from waprov.overrides import Overrides
-from waprov.runreport import iso, stamp
 from waprov.system import System
 from waprov.timing import Clock
 from waprov.wireserver import (
@@ -59,14 +57,14 @@ def failure_description(
     items = {"result": "error", "reason": e.reason, "agent": f"waprov/{__version__}", "step": e.step}
     items.update({k: v[:MAX_DETAIL] for k, v in e.data.items()})
     items["error"] = str(e)[:MAX_DETAIL]
-    items.update({"vm_id": vm_id, "timestamp": stamp(now), "documentation_url": DOC_URL})
+    items.update({"vm_id": vm_id, "timestamp": utc_time(now), "documentation_url": DOC_URL})
     return redactor.redact(_row(items))
 
 
 def success_line(vm_id: str, now: Optional[float] = None) -> str:
     """peers §3.5's success row (KVP PROVISIONING_REPORT, report.json)."""
     return _row(
-        {"result": "success", "agent": f"waprov/{__version__}", "vm_id": vm_id, "timestamp": stamp(now)}
+        {"result": "success", "agent": f"waprov/{__version__}", "vm_id": vm_id, "timestamp": utc_time(now)}
     )
 
 
@@ -127,7 +125,7 @@ class Reporter:
                 entry = {
                     "state": state,
                     "substatus": substatus,
-                    "time": iso(time.time()),
+                    "time": utc_time(digits=3),
                     "http_status": None,
                 }
                 self.sent.append(entry)

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
 from waprov.config import Config
-from waprov.disks import mounts_of, partition
 from waprov.errors import ConfigError, HostError
+from waprov.resourcedisk.disk import mounts_of, partition
 from waprov.system import Result, System
 from waprov.timing import Clock
 

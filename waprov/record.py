@@ -16,26 +16,17 @@ Secrets never enter: errors and commands come redacted.
 from __future__ import annotations
 
 import json
-import os
 import time
 from typing import Any, Dict, List, Mapping, Optional
 
 from waprov import __version__
 from waprov.errors import WaprovError
 from waprov.kvp import Kvp
+from waprov.log import utc_time
+from waprov.state import REPORT, state_path
 from waprov.system import System
 
-REPORT = "report.json"
 FORMAT = 1
-
-
-def stamp(now: Optional[float] = None) -> str:
-    """A UTC time to the second, `2026-12-03T18:00:00Z` (report lines, the run lock)."""
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() if now is None else now))
-
-
-def iso(t: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"
 
 
 class RunRecord:
@@ -43,7 +34,7 @@ class RunRecord:
         self.system, self.kvp, self.vm_id = system, kvp, vm_id
         self.boot_time = boot_time
         self.started = time.time()
-        self.started_text = iso(self.started)
+        self.started_text = utc_time(self.started, 3)
         self._mono = time.monotonic()
         self.steps: List[Dict[str, Any]] = []
         self.phases: List[Dict[str, Any]] = []
@@ -53,7 +44,7 @@ class RunRecord:
     def resume(self, state_dir: str) -> None:
         """Take over the record of this VM's local phase when its own process wrote it last."""
         try:
-            raw = self.system.read(os.path.join(state_dir, REPORT))
+            raw = self.system.read(state_path(REPORT, state_dir))
             doc = json.loads(raw or b"null")
         except (ValueError, WaprovError):
             return
@@ -71,7 +62,7 @@ class RunRecord:
         self.commands = [c for c in doc.get("commands") or [] if isinstance(c, str)]
 
     def phase_start(self, name: str) -> None:
-        self.phases.append({"name": name, "start": iso(time.time()), "end": None, "result": None})
+        self.phases.append({"name": name, "start": utc_time(digits=3), "end": None, "result": None})
         self.kvp.event(f"phase:{name}", state="start")
 
     def phase_open(self, name: str) -> bool:
@@ -80,7 +71,7 @@ class RunRecord:
     def phase_end(self, name: str, result: str) -> None:
         for p in self.phases:
             if p["name"] == name and p["end"] is None:
-                p["end"], p["result"] = iso(time.time()), result
+                p["end"], p["result"] = utc_time(digits=3), result
                 self.kvp.event(f"phase:{name}", state="end", result=result)
 
     def step(
@@ -97,7 +88,7 @@ class RunRecord:
         entry: Dict[str, Any] = {
             "name": name,
             "phase": phase,
-            "start": iso(started),
+            "start": utc_time(started, 3),
             "duration": round(seconds, 3),
             "result": "error" if error is not None else "skipped" if skipped else "ok",
         }
@@ -128,7 +119,7 @@ class RunRecord:
             "result": result,
             "report_line": line,
             "started": self.started_text,
-            "finished": iso(now),
+            "finished": utc_time(now, 3),
             "seconds_since_start": round(time.monotonic() - self._mono, 3),
             "seconds_since_boot": round(now - self.boot_time, 3) if self.boot_time else None,
             "sources": self.sources,
@@ -142,4 +133,4 @@ class RunRecord:
         if self.system.dry_run:
             return
         self.system.makedirs(state_dir, 0o700)
-        self.system.write(os.path.join(state_dir, REPORT), json.dumps(doc, indent=2) + "\n", 0o600)
+        self.system.write(state_path(REPORT, state_dir), json.dumps(doc, indent=2) + "\n", 0o600)

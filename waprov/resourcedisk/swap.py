@@ -16,7 +16,7 @@ from typing import Dict
 
 from waprov.config import Config
 from waprov.errors import ConfigError, HostError
-from waprov.steps.resourcedisk import Mounted
+from waprov.resourcedisk.mount import Mounted
 from waprov.system import System
 
 log = logging.getLogger("waprov")

@@ -1,10 +1,10 @@
 """`waprov -resourcedisk`: the resource disk and its swapfile, at every boot (WA §8).
 
 Independent of provisioning. `ResourceDisk.Format=n` → nothing (said so). Otherwise: find
-the disk (disks.py), partition/format/mount it and write the DATALOSS README
-(steps/resourcedisk.py), then the swapfile when `ResourceDisk.EnableSwap=y`
-(steps/swap.py). The end state is the one WALinuxAgent's own pass checks for, so the GA
-finds nothing to do. Exit 0 done (or no resource disk on this VM), 1 failed, 2 bad config.
+the disk (disk.py), partition/format/mount it and write the DATALOSS README (mount.py),
+then the swapfile when `ResourceDisk.EnableSwap=y` (swap.py). The end state is the one
+WALinuxAgent's own pass checks for, so the GA finds nothing to do. Exit 0 done (or no
+resource disk on this VM), 1 failed, 2 bad config.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ import time
 from typing import Mapping, Optional
 
 from waprov.config import Config
-from waprov.disks import find_resource_disk
 from waprov.errors import HostError
 from waprov.overrides import Overrides
-from waprov.steps.resourcedisk import check_settings, mount, write_warning
-from waprov.steps.swap import enable_swap
+from waprov.resourcedisk.disk import find_resource_disk
+from waprov.resourcedisk.mount import check_settings, mount, write_warning
+from waprov.resourcedisk.swap import enable_swap
 from waprov.system import System
 from waprov.timing import Clock
 
@@ -61,13 +61,12 @@ def run(system: System, config: Config, overrides: Overrides, clock: Clock) -> i
 def main(conf_path: Optional[str], dry_run: bool, verbose: bool, environ: Mapping[str, str]) -> int:
     """The command: configuration and overrides, then run()."""
     from waprov.config import load_config
-    from waprov.log import LOG_FILE, setup_logging
     from waprov.overrides import overrides_from_env
+    from waprov.start import host_system
 
     config = load_config(conf_path)
     overrides = overrides_from_env(environ)
-    redactor = setup_logging(verbose or config.logs_verbose, None if dry_run else LOG_FILE)
-    system = System(dry_run=dry_run, redactor=redactor)
+    system = host_system(dry_run, verbose or config.logs_verbose)
     started = time.monotonic()
     try:
         rc = run(system, config, overrides, Clock(overrides.retry_scale))

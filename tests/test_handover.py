@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import DATA, ROOT
 from waprov.errors import HostError
-from waprov.swapin import DROPIN, SSH_DROPIN, UNITS, disable, enable
+from waprov.handover import DROPIN, SSH_DROPIN, UNITS, disable, enable
 from waprov.system import System
 
 Entry = Tuple[str, object, int]
@@ -150,11 +150,6 @@ def wants(root: str) -> list[str]:
 def conf_text(root: str, path: str = "/etc/waagent.conf") -> str:
     with open(os.path.join(root, path.lstrip("/")), encoding="utf-8", newline="") as f:
         return f.read()
-
-
-def test_init_dropin_is_the_text_enable_installs() -> None:
-    with open(os.path.join(ROOT, "init", "ga-dropin.conf"), encoding="utf-8") as f:
-        assert f.read() == DROPIN
 
 
 def test_debian_round_trip_is_byte_identical(debian: str) -> None:
