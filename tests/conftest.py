@@ -11,6 +11,7 @@ from typing import Iterator, List, Sequence
 
 import pytest
 
+from tests import fakefabric
 from tests.fakefabric import FakeFabric
 from waprov.http import HttpClient
 from waprov.timing import Clock
@@ -29,10 +30,36 @@ def run_waprov(args: Sequence[str], **kw: object) -> subprocess.CompletedProcess
     return subprocess.run(waprov_argv(*args), capture_output=True, text=True, check=False, timeout=60, **kw)  # type: ignore[call-overload, no-any-return]
 
 
-@pytest.fixture(autouse=True)
-def _need_root() -> None:
-    if os.geteuid() != 0:
-        pytest.fail("waprov's tests run as root (they use namespaces, chown and loop devices)")
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Tests marked `root` (namespaces, loop devices, chown, chroots, the package builds)
+    or `sandbox` are skipped when not run as root, with the marker's reason; every other
+    test runs as any user (`make test` runs all of them as root)."""
+    if os.geteuid() == 0:
+        return
+    marker = item.get_closest_marker("root")
+    if marker is not None:
+        pytest.skip(f"needs root: {marker.args[0] if marker.args else marker.kwargs.get('reason', '')}")
+    if item.get_closest_marker("sandbox") is not None:
+        pytest.skip("needs root: runs in a namespace sandbox (tests/sandbox.py)")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_tenant(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The fake fabric's tenant certificate and keys (two RSA keys, 0.6-1 s to make) made
+    once per test session (per pytest-xdist worker) instead of once per process: every
+    fake fabric of the session, in this process or in a sandbox's (tests/inside.py, which
+    sees the host's /tmp and inherits the environment), reads them from
+    $FAKEFABRIC_TENANT_DIR. One set the environment already names is used as it is."""
+    if os.environ.get("FAKEFABRIC_TENANT_DIR"):
+        yield
+        return
+    directory = str(tmp_path_factory.mktemp("tenant"))
+    os.environ["FAKEFABRIC_TENANT_DIR"] = directory
+    try:
+        fakefabric.tenant_material()
+        yield
+    finally:
+        del os.environ["FAKEFABRIC_TENANT_DIR"]
 
 
 @pytest.fixture(autouse=True)
