@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import os
 import socket
@@ -28,6 +29,26 @@ def waprov_argv(*args: str) -> List[str]:
 
 def run_waprov(args: Sequence[str], **kw: object) -> subprocess.CompletedProcess[str]:
     return subprocess.run(waprov_argv(*args), capture_output=True, text=True, check=False, timeout=60, **kw)  # type: ignore[call-overload, no-any-return]
+
+
+# Files whose every test needs root, and why. Single tests elsewhere that need it carry
+# @pytest.mark.root("why") or @pytest.mark.sandbox.
+ROOT_FILES = {
+    "test_*_sandbox.py": "runs waprov in a namespace sandbox (tests/sandbox.py: unshare, overlay mounts)",
+    "test_sandbox.py": "tests the namespace sandbox itself (unshare, overlay mounts)",
+    "test_packages.py": "builds the .deb and .rpm into dist/ and unpacks them as root (owners, modes)",
+    "test_chroot.py": "installs the .deb in a bookworm chroot (mmdebstrap, chroot, mount namespaces)",
+    "test_trixie.py": "runs the tests in a Debian 13 chroot (mmdebstrap, chroot, mount namespaces)",
+    "test_rpm_install.py": "installs the .rpm in a chroot (rpm --root, chroot, mount namespaces)",
+}
+
+
+def pytest_collection_modifyitems(items: List[pytest.Item]) -> None:
+    for item in items:
+        name = os.path.basename(str(item.path))
+        reason = next((why for pattern, why in ROOT_FILES.items() if fnmatch.fnmatch(name, pattern)), None)
+        if reason is not None and item.get_closest_marker("root") is None:
+            item.add_marker(pytest.mark.root(reason))
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
