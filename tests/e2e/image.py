@@ -6,8 +6,8 @@ deb`, installed with apt beside Debian's waagent package and swapped in with `wa
 for the timing comparison), OUTDIR/waprov-nm.img (as waprov.img, with NetworkManager
 managing the NIC and Debian's ssh.socket instead of ssh.service, and no guest agent:
 Debian's waagent conflicts with network-manager), OUTDIR/trixie.img (waprov.img made from
-Debian 13), and the kernels and initramfs the Debian 12 images boot (OUTDIR/vmlinuz,
-OUTDIR/initrd.img) and the Debian 13 one (OUTDIR/vmlinuz-trixie, OUTDIR/initrd.img-trixie).
+Debian 13), and the kernel and initramfs each image boots, its own (OUTDIR/vmlinuz and
+OUTDIR/initrd.img of waprov.img, OUTDIR/vmlinuz-<variant>, initrd.img-<variant> of the others).
 Each image is an ext4 file system labelled "root" made with `mkfs.ext4 -d`; scenarios boot
 copy-on-write overlays of it.
 
@@ -68,10 +68,12 @@ VARIANTS = {
     "waprov-nm": (SUITE, ["network-manager"], ["waagent"]),
     "trixie": ("trixie", [], []),
 }
-# The variants whose kernel and initramfs the guests boot: "waprov"'s are OUTDIR/vmlinuz
-# and OUTDIR/initrd.img (every variant of its suite boots them), the others' carry the
-# variant's name (tests/e2e/vm.py picks them).
-KERNEL_VARIANTS = ("waprov", "trixie")
+# Every variant boots its own kernel and initramfs: "waprov"'s are OUTDIR/vmlinuz and
+# OUTDIR/initrd.img, the others' carry the variant's name (tests/e2e/vm.py picks them).
+# The bases are built at different times (each when its own inputs change), so a
+# Debian kernel update between two builds must not make a guest boot a kernel whose
+# modules its root file system lacks.
+KERNEL_VARIANTS = tuple(VARIANTS)
 WAPROV_VARIANTS = ("waprov", "waprov-nm", "trixie")  # the .deb is installed in these
 
 
