@@ -3,10 +3,14 @@ SHELL := /bin/bash
 PYTHON ?= /usr/bin/python3
 VENV := .venv
 VPY := $(VENV)/bin/python
-# Debian packages the tests use (installed only when missing). python3-distro and
-# python3-pkg-resources: what WALinuxAgent's code (unpacked, not installed) imports.
-APT_TEST := python3-venv util-linux mount passwd login sudo openssh-server openssh-client iproute2 procps \
-	parted fdisk e2fsprogs xfsprogs python3-distro python3-pkg-resources
+# Debian packages `make demo` uses (installed only when missing): the sandboxed
+# provisioning run (useradd, sudo's visudo, sshd and ssh for the login, openssl), the
+# resource disk on a loop device (parted, sfdisk, mkfs.ext4) and WALinuxAgent's own pass
+# (python3-distro and python3-pkg-resources: what its code, unpacked, not installed, imports).
+APT_DEMO := python3-venv util-linux mount passwd login sudo openssh-server openssh-client iproute2 procps \
+	parted fdisk e2fsprogs openssl python3-distro python3-pkg-resources
+# What the tests use besides: xfsprogs (the resource disk's xfs cases).
+APT_TEST := $(APT_DEMO) xfsprogs
 # What tools/build-packages (make deb/rpm) and the package tests use: the Debian build
 # tools, rpm and the linters, and mmdebstrap for the bookworm chroot test.
 APT_PKG := build-essential dpkg-dev debhelper dh-python python3-all python3-setuptools \
@@ -16,23 +20,39 @@ APT_PKG := build-essential dpkg-dev debhelper dh-python python3-all python3-setu
 APT_E2E := qemu-system-x86 qemu-utils socat genisoimage e2fsprogs mmdebstrap openssh-client
 WAAGENT := .cache/waagent
 
-.PHONY: all demo test lint unit e2e e2e-race e2e-if-possible e2e-deps bench deps pkg-deps venv deb rpm packages clean
+# pytest-xdist's workers for the unit and sandbox tests (the machine's cores; 1: serial)
+JOBS ?= $(shell nproc)
+
+.PHONY: all demo test lint unit e2e e2e-race e2e-if-possible e2e-deps bench deps demo-deps pkg-deps venv \
+	demo-venv deb rpm packages clean clean-cache
 
 all: test
 
-deps: pkg-deps
-	@sh tools/install-deps $(APT_TEST)
+# What the demo needs only: no package build tools, linters, rpm or mmdebstrap.
+demo-deps:
+	@sh tools/install-deps $(APT_DEMO)
 	@sh tools/fetch-waagent $(WAAGENT)
 
-$(VENV)/.stamp: setup.py pyproject.toml requirements-test.txt | deps
+deps: pkg-deps demo-deps
+	@sh tools/install-deps $(APT_TEST)
+
+# The venv in two steps: waprov and its runtime dependencies (the demo's), then the test
+# and lint tools (requirements-test.txt) on top, for everything else.
+$(VENV)/.stamp-run: setup.py pyproject.toml | demo-deps
 	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
-	$(VPY) -m pip install -q --disable-pip-version-check -e . -r requirements-test.txt
+	$(VPY) -m pip install -q --disable-pip-version-check -e .
 	touch $@
+
+$(VENV)/.stamp: $(VENV)/.stamp-run requirements-test.txt | deps
+	$(VPY) -m pip install -q --disable-pip-version-check -r requirements-test.txt
+	touch $@
+
+demo-venv: demo-deps $(VENV)/.stamp-run
 
 venv: deps $(VENV)/.stamp
 
-demo: venv
+demo: demo-venv
 	@$(VPY) tools/demo.py
 
 lint: venv
@@ -40,8 +60,10 @@ lint: venv
 	$(VENV)/bin/ruff format --check waprov tests tools bin/waprov
 	$(VENV)/bin/mypy
 
+# In parallel (pytest-xdist, JOBS workers; --dist worksteal: a worker with nothing left
+# takes tests queued for the other), the slowest ten listed at the end.
 unit: venv
-	$(VPY) -m pytest -q
+	$(VPY) -m pytest -q -n $(JOBS) --dist worksteal --durations=10
 
 pkg-deps:
 	@sh tools/install-deps $(APT_PKG)
@@ -85,5 +107,11 @@ bench: venv
 	$(VPY) tools/bench_resourcedisk.py
 	$(VPY) tools/bench_boot.py
 
+# The checkout's files only: the tests' machine-level cache ($WAPROV_TEST_CACHE, by
+# default /var/cache/waprov-tests: chroot bases, e2e image bases) stays; `make clean-cache`
+# deletes it (the next `make test` builds it again from the Debian mirror, about 8 minutes).
 clean:
 	rm -rf $(VENV) .cache build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache .hypothesis
+
+clean-cache:
+	rm -rf "$${WAPROV_TEST_CACHE:-/var/cache/waprov-tests}"

@@ -1,9 +1,10 @@
 """Debian chroots for the tests (test_chroot.py: bookworm; test_trixie.py: trixie).
 
 A base system (mmdebstrap, variant apt, plus the packages a test names) is built once and
-cached as .cache/chroot/<suite>-<key>.tar, the package lists and the downloaded .debs of
-what a test installs later kept in its apt cache; the key covers the recipe, so another
-package list makes a new base (and the old one of that suite is deleted). Each test
+cached in the tests' machine-level cache (tests/cache.py: $WAPROV_TEST_CACHE/chroot/
+<suite>-<key>/base.tar, not in the checkout, so a clean clone finds it), the package lists
+and the downloaded .debs of what a test installs later kept in its apt cache; the key
+covers the recipe, so another package list makes a new base. Each test
 unpacks the base into a fresh directory and removes it. Commands run in the chroot inside
 private mount and PID namespaces (their mounts go away with them), and a directory is only
 deleted when nothing is mounted below it. The host is never changed.
@@ -11,18 +12,17 @@ deleted when nothing is mounted below it. The host is never changed.
 
 from __future__ import annotations
 
-import glob
-import hashlib
 import os
 import shutil
 import subprocess
 import tempfile
 from typing import List, Optional, Sequence
 
+from tests import cache
 from tests.pkgfiles import CLEAN_ENV, ROOT
 
 MIRROR = "http://deb.debian.org/debian"
-CACHE = os.path.join(ROOT, ".cache", "chroot")
+CACHE_KIND = "chroot"  # tests/cache.py: the entries are <cache>/chroot/<suite>-<key>/base.tar
 PATH = "PATH=/usr/sbin:/usr/bin:/sbin:/bin"
 ENV = [PATH, "HOME=/root", "LC_ALL=C.UTF-8", "DEBIAN_FRONTEND=noninteractive"]
 
@@ -51,37 +51,34 @@ def base_tarball(suite: str, recipe: str, download: str, include: Sequence[str] 
     """The cached base system of `suite` with `include` installed and what `download` (an
     `apt-get satisfy` dependency string) needs downloaded; built (network: the Debian
     mirror) if missing. `recipe`: bump it when the recipe changes in another way."""
-    what = f"{recipe}|{suite}|{MIRROR}|{download}" + (f"|{','.join(include)}" if include else "")
-    key = hashlib.sha256(what.encode()).hexdigest()[:16]
-    tarball = os.path.join(CACHE, f"{suite}-{key}.tar")
-    if os.path.exists(tarball):
-        return tarball
-    os.makedirs(CACHE, exist_ok=True)
-    work = tempfile.mkdtemp(prefix="waprov-mmdebstrap-")
-    try:
-        fetch = f"chroot \"$1\" apt-get satisfy --download-only -y --no-install-recommends '{download}'"
-        argv = [
-            # mmdebstrap mounts /proc, /sys and /dev in its root: in a private namespace
-            # they cannot outlive it, whatever happens
-            *["unshare", "--mount", "--propagation", "private", "--fork"],
-            *["mmdebstrap", "--quiet", "--mode=root", "--variant=apt", "--format=tar"],
-            f"--include={','.join(['systemd', *include])}",
-            # keep the package lists and the downloaded .debs: installs need no network
-            "--skip=cleanup/apt",
-            f"--customize-hook={fetch}",
-            '--customize-hook=rm -f "$1"/var/cache/apt/*.bin',
-            *[suite, os.path.join(work, "base.tar"), MIRROR],
-        ]
-        r = subprocess.run(
-            argv, capture_output=True, text=True, timeout=1200, check=False, env={**CLEAN_ENV, "TMPDIR": work}
-        )
-        assert r.returncode == 0, f"mmdebstrap failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
-        for old in glob.glob(os.path.join(CACHE, f"{suite}-*.tar")):
-            os.unlink(old)
-        os.rename(os.path.join(work, "base.tar"), tarball)
-    finally:
-        remove_tree(work)
-    return tarball
+    fetch = f"chroot \"$1\" apt-get satisfy --download-only -y --no-install-recommends '{download}'"
+    options = [
+        *["--quiet", "--mode=root", "--variant=apt", "--format=tar"],
+        f"--include={','.join(['systemd', *include])}",
+        # keep the package lists and the downloaded .debs: installs need no network
+        "--skip=cleanup/apt",
+        f"--customize-hook={fetch}",
+        '--customize-hook=rm -f "$1"/var/cache/apt/*.bin',
+    ]
+
+    def build(work: str) -> None:
+        tmp = os.path.join(work, "tmp")
+        os.mkdir(tmp)
+        try:
+            argv = [
+                # mmdebstrap mounts /proc, /sys and /dev in its root: in a private namespace
+                # they cannot outlive it, whatever happens
+                *["unshare", "--mount", "--propagation", "private", "--fork"],
+                *["mmdebstrap", *options, suite, os.path.join(work, "base.tar"), MIRROR],
+            ]
+            env = {**CLEAN_ENV, "TMPDIR": tmp}
+            r = subprocess.run(argv, capture_output=True, text=True, timeout=1200, check=False, env=env)
+            assert r.returncode == 0, f"mmdebstrap failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+        finally:
+            remove_tree(tmp)
+
+    entry_key = cache.key(recipe, suite, MIRROR, download, *include, *options)
+    return os.path.join(cache.entry(CACHE_KIND, suite, entry_key, build), "base.tar")
 
 
 def unpack(tarball: str) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import atexit
 import base64
+import fcntl
 import functools
 import json
 import os
@@ -104,18 +105,26 @@ def make_cert(directory: str, name: str, cn: str) -> Tuple[str, str]:
 
 
 @functools.cache
-def _tenant_material() -> Tuple[str, str, str, str]:
+def tenant_material() -> Tuple[str, str, str, str]:
     """The tenant certificate, its key, their PFX, and a certificate of someone else:
     made once per process (RSA key generation is the slow part of starting), or taken
-    from $FAKEFABRIC_TENANT_DIR when it holds them (the same tenant across processes)."""
+    from $FAKEFABRIC_TENANT_DIR when it holds them (the same tenant across processes:
+    the tests make one set per session, tests/conftest.py); made there under a lock when
+    it does not hold them yet."""
     shared = os.environ.get("FAKEFABRIC_TENANT_DIR")
-    if shared:
-        names = [os.path.join(shared, n) for n in ("tenant.crt", "tenant.key", "tenant.pfx", "other.crt")]
-        if all(os.path.exists(n) for n in names):
-            return names[0], names[1], names[2], names[3]
-    directory = shared or tempfile.mkdtemp(prefix="waprov-fabric-")
     if not shared:
+        directory = tempfile.mkdtemp(prefix="waprov-fabric-")
         atexit.register(shutil.rmtree, directory, True)
+        return _make_tenant(directory)
+    names = [os.path.join(shared, n) for n in ("tenant.crt", "tenant.key", "tenant.pfx", "other.crt")]
+    with open(os.path.join(shared, ".lock"), "a+b") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not all(os.path.exists(n) for n in names):
+            _make_tenant(shared)
+    return names[0], names[1], names[2], names[3]
+
+
+def _make_tenant(directory: str) -> Tuple[str, str, str, str]:
     cert, key = make_cert(directory, "tenant", "waprov-test-tenant")
     pfx = os.path.join(directory, "tenant.pfx")
     _openssl("pkcs12", "-export", "-passout", "pass:", "-in", cert, "-inkey", key, "-out", pfx)
@@ -166,7 +175,7 @@ class FakeFabric:
     def start(self) -> FakeFabric:
         os.makedirs(self.workdir, exist_ok=True)
         if self.with_certificates:
-            self.tenant_cert, self.tenant_key, self.pfx, self.other_cert = _tenant_material()
+            self.tenant_cert, self.tenant_key, self.pfx, self.other_cert = tenant_material()
         ws = self._serve("wireserver")
         imds = self._serve("imds")
         self.wireserver = f"127.0.0.1:{ws.server_address[1]}"

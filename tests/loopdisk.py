@@ -5,11 +5,18 @@ detaching drops the partition nodes parted adds) and, on the way out, detaches i
 when the test failed. Swap is host-wide: a swap area the sandbox left active (a killed
 run) is found in /proc/swaps, turned off by mounting the partition again in a private
 mount namespace, and reported as an error after the cleanup.
+
+Swap areas and /proc/swaps are host-wide: a sandbox sees another one's active swapfile
+there (waprov and WALinuxAgent would take it for theirs), and the leftover check would
+blame the wrong test. So one loop disk is attached at a time on this host: `loop_disk`
+holds an exclusive lock (flock on /run/lock/waprov-tests-loopdisk.lock) until it has
+detached its disk; the other tests of a parallel run (pytest-xdist) go on meanwhile.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import subprocess
@@ -19,6 +26,7 @@ from typing import Any, Dict, Iterator, List
 from tests.sandbox import sandbox_run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LOCK = "/run/lock/waprov-tests-loopdisk.lock"
 
 
 def swap_names() -> List[str]:
@@ -38,7 +46,25 @@ def _recover_swap(device: str, names: List[str]) -> None:
 
 
 @contextlib.contextmanager
+def one_at_a_time() -> Iterator[None]:
+    os.makedirs(os.path.dirname(LOCK), exist_ok=True)
+    with open(LOCK, "a+b") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
 def loop_disk(directory: str, size_mb: int = 512) -> Iterator[str]:
+    with one_at_a_time():
+        with _loop_disk(directory, size_mb) as device:
+            yield device
+
+
+@contextlib.contextmanager
+def _loop_disk(directory: str, size_mb: int) -> Iterator[str]:
     image = os.path.join(directory, f"disk-{size_mb}.img")
     with open(image, "wb") as f:
         f.truncate(size_mb << 20)

@@ -2,10 +2,11 @@
 `waprov -enable/-disable` there, then remove, reinstall and purge.
 
 A base system (tests/chroot.py: mmdebstrap, variant apt, plus systemd) is built once and
-cached as .cache/chroot/bookworm-<key>.tar, with the .debs of waagent and of waprov's
-dependencies downloaded into its apt cache; the key covers the .deb's Depends, so a new
-dependency makes a new base. Each test unpacks the base into a fresh directory, installs
-with apt and no network, and removes the directory.
+cached in the tests' machine-level cache (tests/cache.py) as chroot/bookworm-<key>/base.tar,
+with the .debs of waagent and of waprov's dependencies downloaded into its apt cache; the
+key covers the .deb's Depends, so a new dependency makes a new base. Each test unpacks
+the base into a fresh directory, installs with apt and no network, and removes the
+directory.
 """
 
 from __future__ import annotations

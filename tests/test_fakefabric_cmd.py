@@ -11,6 +11,7 @@ import sys
 import requests
 
 from tests.conftest import ROOT
+from tests.fakefabric import tenant_material
 
 
 def test_the_command_serves_and_logs(tmp_path: str) -> None:
@@ -35,3 +36,21 @@ def test_the_command_serves_and_logs(tmp_path: str) -> None:
     with open(os.path.join(str(tmp_path), "requests.jsonl"), encoding="utf-8") as f:
         log = [json.loads(line) for line in f]
     assert [(e["server"], e["route"]) for e in log] == [("wireserver", "versions"), ("imds", "imds")]
+
+
+def test_every_process_of_the_session_uses_the_sessions_tenant() -> None:
+    """tests/conftest.py makes the tenant once per session: a fake fabric in another
+    process (a sandbox's) reads the same certificate and key instead of making new ones."""
+    here = tenant_material()
+    assert os.path.dirname(here[0]) == os.environ["FAKEFABRIC_TENANT_DIR"]
+    before = [read_bytes(path) for path in here]
+    code = "import tests.fakefabric as f; print('\\n'.join(f.tenant_material()))"
+    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert p.stdout.split() == list(here)
+    assert [read_bytes(path) for path in here] == before  # not made again
+    assert b"BEGIN CERTIFICATE" in before[0]
+
+
+def read_bytes(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()

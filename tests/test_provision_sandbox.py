@@ -14,14 +14,13 @@ import html
 import json
 import os
 import subprocess
-import sys
 from typing import Any, Dict
 
 import pytest
 
 from tests.fakefabric import IMDS_KEY
 from tests.inside import SNAPSHOT
-from tests.provisioning import PASSWORD, ROOT, files, health_states, ovf, scenario, text, user_key
+from tests.provisioning import PASSWORD, files, health_states, ovf, scenario, text, user_key
 from waprov.provision import STEP_NAMES
 
 SWAPPED_ID = "D0DF4C54-4ECB-4A4B-9954-5BDF3ED5C3B8"  # WA §2.4's example, byte-swapped
@@ -623,14 +622,8 @@ def end_state(r: Dict[str, Any]) -> Dict[str, Any]:
     return out
 
 
-def test_a_kill_after_any_step_then_a_rerun_leaves_the_same_end_state(
-    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    os.makedirs(tmp_path / "tenant")
-    monkeypatch.setenv("FAKEFABRIC_TENANT_DIR", str(tmp_path / "tenant"))  # one tenant for every sandbox
-    subprocess.run(
-        [sys.executable, "-c", "import tests.fakefabric as f; f._tenant_material()"], check=True, cwd=ROOT
-    )
+def test_a_kill_after_any_step_then_a_rerun_leaves_the_same_end_state(tmp_path: Any) -> None:
+    # one tenant for every sandbox: the session's (tests/conftest.py)
     _, pub = user_key(str(tmp_path))
     common = {"conf": FULL_CONF, "ovf": full_ovf(pub), "snapshot": [*SNAPSHOT, "/var/lib/customdata-ran"]}
     clean = run(tmp_path / "clean", **common)

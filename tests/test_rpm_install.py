@@ -2,10 +2,11 @@
 userland (there is no RHEL userland here); its scriptlets run, `rpm -V`, `waprov -version`
 from the installed files, then erase.
 
-The root is the bookworm base of tests/test_chroot.py (.cache/chroot) with the rpm's
-Requires installed from Debian under the same package names (python3-configobj,
-python3-requests, python3-defusedxml, python3-psutil, logrotate), cached as
-.cache/chroot/rpm-userland-<key>.tar (built once, network: the Debian mirror). What the
+The root is the bookworm base of tests/test_chroot.py with the rpm's Requires installed
+from Debian under the same package names (python3-configobj, python3-requests,
+python3-defusedxml, python3-psutil, logrotate), cached in the tests' machine-level cache
+as chroot/rpm-userland-<key>/userland.tar (tests/cache.py; built once, network: the
+Debian mirror). What the
 Debian userland provides is registered in the root's rpm database as one package,
 `debian-userland`, whose Provides are each found in the root (a path that exists, the
 python3 version, a Python distribution that imports, an installed Debian package): rpm
@@ -21,8 +22,6 @@ Debian's python3 does not look there). The host is never changed.
 
 from __future__ import annotations
 
-import glob
-import hashlib
 import os
 import shutil
 import subprocess
@@ -31,7 +30,8 @@ from typing import Iterator, List, NamedTuple, Set
 
 import pytest
 
-from tests.chroot import CACHE, base_tarball, in_chroot, ok, remove_tree
+from tests import cache
+from tests.chroot import CACHE_KIND, base_tarball, in_chroot, ok, remove_tree
 from tests.pkgfiles import CLEAN_ENV, Packages, out, packages
 from tests.test_chroot import BASE_FORMAT, SUITE, enabled, write
 
@@ -119,33 +119,27 @@ def userland_tarball(pkgs: Packages) -> str:
     depends = out(["dpkg-deb", "-f", pkgs.deb, "Depends"]).strip()
     base = base_tarball(SUITE, BASE_FORMAT, f"waagent, {depends}")
     names = debian_names(rpm_requires(pkgs.rpm))
-    key = hashlib.sha256(f"{USERLAND_FORMAT}|{os.path.basename(base)}|{' '.join(names)}".encode()).hexdigest()
-    tarball = os.path.join(CACHE, f"rpm-userland-{key[:16]}.tar")
-    if os.path.exists(tarball):
-        return tarball
-    root = tempfile.mkdtemp(prefix="waprov-rpm-userland-")
-    try:
-        subprocess.run(["tar", "-xf", base, "-C", root, "--numeric-owner"], check=True, timeout=300)
-        # network: what the base's apt cache lacks (logrotate) comes from the mirror, with
-        # fresh package lists (the base's may name versions the mirror no longer has)
-        ok(in_chroot(root, "apt-get", "update", net=True, timeout=600))
-        install = ["apt-get", "install", "-y", "--no-install-recommends", *names]
-        ok(in_chroot(root, *install, net=True, timeout=600))
-        ok(in_chroot(root, "apt-get", "clean"))
-        partial = tarball + ".partial"
+
+    def build(work: str) -> None:
+        root = tempfile.mkdtemp(prefix="waprov-rpm-userland-")
         try:
+            subprocess.run(["tar", "-xf", base, "-C", root, "--numeric-owner"], check=True, timeout=300)
+            # network: what the base's apt cache lacks (logrotate) comes from the mirror, with
+            # fresh package lists (the base's may name versions the mirror no longer has)
+            ok(in_chroot(root, "apt-get", "update", net=True, timeout=600))
+            install = ["apt-get", "install", "-y", "--no-install-recommends", *names]
+            ok(in_chroot(root, *install, net=True, timeout=600))
+            ok(in_chroot(root, "apt-get", "clean"))
+            tarball = os.path.join(work, "userland.tar")
             subprocess.run(
-                ["tar", "-cf", partial, "--numeric-owner", "-C", root, "."], check=True, timeout=300
+                ["tar", "-cf", tarball, "--numeric-owner", "-C", root, "."], check=True, timeout=300
             )
-            for old in glob.glob(os.path.join(CACHE, "rpm-userland-*.tar")):
-                os.unlink(old)
-            os.rename(partial, tarball)
         finally:
-            if os.path.exists(partial):
-                os.unlink(partial)
-    finally:
-        remove_tree(root)
-    return tarball
+            remove_tree(root)
+
+    # the base's entry name carries its own key
+    entry_key = cache.key(USERLAND_FORMAT, os.path.basename(os.path.dirname(base)), *names)
+    return os.path.join(cache.entry(CACHE_KIND, "rpm-userland", entry_key, build), "userland.tar")
 
 
 def rpm(r: RpmRoot, *args: str) -> subprocess.CompletedProcess[str]:

@@ -4,8 +4,8 @@ password is hashed through crypt-r), and the .deb built on Debian 12 installed b
 The base (tests/chroot.py) is a trixie system with Debian's packages of waprov's runtime
 dependencies (setup.py's install_requires, named python3-<name>), of pytest and hypothesis,
 and the tools the tests run; waagent's .debs are downloaded into its apt cache. It is
-built once (about 2 minutes, network: the Debian mirror) and cached as
-.cache/chroot/trixie-<key>.tar.
+built once (about 2 minutes, network: the Debian mirror) and cached in the tests'
+machine-level cache (tests/cache.py) as chroot/trixie-<key>/base.tar.
 """
 
 from __future__ import annotations

@@ -14,8 +14,11 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from tests.conftest import waprov_argv  # noqa: E402
 from tests.sandbox import sandbox_run  # noqa: E402
+
+# the checkout's launcher with this interpreter (as tests/conftest.py's waprov_argv; not
+# imported from there: the demo's venv has no pytest)
+WAPROV = [sys.executable, os.path.join(ROOT, "bin", "waprov")]
 
 SETUP = """
 cp tests/data/readme-sample.conf /etc/waagent.conf
@@ -26,7 +29,7 @@ cp init/waprov-local.service init/waprov.service init/waprov-resourcedisk.servic
 
 def main() -> int:
     print("\n== waprov -enable / -disable on an image (WALinuxAgent's README sample conf), in a sandbox ==")
-    w = " ".join(waprov_argv())
+    w = " ".join(WAPROV)
     script = f"""
     cp /etc/waagent.conf /run/before.conf
     echo '$ waprov -enable'; {w} -enable

@@ -1,5 +1,6 @@
 """On an e2e failure, name the console and fabric logs of the scenario it happened in
-(the scenario created last: scenarios run one after the other), with the fabric's
+(the scenario this process created last: scenarios run one after the other in each
+process, also with pytest-xdist's workers), with the fabric's
 requests and the console's last lines: CI prints them, its log files stay behind."""
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
 #!/bin/sh
-# Makes a freshly bootstrapped Debian 12 or 13 root ($1) into the e2e test guest, variant $2
-# ("waprov": the .deb $3 installed and swapped in with `waprov -enable`; "cloudinit":
+# Makes a freshly bootstrapped Debian 12 or 13 root ($1) into the base of the e2e test
+# guest, variant $2 ("waprov": with the .deb's dependencies $3 (its Depends field)
+# installed from Debian, so that guest-waprov.sh can install the .deb itself without the
+# network and swap it in with `waprov -enable` at every run; "cloudinit":
 # Debian's cloud-init with the Azure datasource; "waprov-nm": as "waprov", but its NIC
 # is NetworkManager's and sshd is socket-activated: Debian's ssh.socket is enabled
 # instead of ssh.service; no guest agent, as Debian's waagent conflicts with
@@ -140,10 +142,8 @@ if [ "$variant" != waprov-nm ]; then
 fi
 case $variant in
 waprov|waprov-nm|trixie)
-    cp "$3" "$root/tmp/"
-    in_root apt-get install -y -q --no-install-recommends "/tmp/$(basename "$3")"
-    rm "$root/tmp/$(basename "$3")"
-    in_root waprov -enable
+    # what the .deb depends on (on trixie: python3-crypt-r), for guest-waprov.sh
+    in_root apt-get satisfy -y -q --no-install-recommends "$3"
     ;;
 cloudinit)
     in_root apt-get install -y -q --no-install-recommends cloud-init isc-dhcp-client

@@ -1,19 +1,29 @@
-"""The e2e guest images: Debian 12 root filesystems for qemu (and one of Debian 13),
-built once per `make e2e`.
+"""The e2e guest images: Debian 12 root filesystems for qemu (and one of Debian 13).
 
-`python3 -m tests.e2e.image OUTDIR DEB` builds, with mmdebstrap and the network (the
-Debian mirror), OUTDIR/waprov.img (the .deb built by `make deb`, installed with apt
-beside Debian's waagent package and swapped in with `waprov -enable`), OUTDIR/
-cloudinit.img (the same base with Debian's cloud-init instead of waprov, for the timing
-comparison), OUTDIR/waprov-nm.img (as waprov.img, with NetworkManager managing the NIC
-and Debian's ssh.socket instead of ssh.service, and no guest agent: Debian's waagent
-conflicts with network-manager), OUTDIR/trixie.img (waprov.img made from Debian 13), and
-the kernels and initramfs the Debian 12 images boot (OUTDIR/vmlinuz, OUTDIR/initrd.img)
-and the Debian 13 one (OUTDIR/vmlinuz-trixie, OUTDIR/initrd.img-trixie). Each image is
-an ext4 file system labelled "root" made with `mkfs.ext4 -d` (no loop device);
-scenarios boot copy-on-write overlays of it.
-Downloaded .debs are kept in .cache/e2e/debs between runs (the mirror is still asked for
-the current package lists, so a run always installs the current packages).
+`python3 -m tests.e2e.image OUTDIR DEB` makes OUTDIR/waprov.img (the .deb built by `make
+deb`, installed with apt beside Debian's waagent package and swapped in with `waprov
+-enable`), OUTDIR/cloudinit.img (the same base with Debian's cloud-init instead of waprov,
+for the timing comparison), OUTDIR/waprov-nm.img (as waprov.img, with NetworkManager
+managing the NIC and Debian's ssh.socket instead of ssh.service, and no guest agent:
+Debian's waagent conflicts with network-manager), OUTDIR/trixie.img (waprov.img made from
+Debian 13), and the kernel and initramfs each image boots, its own (OUTDIR/vmlinuz and
+OUTDIR/initrd.img of waprov.img, OUTDIR/vmlinuz-<variant>, initrd.img-<variant> of the others).
+Each image is an ext4 file system labelled "root" made with `mkfs.ext4 -d`; scenarios boot
+copy-on-write overlays of it.
+
+In two steps, so that a change of waprov's code does not rebuild an image:
+- the variant's **base**, everything but waprov (mmdebstrap from the Debian mirror and
+  guest-setup.sh; for the waprov variants with the .deb's Depends installed from Debian),
+  is kept in the tests' machine-level cache (tests/cache.py: $WAPROV_TEST_CACHE/e2e/
+  <variant>-<key>/), its key a hash of its inputs: the package lists, the suite, the
+  mirror, the .deb's Depends field, guest-setup.sh and this file. It is built again only
+  when one of them changes (or the entry is incomplete);
+- at every run, each waprov variant's base is copied to OUTDIR and the .deb installed in
+  the copy (loop-mounted in a private mount namespace, no network: its dependencies are
+  in the base) with apt, then `waprov -enable` (guest-waprov.sh), a few seconds each.
+  cloudinit.img is a symbolic link to its base (the scenarios' overlays never write it).
+Downloaded .debs are kept in $WAPROV_TEST_CACHE/e2e-debs for the next base build (the
+mirror is still asked for the current package lists).
 """
 
 from __future__ import annotations
@@ -21,18 +31,24 @@ from __future__ import annotations
 import glob
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from typing import Dict, List
+from typing import Any, Dict, List
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests import cache
+from tests.loopdisk import one_at_a_time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
 SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
-DEB_CACHE = os.path.join(ROOT, ".cache", "e2e", "debs")
-SETUP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "guest-setup.sh")
+SETUP = os.path.join(HERE, "guest-setup.sh")  # the base
+INSTALL = os.path.join(HERE, "guest-waprov.sh")  # the per-run step
+CACHE_KIND = "e2e"
+BASE_FORMAT = "1"  # bump when the base's recipe changes outside this file and guest-setup.sh
 IMAGE_SIZE = "3G"
 # Both variants: an Azure-like Debian image with systemd, udev, sshd, sudo, the cloud
 # kernel, Debian's guest agent and waprov's runtime dependencies from Debian.
@@ -52,10 +68,13 @@ VARIANTS = {
     "waprov-nm": (SUITE, ["network-manager"], ["waagent"]),
     "trixie": ("trixie", [], []),
 }
-# The variants whose kernel and initramfs the guests boot: "waprov"'s are OUTDIR/vmlinuz
-# and OUTDIR/initrd.img (every variant of its suite boots them), the others' carry the
-# variant's name (tests/e2e/vm.py picks them).
-KERNEL_VARIANTS = ("waprov", "trixie")
+# Every variant boots its own kernel and initramfs: "waprov"'s are OUTDIR/vmlinuz and
+# OUTDIR/initrd.img, the others' carry the variant's name (tests/e2e/vm.py picks them).
+# The bases are built at different times (each when its own inputs change), so a
+# Debian kernel update between two builds must not make a guest boot a kernel whose
+# modules its root file system lacks.
+KERNEL_VARIANTS = tuple(VARIANTS)
+WAPROV_VARIANTS = ("waprov", "waprov-nm", "trixie")  # the .deb is installed in these
 
 
 def packages(variant: str) -> List[str]:
@@ -80,9 +99,15 @@ def _run(argv: List[str]) -> None:
     subprocess.run(argv, check=True)
 
 
-def bootstrap(variant: str, rootdir: str, deb: str) -> None:
-    """mmdebstrap a root into `rootdir` and make it the `variant` guest (guest-setup.sh)."""
-    os.makedirs(DEB_CACHE, exist_ok=True)
+def deb_cache() -> str:
+    return os.path.join(cache.directory(), "e2e-debs")
+
+
+def bootstrap(variant: str, rootdir: str, depends: str) -> None:
+    """mmdebstrap a root into `rootdir` and make it the `variant` guest's base
+    (guest-setup.sh; `depends`: the .deb's Depends, installed in a waprov variant)."""
+    debs = deb_cache()
+    os.makedirs(debs, exist_ok=True)
     hook_dir = tempfile.mkdtemp(prefix="waprov-e2e-hooks-")
     try:
         hook = os.path.join(hook_dir, "e2e-modules")
@@ -102,10 +127,10 @@ def bootstrap(variant: str, rootdir: str, deb: str) -> None:
                 "--setup-hook=echo MODULES=list > \"$1\"/etc/initramfs-tools/conf.d/e2e.conf",
                 # the download cache of earlier runs (mmdebstrap's documented recipe)
                 "--setup-hook=mkdir -p \"$1\"/var/cache/apt/archives",
-                f"--setup-hook=sync-in {DEB_CACHE} /var/cache/apt/archives",
-                f"--customize-hook={SETUP} \"$1\" {variant} {deb}",
+                f"--setup-hook=sync-in {debs} /var/cache/apt/archives",
+                f"--customize-hook={SETUP} \"$1\" {variant} {shlex.quote(depends)}",
                 "--skip=download/empty",
-                f"--customize-hook=sync-out /var/cache/apt/archives {DEB_CACHE}",
+                f"--customize-hook=sync-out /var/cache/apt/archives {debs}",
                 VARIANTS[variant][0], rootdir, MIRROR,
             ]
         )  # fmt: skip
@@ -119,32 +144,101 @@ def make_fs(rootdir: str, image: str) -> None:
     _run(["mkfs.ext4", "-q", "-L", "root", "-d", rootdir, image, IMAGE_SIZE])
 
 
+def base_key(variant: str, depends: str) -> str:
+    """The hash of everything the variant's base is made from."""
+    suite, extra, without = VARIANTS[variant]
+    with open(os.path.abspath(__file__), "rb") as f:
+        this = f.read()
+    with open(SETUP, "rb") as f:
+        setup = f.read()
+    lists = ",".join(packages(variant)) + "|" + ",".join(extra) + "|" + ",".join(without)
+    return cache.key(BASE_FORMAT, variant, suite, MIRROR, IMAGE_SIZE, lists, depends, setup, this)
+
+
+def build_base(variant: str, depends: str, work: str) -> None:
+    """The variant's base image (and its kernel and initramfs) into `work`."""
+    rootdir = os.path.join(work, "root")
+    try:
+        bootstrap(variant, rootdir, depends)
+        if variant in KERNEL_VARIANTS:
+            kernels = sorted(glob.glob(os.path.join(rootdir, "boot", "vmlinuz-*")))
+            initrds = sorted(glob.glob(os.path.join(rootdir, "boot", "initrd.img-*")))
+            if len(kernels) != 1 or len(initrds) != 1:
+                raise SystemExit(f"e2e image: expected one kernel and initrd, found {kernels} {initrds}")
+            shutil.copyfile(kernels[0], os.path.join(work, "vmlinuz"))
+            shutil.copyfile(initrds[0], os.path.join(work, "initrd.img"))
+        make_fs(rootdir, os.path.join(work, "base.img"))
+    finally:
+        shutil.rmtree(rootdir, ignore_errors=True)
+
+
+# The per-run step, in a private mount namespace: the copy of the base loop-mounted (the
+# loop device goes when it is unmounted, or with the namespace), /proc, /sys and /dev as
+# mmdebstrap gives its hooks, then guest-waprov.sh.
+_INSTALL = """set -eu
+img=$1 mnt=$2 script=$3 deb=$4
+mount -o loop "$img" "$mnt"
+mount -t proc proc "$mnt/proc"
+mount -t sysfs sysfs "$mnt/sys"
+mount --bind /dev "$mnt/dev"
+"$script" "$mnt" "$deb"
+umount "$mnt/dev" "$mnt/sys" "$mnt/proc"
+umount "$mnt"
+"""
+
+
+def install_waprov(image: str, deb: str) -> None:
+    """The .deb installed with apt and swapped in (guest-waprov.sh) on the image file."""
+    mnt = tempfile.mkdtemp(prefix="waprov-e2e-mnt-")
+    try:
+        # loop devices: one user at a time with the resource-disk tests (tests/loopdisk.py)
+        with one_at_a_time():
+            _run(["unshare", "--mount", "--propagation", "private", "sh", "-c", _INSTALL, "sh",
+                  image, mnt, INSTALL, deb])  # fmt: skip
+        _run(["e2fsck", "-f", "-n", image])  # the file system is clean after the change
+    finally:
+        os.rmdir(mnt)
+
+
+def deb_depends(deb: str) -> str:
+    p = subprocess.run(["dpkg-deb", "-f", deb, "Depends"], capture_output=True, text=True, check=True)
+    return p.stdout.strip()
+
+
 def build(outdir: str, deb: str) -> None:
     started = time.monotonic()
     os.makedirs(outdir, exist_ok=True)
-    work = tempfile.mkdtemp(prefix="waprov-e2e-root-", dir=outdir)
-    seconds: Dict[str, float] = {}
-    try:
-        for variant in VARIANTS:
-            began = time.monotonic()
-            rootdir = os.path.join(work, variant)
-            bootstrap(variant, rootdir, deb)
-            if variant in KERNEL_VARIANTS:
-                kernels = sorted(glob.glob(os.path.join(rootdir, "boot", "vmlinuz-*")))
-                initrds = sorted(glob.glob(os.path.join(rootdir, "boot", "initrd.img-*")))
-                if len(kernels) != 1 or len(initrds) != 1:
-                    raise SystemExit(f"e2e image: expected one kernel and initrd, found {kernels} {initrds}")
-                suffix = "" if variant == "waprov" else f"-{variant}"
-                shutil.copyfile(kernels[0], os.path.join(outdir, f"vmlinuz{suffix}"))
-                shutil.copyfile(initrds[0], os.path.join(outdir, f"initrd.img{suffix}"))
-            make_fs(rootdir, os.path.join(outdir, f"{variant}.img"))
-            shutil.rmtree(rootdir)
-            seconds[variant] = round(time.monotonic() - began, 1)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    depends = deb_depends(deb)
+    seconds: Dict[str, Dict[str, Any]] = {}
+    for variant in VARIANTS:
+        began = time.monotonic()
+        needs = depends if variant in WAPROV_VARIANTS else ""
+        built: List[bool] = []
+
+        def make(work: str, variant: str = variant, needs: str = needs, built: List[bool] = built) -> None:
+            built.append(True)
+            build_base(variant, needs, work)
+
+        base = cache.entry(CACHE_KIND, variant, base_key(variant, needs), make)
+        cached = round(time.monotonic() - began, 1)
+        print(f"e2e image {variant}: base {base} ({'built' if built else 'cached'}, {cached} s)", flush=True)
+        if variant in KERNEL_VARIANTS:
+            suffix = "" if variant == "waprov" else f"-{variant}"
+            for name in ("vmlinuz", "initrd.img"):
+                shutil.copyfile(os.path.join(base, name), os.path.join(outdir, name + suffix))
+        image = os.path.join(outdir, f"{variant}.img")
+        if os.path.lexists(image):
+            os.unlink(image)
+        if variant in WAPROV_VARIANTS:
+            _run(["cp", "--sparse=always", os.path.join(base, "base.img"), image])
+            install_waprov(image, deb)
+        else:
+            os.symlink(os.path.join(base, "base.img"), image)
+        total = round(time.monotonic() - began, 1)
+        seconds[variant] = {"base": "built" if built else "cached", "base_s": cached, "s": total}
     with open(os.path.join(outdir, "build.json"), "w", encoding="utf-8") as f:
         total = round(time.monotonic() - started, 1)
-        json.dump({"deb": os.path.abspath(deb), "seconds": total, "per_variant_s": seconds}, f)
+        json.dump({"deb": os.path.abspath(deb), "seconds": total, "per_variant": seconds}, f)
     print(f"e2e images in {outdir} ({time.monotonic() - started:.0f} s)", flush=True)
 
 

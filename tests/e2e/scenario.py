@@ -9,6 +9,7 @@ tests copied out of the guest. The directory is emptied when the scenario starts
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -333,12 +334,16 @@ def _debugfs_cat(raw: str, path: str) -> Optional[str]:
 
 
 def record_timing(name: str, values: Dict[str, Any], merge: bool = False) -> None:
-    """Write `name`'s timings (`merge`: add `values` to those recorded already)."""
+    """Write `name`'s timings (`merge`: add `values` to those recorded already). Under a
+    lock: scenarios of two pytest-xdist workers may record at the same time."""
     path = os.path.join(logs_root(), "timings.json")
-    data: Dict[str, Any] = {}
-    if os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    data[name] = {**data.get(name, {}), **values} if merge else values
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
+    with open(path + ".lock", "a+b") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        data: Dict[str, Any] = {}
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                data = json.load(f)
+        data[name] = {**data.get(name, {}), **values} if merge else values
+        with open(path + ".tmp", "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2, sort_keys=True)
+        os.replace(path + ".tmp", path)

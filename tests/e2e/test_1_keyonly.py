@@ -28,6 +28,10 @@ from tests.e2e.checks import (
 from tests.e2e.scenario import Scenario, agent_of, record_timing
 from tests.provisioning import ovf
 
+# (a)'s timings are compared with cloud-init's (test_2_scenarios.py, (h)): both boot with
+# no other guest running (tools/e2e runs these after the scenarios it runs two at a time)
+pytestmark = pytest.mark.alone
+
 # the second boot's timeline: the provisioning units, what sshd waits for, sshd
 SECOND_BOOT_UNITS = ("waprov-local.service", "waprov.service", "systemd-networkd.service", "network.target",
                      "basic.target", "ssh.service")  # fmt: skip

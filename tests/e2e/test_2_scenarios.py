@@ -9,6 +9,8 @@ import re
 import secrets
 from typing import Optional
 
+import pytest
+
 from tests.e2e.checks import (
     boot,
     check_resource_disk,
@@ -169,6 +171,7 @@ def test_f_imds_only() -> None:
 # ---- cloud-init on the same image and fabric, for the timing comparison --------------------------
 
 
+@pytest.mark.alone  # its timings are compared with (a)'s: no other guest runs beside it
 def test_cloud_init_for_comparison() -> None:
     s = Scenario(
         "h-cloud-init",

@@ -28,6 +28,13 @@ AZURE_ASSET_TAG = "7783-7084-3265-9085-8269-3286-77"  # how cloud-init recognise
 # What the kernel prints when it runs the initramfs' init (or /sbin/init without one).
 KERNEL_HANDOVER = re.compile(r"Run /\S+ as init process")
 KERNEL_STALL_S = 60.0
+# qemu's forwarded ssh port: below the kernel's ephemeral range (32768-60999), which
+# bind(0) never hands out, so no fake fabric of another scenario running beside this one
+# (pytest-xdist's workers share the network namespace) can take it between the check here
+# and qemu's own bind; each worker has a range of its own (PYTEST_XDIST_WORKER gwN).
+SSH_PORTS = 20000
+SSH_PORTS_PER_WORKER = 500
+_next_port = [0]
 T = TypeVar("T")
 
 
@@ -56,6 +63,23 @@ def make_dvd(path: str, ovf_xml: str) -> None:
         ["genisoimage", "-quiet", "-udf", "-J", "-R", "-V", "rd_rdfe_stable", "-o", path, src], check=True
     )
     shutil.rmtree(src)
+
+
+def ssh_port() -> int:
+    """A free port for the next guest's ssh forward in the test's network namespace, from
+    this worker's range (SSH_PORTS), not the one a guest used just before."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    first = SSH_PORTS + SSH_PORTS_PER_WORKER * (int(worker[2:]) if worker[2:].isdigit() else 0)
+    for _ in range(SSH_PORTS_PER_WORKER):
+        port = first + _next_port[0] % SSH_PORTS_PER_WORKER
+        _next_port[0] += 1
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise GuestError(f"no free port in {first}-{first + SSH_PORTS_PER_WORKER - 1}")
 
 
 class Guest:
@@ -166,9 +190,7 @@ class Guest:
             print("e2e: WARNING: " + warning, file=sys.stderr, flush=True)
 
     def _launch(self) -> None:
-        with socket.socket() as s:  # a free port for ssh, in the test's network namespace
-            s.bind(("127.0.0.1", 0))
-            self.ssh_port = s.getsockname()[1]
+        self.ssh_port = ssh_port()
         self.console = os.path.join(self.workdir, f"console-boot{self.boots}.log")
         self.monitor = os.path.join(self.workdir, "monitor.sock")
         self.qemu_log = os.path.join(self.workdir, f"qemu-boot{self.boots}.log")
