@@ -109,6 +109,17 @@ def test_record_round_trips() -> None:
     assert Edit.from_json(edit.to_json()) == edit
 
 
+@pytest.mark.parametrize(
+    "text", ['Provisioning.Agent=\x1c"', 'Provisioning.Agent= "\x1c', "Provisioning.Agent=\x1f\r\n"]
+)
+def test_an_empty_value_beside_a_control_character_is_set_too(text: str) -> None:
+    # Python's strip() takes \x1c-\x1f for blanks: a value after them could read otherwise
+    result = set_value(text, KEY, "disabled")
+    assert result is not None
+    new, edit = result
+    assert reference_values(new)[KEY] == "disabled" and undo(new, KEY, edit) == text
+
+
 @settings(max_examples=400, deadline=None)
 @given(conf_text)
 def test_any_file_one_line_changes_and_undo_gives_the_same_bytes(text: str) -> None:

@@ -69,6 +69,8 @@ def _replace_value(line: str, value: str) -> str:
     else:  # `Key=` or `Key=  ` (maybe with `\r`): the value goes before trailing space
         body = region.rstrip()
         new_region = body + value + region[len(body) :]
+        if new_region.strip('" ').strip() != value:  # e.g. `"` after a control character
+            new_region = value + region  # the quotes and blanks after it are stripped
     return f"{key_part}={new_region}{hash_}{comment}"
 
 
