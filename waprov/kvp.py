@@ -18,7 +18,6 @@ import logging
 import os
 from typing import Callable, Iterator, List, Optional, Tuple
 
-from waprov import timing
 from waprov.errors import HostError
 
 POOL_DIR = "/var/lib/hyperv"
@@ -79,12 +78,12 @@ class Kvp:
         *,
         root: str = "/",
         enabled: bool = True,
-        boot_time: Optional[Callable[[], float]] = None,
+        boot_time: Callable[[], float],
     ) -> None:
         self.key_prefix = key_prefix
         self.pool = os.path.join(root, POOL.lstrip("/"))
         self.enabled = enabled and os.path.isdir(os.path.dirname(self.pool))
-        self._boot_time = boot_time or timing.boot_time
+        self._boot_time = boot_time
         self._checked_stale = False
         self.failed = False
 
