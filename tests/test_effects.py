@@ -13,11 +13,11 @@ from pathlib import Path
 import psutil
 import pytest
 
+from tests.fakerunner import ScriptedRunner, ok
 from waprov import procfs
 from waprov.errors import HostError
 from waprov.procfs import Mount
 from waprov.system import HostPath, System
-from tests.fakerunner import ScriptedRunner, ok
 
 
 def put(root: Path, path: str, data: bytes | str = b"") -> None:
