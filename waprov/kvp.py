@@ -16,7 +16,7 @@ import fcntl
 import json
 import logging
 import os
-from typing import Callable, Iterator, List, Optional, Tuple
+from typing import Callable, Iterator, List, Tuple
 
 from waprov.errors import HostError
 
