@@ -240,13 +240,16 @@ class System:
             )
         return read_regular(self.path(path), path, limit)
 
+    def _host(self, real: str) -> str:
+        """The host path of a real path under the root (the inverse of `path`)."""
+        if self.root in ("", "/"):
+            return real
+        prefix = self.path("/")
+        return "/" + real[len(prefix) :] if (real + "/").startswith(prefix) else real
+
     def glob(self, pattern: str) -> List[str]:
         """The host paths matching an absolute glob pattern, sorted (read-only)."""
-        matches = sorted(glob.glob(self.path(pattern)))
-        if self.root in ("", "/"):
-            return matches
-        prefix = self.path("/")
-        return ["/" + m[len(prefix) :] for m in matches]
+        return [self._host(m) for m in sorted(glob.glob(self.path(pattern)))]
 
     def mode_owner(self, path: str) -> Optional[Tuple[int, Owner]]:
         """(permission bits, (uid, gid)) of `path` (followed through symlinks), None when
@@ -284,9 +287,8 @@ class System:
     def walk(self, top: str) -> Iterator[Tuple[str, List[str], List[str]]]:
         """os.walk() of the directory `top` (top-down, symbolic links to directories not
         entered), with host paths; sorting `dirs` in place orders the descent."""
-        real_top = self.path(top)
-        for real, dirs, files in os.walk(real_top):
-            yield top + real[len(real_top) :], dirs, files
+        for real, dirs, files in os.walk(self.path(top)):
+            yield self._host(real), dirs, files
 
     def stat(self, path: str) -> Optional[os.stat_result]:
         """os.stat() of `path`, followed through symbolic links, as the host has it; None
@@ -303,9 +305,7 @@ class System:
         if self.root in ("", "/"):
             return real
         top = os.path.realpath(self.path("/"))
-        if real == top:
-            return "/"
-        return real[len(top) :] if real.startswith(top + "/") else real
+        return "/" + real[len(top) :].lstrip("/") if (real + "/").startswith(top + "/") else real
 
     def which(self, name: str) -> Optional[str]:
         """Where the command `name` (a name on PATH, or a path) is installed, None when it
