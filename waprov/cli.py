@@ -139,7 +139,7 @@ def parse_args(args: Sequence[str]) -> Args:
 def cmd_version(args: Args) -> int:
     from waprov.osrelease import read_os_release
 
-    rel = read_os_release()
+    rel = read_os_release(None)  # no System here: see osrelease.py
     print(f"{PROG}-{__version__} running on {rel.get('ID', 'unknown')} {rel.get('VERSION_ID', '')}".rstrip())
     print("Python: {}.{}.{}".format(*sys.version_info[:3]))
     return 0

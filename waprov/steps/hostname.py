@@ -305,6 +305,7 @@ def primary_interface(route_text: str, addresses: Sequence[Tuple[str, bool]]) ->
 
 
 def _interfaces() -> List[Tuple[str, bool]]:
+    # not through System: no file holds the interfaces' addresses (psutil asks getifaddrs)
     import psutil
 
     return [
@@ -320,11 +321,11 @@ def _route_text(system: System) -> str:
         return ""
 
 
-def network_stack() -> str:
+def network_stack(system: System) -> str:
     """ "networkd", "networkmanager" or "ifupdown", from the running processes."""
-    import psutil
+    from waprov.procfs import process_names
 
-    names = {p.info.get("name") for p in psutil.process_iter(["name"])}
+    names = set(process_names(system))
     if "systemd-networkd" in names:
         return "networkd"
     if "NetworkManager" in names:
@@ -357,7 +358,7 @@ def reannounce(ctx: Ctx, interfaces: Interfaces = _interfaces, stack: Optional[s
         if ctx.distro.nm_restart and (ctx.distro.nm_restart_always or not nm_controlled(ctx.system, ifname)):
             first = ctx.distro.nm_restart
     else:
-        stack = stack or ("networkd" if ctx.distro.flatcar else network_stack())
+        stack = stack or ("networkd" if ctx.distro.flatcar else network_stack(ctx.system))
         if stack == "networkd":
             commands = [("networkctl", "reconfigure", ifname)]
         elif stack == "networkmanager":
@@ -399,11 +400,13 @@ def reannounce(ctx: Ctx, interfaces: Interfaces = _interfaces, stack: Optional[s
 
 
 def _open_watch(ctx: Ctx) -> LinkWatch:
-    try:
-        return ctx.system.link_watch()
-    except OSError as e:
-        from waprov.linkwatch import NoWatch
+    from waprov.linkwatch import NoWatch
 
+    if ctx.link_watch is None:
+        return NoWatch()
+    try:
+        return ctx.link_watch()
+    except OSError as e:
         log.warning("Cannot watch address changes (netlink: %s): no wait after the network restart", e)
         return NoWatch()
 
