@@ -188,7 +188,8 @@ def _dotted(node: ast.expr) -> str:
 
 class _Scan(ast.NodeVisitor):
     def __init__(self, name: str) -> None:
-        self.name, self.scope, self.found = name, ["<module>"], set()
+        self.name, self.scope = name, ["<module>"]
+        self.found: Set[Tuple[str, str, str]] = set()
 
     def _add(self, what: str) -> None:
         self.found.add((self.name, ".".join(self.scope[1:]) or "<module>", what))
@@ -198,7 +199,7 @@ class _Scan(ast.NodeVisitor):
         self.generic_visit(node)
         self.scope.pop()
 
-    visit_AsyncFunctionDef = visit_ClassDef = visit_FunctionDef  # type: ignore[assignment]
+    visit_AsyncFunctionDef = visit_ClassDef = visit_FunctionDef
 
     def visit_Import(self, node: ast.Import) -> None:
         for alias in node.names:

@@ -128,10 +128,10 @@ def fetch_certificates(system: System, config: Config, ws: WireServer, gs: GoalS
     make_transport_cert(system, config)
     cert_path, key_path = transport_paths(config)
     try:
-        pem = system.read(cert_path, limit=1 << 20)
-        if pem is None:
+        cert = system.read(cert_path, limit=1 << 20)
+        if cert is None:
             raise HostError("no such file")
-        header = cert_header(pem.decode("ascii"))
+        header = cert_header(cert.decode("ascii"))
     except (HostError, UnicodeDecodeError) as e:
         raise CertificateError(f"cannot read the transport certificate {cert_path}: {e}") from None
     errors = []
