@@ -271,6 +271,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     except BrokenPipeError:  # `waprov -show-configuration | head`
         # the rest of the output goes nowhere: the interpreter's last flush would print the
         # error otherwise (Python 3.13 does, 3.11 does not)
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no host file: not System's
         sys.stderr.close()
         return 0

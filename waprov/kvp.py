@@ -70,7 +70,9 @@ def decode(data: bytes) -> Iterator[Tuple[str, str]]:
 
 class Kvp:
     """The pool writer of one run. `root` prefixes paths (tests); `boot_time` gives when
-    this boot began (seconds since the epoch); `enabled=False` (dry run) writes nothing."""
+    this boot began (seconds since the epoch); `enabled=False` (dry run) writes nothing.
+    The pool is opened directly, not through System: it is hv_kvp_daemon's file, appended
+    in place under its lock, where System replaces files."""
 
     def __init__(
         self,
