@@ -8,7 +8,7 @@ import os
 import socket
 import subprocess
 import sys
-from typing import TYPE_CHECKING, Iterator, List, Sequence, Tuple
+from typing import TYPE_CHECKING, Callable, Iterator, List, Optional, Sequence, Tuple
 
 import pytest
 
@@ -19,6 +19,7 @@ from waprov.timing import Clock
 
 if TYPE_CHECKING:
     from waprov.distro import Distro
+    from waprov.network import LinkWatch
     from waprov.steps import Ctx
     from waprov.system import System
 
@@ -227,10 +228,10 @@ def virtual_clock() -> Clock:
     return Clock(1.0, sleep=vt.sleep, monotonic=vt.monotonic)
 
 
-def on_host(ctx: Ctx) -> Tuple[System, Distro, Clock, str]:
+def on_host(ctx: Ctx) -> Tuple[System, Distro, Clock, str, Optional[Callable[[], LinkWatch]]]:
     """What network.reannounce takes from a step's context: the host, its distribution,
-    the clock and the host name."""
-    return ctx.system, ctx.distro, ctx.clock, ctx.data.hostname
+    the clock, the host name and the link watch."""
+    return ctx.system, ctx.distro, ctx.clock, ctx.data.hostname, ctx.link_watch
 
 
 def waits(clock: Clock) -> List[float]:

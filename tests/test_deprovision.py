@@ -181,11 +181,12 @@ def test_dangerous_directories_are_refused_before_anything(tmp_path: Any, value:
     assert system.actions == [] and runner.calls == [] and files(str(tmp_path)) == sorted(TREE)
 
 
-def test_symlinked_lib_dir_to_root_is_refused(tmp_path: Any) -> None:
-    link = tmp_path / "lib"
-    os.symlink("/", link)
-    with pytest.raises(ConfigError, match="resolves to /"):
-        build(System(root=str(tmp_path)), Config(lib_dir=str(link)), DEBIAN, False)
+@pytest.mark.parametrize("target", ["../..", "/"])  # to the root of the tree; out of it, to /
+def test_symlinked_lib_dir_to_root_is_refused(tmp_path: Any, target: str) -> None:
+    os.makedirs(tmp_path / "var/lib")
+    os.symlink(target, tmp_path / "var/lib/waagent")
+    with pytest.raises(ConfigError, match=r"'/var/lib/waagent' \(resolves to /\)"):
+        build(System(root=str(tmp_path)), Config(lib_dir="/var/lib/waagent"), DEBIAN, False)
 
 
 @pytest.mark.parametrize(

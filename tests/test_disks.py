@@ -24,7 +24,7 @@ from waprov.resourcedisk.disk import (
     vmbus_resource_disk,
 )
 from waprov.resourcedisk.swap import active_swaps
-from waprov.system import Mount, System
+from waprov.system import System
 
 
 def put(root: Any, path: str, text: Optional[str] = None) -> None:
@@ -106,8 +106,8 @@ def test_nvme_local_disks_are_found_by_model_in_numeric_order(tmp_path: Any) -> 
     assert nvme_local_disks(System(root=str(tmp_path))) == ["nvme2n1", "nvme10n1"]
 
 
-def system_with(tmp_path: Any, runner: ScriptedRunner, mounts: Tuple[Mount, ...] = ()) -> System:
-    return System(root=str(tmp_path), runner=runner, which=runner.which, mounts=lambda: list(mounts))
+def system_with(tmp_path: Any, runner: ScriptedRunner) -> System:
+    return System(root=str(tmp_path), runner=runner)
 
 
 def test_discovery_order_override_then_udev_link_then_vmbus_then_nvme(tmp_path: Any) -> None:
@@ -142,9 +142,10 @@ def test_several_nvme_disks_are_joined_in_a_raid0_by_mdadm(tmp_path: Any) -> Non
     runner = ScriptedRunner(mdadm=mdadm)
     found = find_resource_disk(system_with(tmp_path, runner), None)
     assert found is not None and found.device == RAID_DEVICE
+    real = f"{tmp_path}/dev"  # device nodes are host paths: the root prefix applies
     assert runner.calls[-1] == [
-        "mdadm", "--create", RAID_DEVICE, "--run", "--level=0", "--metadata=1.2", "--name=waprov-resource",
-        "--raid-devices=2", "/dev/nvme1n1", "/dev/nvme2n1",
+        "mdadm", "--create", f"{tmp_path}{RAID_DEVICE}", "--run", "--level=0", "--metadata=1.2",
+        "--name=waprov-resource", "--raid-devices=2", f"{real}/nvme1n1", f"{real}/nvme2n1",
     ]  # fmt: skip
 
 
@@ -158,7 +159,14 @@ def test_the_raid0_of_an_earlier_boot_is_assembled_not_recreated(tmp_path: Any) 
 
     runner = ScriptedRunner(mdadm=mdadm)
     find_resource_disk(system_with(tmp_path, runner), None)
-    assert runner.calls[-1] == ["mdadm", "--assemble", RAID_DEVICE, "/dev/nvme1n1", "/dev/nvme2n1"]
+    real = f"{tmp_path}/dev"
+    assert runner.calls[-1] == [
+        "mdadm",
+        "--assemble",
+        f"{tmp_path}{RAID_DEVICE}",
+        f"{real}/nvme1n1",
+        f"{real}/nvme2n1",
+    ]
 
 
 def test_several_nvme_disks_without_mdadm_use_the_first_and_say_so(tmp_path: Any, caplog: Any) -> None:

@@ -214,7 +214,7 @@ def test_rhel6_sets_hostname_in_sysconfig_network_too(tmp_path: Any) -> None:
 
 
 def ctx_for(tmp_path: Any, runner: ScriptedRunner, distro: Distro) -> Ctx:
-    system = System(root=str(tmp_path), runner=runner, which=runner.which)
+    system = System(root=str(tmp_path), runner=runner)
     pd = ProvisioningData(hostname="vm", username="azureuser")
     return Ctx(system, Config(), distro, pd, virtual_clock(), "ID")
 
@@ -260,7 +260,7 @@ def test_deprovision_resets_the_family_files_and_goes_on_without_them(
     nic(tmp_path, "eth0", 2)
     write(tmp_path, IFCFG_ETH0, "DEVICE=eth0\nDHCP_HOSTNAME=vm\n")
     runner = ScriptedRunner(hostnamectl=fail("Failed to connect to bus"), hostname=ok)
-    system = System(root=str(tmp_path), runner=runner, which=runner.which)
+    system = System(root=str(tmp_path), runner=runner)
     (tmp_path / "run/dbus").mkdir(parents=True)
     (tmp_path / "run/dbus/system_bus_socket").touch()
     reset_hostname(RHEL)(system)

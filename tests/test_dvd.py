@@ -46,14 +46,17 @@ class Host:
             f.write("nodev\tsysfs\n\text4\n" + ("\tudf\n" if udf else ""))
 
     def mount_ok(self, argv: List[str], data: Optional[bytes]) -> Tuple[int, bytes, bytes]:
-        target = self.root + argv[-1]
-        assert os.path.isdir(target), "the mount point is created before mounting"
+        target = argv[-1]  # the mount point, with the root prefix as for any host path
+        assert target.startswith(self.root + "/") and os.path.isdir(target), "made before mounting"
         shutil.copy(self.ovf, f"{target}/ovf-env.xml")
         return 0, b"", b""
 
     def fabric(
         self, runner: ScriptedRunner, mounts: Iterable[Tuple[str, str]] = (), distro: str = "debian"
     ) -> Fabric:
+        os.makedirs(f"{self.root}/proc/self", exist_ok=True)
+        with open(f"{self.root}/proc/self/mounts", "w") as f:
+            f.writelines(f"{device} {mountpoint} auto ro 0 0\n" for device, mountpoint in mounts)
         clock = virtual_clock()
         return Fabric(
             system=System(root=self.root, runner=runner),
@@ -62,7 +65,6 @@ class Host:
             clock=clock,
             client=HttpClient(clock),
             distro_id=distro,
-            mounts=lambda: list(mounts),
         )
 
     def saved(self) -> Optional[str]:
@@ -93,7 +95,10 @@ def test_mount_read_save_unmount_eject(tmp_path: str) -> None:
     fabric = host.fabric(runner)
     env = load_ovf(fabric)
     assert env.hostname == "test-vm-01" and env.password is not None
-    assert runner.calls == [[*MOUNT, "/dev/sr0", MP], ["umount", MP], ["eject", "/dev/sr0"]]
+    # every host path in a command gets the root prefix, as the files System writes do
+    sr0, mp = f"{tmp_path}/dev/sr0", f"{tmp_path}{MP}"
+    assert runner.calls == [[*MOUNT, sr0, mp], ["umount", mp], ["eject", sr0]]
+    assert fabric.system.plan().splitlines()[-2:] == [f"run    umount {MP}", "run    eject /dev/sr0"]
     assert host.saved() == expected_copy()
     assert env.password.reveal() not in (host.saved() or "")
     assert waits(fabric) == []
@@ -123,7 +128,7 @@ def test_a_dvd_left_mounted_at_the_mount_point_is_read_and_released(tmp_path: st
     shutil.copy(OVF, f"{tmp_path}{MP}/ovf-env.xml")
     runner = ScriptedRunner(umount=ok, eject=ok)
     load_ovf(host.fabric(runner, mounts=[("/dev/sr0", MP)]))
-    assert runner.calls == [["umount", MP], ["eject", "/dev/sr0"]]
+    assert runner.calls == [["umount", f"{tmp_path}{MP}"], ["eject", f"{tmp_path}/dev/sr0"]]
 
 
 def test_failing_umount_and_eject_are_only_warnings(tmp_path: str) -> None:

@@ -11,14 +11,14 @@ from __future__ import annotations
 import os
 import shutil
 import stat
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import pytest
 
 from tests.conftest import DATA, ROOT
 from waprov.errors import HostError
 from waprov.handover import DROPIN, SSH_DROPIN, UNITS, disable, enable
-from waprov.system import System
+from waprov.system import SubprocessRunner, System
 
 Entry = Tuple[str, object, int]
 with open(os.path.join(DATA, "walinuxagent.service"), encoding="utf-8") as _f:
@@ -272,11 +272,18 @@ def test_missing_units_are_refused_before_any_change(debian: str) -> None:
     assert tree(debian) == before
 
 
+class NothingInstalled(SubprocessRunner):
+    """The real commands, but none is said to be installed."""
+
+    def which(self, name: str) -> Optional[str]:
+        return None
+
+
 def test_without_systemctl_nothing_is_changed(debian: str) -> None:
     before = tree(debian)
     for command in (enable, disable):
         with pytest.raises(HostError, match="systemctl is not installed"):
-            command(System(root=debian, which=lambda name: None))
+            command(System(root=debian, runner=NothingInstalled()))
     assert tree(debian) == before
 
 
@@ -284,7 +291,7 @@ def test_disable_after_the_package_is_gone_still_restores_the_line(debian: str) 
     enable(System(root=debian))
     for unit in UNITS:
         os.unlink(os.path.join(debian, "lib/systemd/system", unit))
-    changes, problems = disable(System(root=debian, which=lambda name: None))
+    changes, problems = disable(System(root=debian, runner=NothingInstalled()))
     assert problems == [] and conf_text(debian) == sample()
     assert "/etc/waagent.conf: line 3: Provisioning.Agent=disabled -> Provisioning.Agent=auto" in changes
 

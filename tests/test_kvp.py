@@ -52,7 +52,7 @@ def test_keys_are_cut_to_254_bytes() -> None:
 
 
 def test_nothing_is_written_without_the_pool_directory(tmp_path: os.PathLike[str]) -> None:
-    kvp = Kvp("waprov-0.1.0|vm", root=str(tmp_path))
+    kvp = Kvp("waprov-0.1.0|vm", root=str(tmp_path), boot_time=lambda: 0.0)
     kvp.event("step", result="ok")
     kvp.report("result=success")
     assert not kvp.enabled and os.listdir(str(tmp_path)) == []
@@ -131,5 +131,5 @@ def test_a_failing_pool_is_a_warning_not_an_error(hyperv: str, caplog: pytest.Lo
 
 
 def test_dry_run_writes_nothing(hyperv: str) -> None:
-    Kvp("p", root=hyperv, enabled=False).report("result=success")
+    Kvp("p", root=hyperv, enabled=False, boot_time=lambda: 0.0).report("result=success")
     assert os.listdir(os.path.join(hyperv, "var/lib/hyperv")) == []

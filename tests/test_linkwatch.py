@@ -31,6 +31,7 @@ from waprov.network import (
     Event,
     LinkWatch,
     NoWatch,
+    _open_watch,
     parse,
     reannounce,
 )
@@ -145,9 +146,10 @@ class Host:
         self.write("/sys/class/net/eth0/ifindex", "2\n")
         self.write("/proc/net/route", ROUTE)
         self.watch: Optional[ScriptedWatch] = None
-        system = System(root=self.root, runner=runner, link_watch=link_watch or self.open_watch)
+        system = System(root=self.root, runner=runner)
         pd = ProvisioningData(hostname="vm", username="azureuser")
         self.ctx = Ctx(system, Config(), Distro("debian"), pd, virtual_clock(), "ID")
+        self.ctx.link_watch = link_watch or self.open_watch
         self.script = script
 
     def write(self, path: str, text: str) -> None:
@@ -270,6 +272,7 @@ def test_netlink_that_cannot_be_opened_or_read_is_a_warning_not_a_failure(tmp_pa
     assert "Watching eth0 after the network restart failed ([Errno 22] Invalid argument)" in caplog.text
 
 
-def test_commands_faked_or_a_dry_run_watch_nothing() -> None:
-    assert isinstance(System(runner=ScriptedRunner()).link_watch(), NoWatch)
-    assert isinstance(System(dry_run=True).link_watch(), NoWatch)
+def test_a_run_context_without_a_watch_watches_nothing(tmp_path: Any) -> None:
+    ctx = Ctx(System(root=str(tmp_path), runner=ScriptedRunner()), Config(), Distro("debian"), None,
+              virtual_clock(), "ID")  # fmt: skip
+    assert ctx.link_watch is None and isinstance(_open_watch(ctx.link_watch), NoWatch)

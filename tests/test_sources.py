@@ -33,7 +33,6 @@ def make(root: str, imds: str, with_ovf: bool = True, ovf_dir: bool = True) -> F
         overrides=Overrides(imds=imds, ovf_dir="/ovf" if ovf_dir else None),
         clock=clock,
         client=HttpClient(clock),
-        mounts=lambda: [],
     )
 
 

@@ -263,14 +263,20 @@ def test_secret_output_is_returned_but_never_logged_or_put_in_an_error(tmp_path:
 def test_the_runner_is_the_edge_a_fake_replaces() -> None:
     calls = []
 
-    def runner(
-        argv: List[str], data: Optional[bytes], timeout: float, output: Optional[int] = None
-    ) -> Tuple[int, bytes, bytes]:
-        calls.append((argv, data))
-        return 0, b"out", b""
+    class Runner:
+        def __call__(
+            self, argv: List[str], data: Optional[bytes], timeout: float, output: Optional[int] = None
+        ) -> Tuple[int, bytes, bytes]:
+            calls.append((argv, data))
+            return 0, b"out", b""
 
-    res = System(runner=runner).run(["definitely-not-installed", "x"], input="in")
+        def which(self, name: str) -> Optional[str]:
+            return "/opt/x" if name == "definitely-not-installed" else None
+
+    system = System(runner=Runner())
+    res = system.run(["definitely-not-installed", "x"], input="in")
     assert (res.rc, res.stdout) == (0, "out") and calls == [(["definitely-not-installed", "x"], b"in")]
+    assert system.has_command("definitely-not-installed") and not system.has_command("sh")
 
 
 def test_a_started_command_runs_while_the_caller_goes_on(tmp_path: Path) -> None:

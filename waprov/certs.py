@@ -20,7 +20,7 @@ from typing import Dict, List, Optional, Tuple
 
 from waprov.config import Config
 from waprov.errors import HostError, ProtocolError
-from waprov.system import System
+from waprov.system import HostPath, System
 from waprov.wireserver import WIRE_POLICY, GoalState, WireServer, find_text, parse_xml
 
 log = logging.getLogger("waprov")
@@ -50,7 +50,7 @@ def transport_paths(config: Config) -> Tuple[str, str]:
 def make_transport_cert(system: System, config: Config) -> None:
     cert, key = transport_paths(config)
     argv = [config.openssl_path, "req", "-x509", "-nodes", "-subj", "/CN=LinuxTransport", "-days", "730"]
-    argv += ["-newkey", "rsa:2048", "-keyout", system.path(key), "-out", system.path(cert)]
+    argv += ["-newkey", "rsa:2048", "-keyout", HostPath(key), "-out", HostPath(cert)]
     system.run(argv, timeout=120)
 
 
@@ -128,9 +128,11 @@ def fetch_certificates(system: System, config: Config, ws: WireServer, gs: GoalS
     make_transport_cert(system, config)
     cert_path, key_path = transport_paths(config)
     try:
-        with open(system.path(cert_path), encoding="ascii") as f:
-            header = cert_header(f.read())
-    except (OSError, UnicodeDecodeError) as e:
+        cert = system.read(cert_path, limit=1 << 20)
+        if cert is None:
+            raise HostError("no such file")
+        header = cert_header(cert.decode("ascii"))
+    except (HostError, UnicodeDecodeError) as e:
         raise CertificateError(f"cannot read the transport certificate {cert_path}: {e}") from None
     errors = []
     for cipher in CIPHERS:
@@ -148,8 +150,8 @@ def fetch_certificates(system: System, config: Config, ws: WireServer, gs: GoalS
                 return {}
             p7m = os.path.join(lib, "Certificates.p7m")
             system.write(p7m, p7m_document(p7m, data), 0o600)
-            argv = [config.openssl_path, "cms", "-decrypt", "-in", system.path(p7m)]
-            argv += ["-inkey", system.path(key_path), "-recip", system.path(cert_path)]
+            argv = [config.openssl_path, "cms", "-decrypt", "-in", HostPath(p7m)]
+            argv += ["-inkey", HostPath(key_path), "-recip", HostPath(cert_path)]
             res = system.query(argv, secret_output=True)
             if res.rc != 0 or not res.raw:
                 err = res.stderr.strip().splitlines()

@@ -146,7 +146,7 @@ def parse_args(args: Sequence[str]) -> Args:
 def cmd_version(args: Args) -> int:
     from waprov.osrelease import read_os_release
 
-    rel = read_os_release()
+    rel = read_os_release(None)  # no System here: see osrelease.py
     print(f"{PROG}-{__version__} running on {rel.get('ID', 'unknown')} {rel.get('VERSION_ID', '')}".rstrip())
     print("Python: {}.{}.{}".format(*sys.version_info[:3]))
     return 0
@@ -283,6 +283,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     except BrokenPipeError:  # `waprov -show-configuration | head`
         # the rest of the output goes nowhere: the interpreter's last flush would print the
         # error otherwise (Python 3.13 does, 3.11 does not)
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no host file: not System's
         sys.stderr.close()
         return 0

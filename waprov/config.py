@@ -292,7 +292,9 @@ def show_lines(cfg: Config) -> List[str]:
 
 
 def read_conf_text(path: str) -> str:
-    """Read a conf file, turning every way it can be unusable into one clear ConfigError."""
+    """Read a conf file, turning every way it can be unusable into one clear ConfigError.
+    Directly, not through System: the configuration is read before System exists (its
+    Logs.Verbose sets up the logging whose redactor System takes)."""
     try:
         st = os.stat(path)
     except FileNotFoundError:

@@ -34,7 +34,7 @@ from waprov.steps.customdata import OUTPUT as CUSTOM_DATA_LOG
 from waprov.steps.hostname import set_running_hostname, tell_dhcp_client, write_sysconfig_hostname
 from waprov.steps.sshd import DROPIN_MARK, FLATCAR_DROPIN
 from waprov.steps.user import lock_root_password, read_record
-from waprov.system import System
+from waprov.system import HostPath, System
 
 log = logging.getLogger("waprov")
 Action = Callable[[System], None]
@@ -58,9 +58,9 @@ class Plan:
             self.actions.append((name, action))
 
 
-def check_dir(config: Config, key: str, value: str) -> None:
+def check_dir(system: System, config: Config, key: str, value: str) -> None:
     """Refuse a directory whose emptying would wreck the system."""
-    real = os.path.realpath(value) if value.startswith("/") else value
+    real = system.realpath(value) if value.startswith("/") else value
     parts = [p for p in real.split("/") if p]
     if (
         not value.startswith("/")
@@ -119,10 +119,10 @@ def keep_reason(system: System, config: Config, acct: Account, uid: int) -> Opti
     if problem is not None:
         return problem
     home = os.path.normpath(acct.home)
-    real = os.path.realpath(system.path(home))
+    real = system.realpath(home)
     for name, other in _homes(system):
         inside = other == home or other.startswith(home + "/")
-        real_other = os.path.realpath(system.path(other))
+        real_other = system.realpath(other)
         if name != acct.name and (inside or real_other == real or real_other.startswith(real + "/")):
             return f"its home {home} holds the home of {name} too ({other})"
     return None
@@ -145,7 +145,7 @@ def delete_account(config: Config, user: str, uid: Optional[int]) -> Action:
             why = keep_reason(system, config, acct, uid)
             if why is not None:
                 raise HostError(f"{user} is kept: {why}")
-            system.run(["touch", "/var/run/utmp"], check=False)
+            system.run(["touch", HostPath("/var/run/utmp")], check=False)
             system.run(["userdel", "-f", "-r", user], check=False, timeout=120)
         elif acct is not None:
             raise HostError(f"{user} is kept: the account appeared after the plan was made")
@@ -204,9 +204,7 @@ def _resolv(plan: Plan, system: System, distro: Distro) -> None:
     if distro.ubuntu and version >= (18, 4):
         plan.add("WARNING! /etc/resolv.conf will NOT be removed, this is a behavior change to earlier "
                  "versions of Ubuntu.", "resolv.conf")  # fmt: skip
-    elif distro.ubuntu and os.path.realpath(system.path("/etc/resolv.conf")) == system.path(
-        "/run/resolvconf/resolv.conf"
-    ):
+    elif distro.ubuntu and system.realpath("/etc/resolv.conf") == "/run/resolvconf/resolv.conf":
         tail, original = "/etc/resolvconf/resolv.conf.d/tail", "/etc/resolvconf/resolv.conf.d/original"
         plan.add(
             f"WARNING! {tail} and {original} will be deleted.", "resolv.conf", remove_all(tail, original)
@@ -217,8 +215,8 @@ def _resolv(plan: Plan, system: System, distro: Distro) -> None:
 
 def build(system: System, config: Config, distro: Distro, deluser: bool) -> Plan:
     """WA §7.2's warnings and actions, in order, then waprov's own state."""
-    check_dir(config, "Lib.Dir", config.lib_dir)
-    check_dir(config, "Extension.LogDir", config.extension_log_dir)
+    check_dir(system, config, "Lib.Dir", config.lib_dir)
+    check_dir(system, config, "Extension.LogDir", config.extension_log_dir)
     journaled = journal(system)
     plan = Plan()
     stop = (lambda s: s.run(["systemctl", "stop", "waagent"], check=False)) if distro.flatcar else None
@@ -303,7 +301,7 @@ def main(
     signal.signal(signal.SIGINT, interrupts)
     config = load_config(conf_path)
     system = host_system(dry_run, verbose or config.logs_verbose, log_file=False)  # it is deleted too
-    distro = Distro.detect(read_os_release())
+    distro = Distro.detect(read_os_release(system))
     plan = build(system, config, distro, deluser)
     for warning in plan.warnings:
         print(warning, file=out)

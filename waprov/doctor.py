@@ -19,7 +19,7 @@ import shutil
 import sys
 import tempfile
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Set, TextIO
+from typing import Dict, List, Optional, Set, TextIO
 
 from waprov.config import Config
 from waprov.handover import (
@@ -32,8 +32,9 @@ from waprov.handover import (
     UNITS,
     unit_file,
 )
+from waprov.procfs import process_names
 from waprov.state import MARKER, state_path
-from waprov.system import Result, System
+from waprov.system import HostPath, Result, System
 
 NO_HOST_KEYS = "no hostkeys available"  # sshd's words when it finds no host key
 
@@ -167,7 +168,7 @@ def check_sshd(system: System, config: Config) -> Finding:
     sshd = next((p for p in ("/usr/sbin/sshd", "/usr/bin/sshd") if system.kind(p) == "file"), None)
     if sshd is None:
         return Finding(WARN, name, "sshd is not installed", "install openssh-server")
-    result = system.query([sshd, "-t", "-f", system.path(conf)])
+    result = system.query([sshd, "-t", "-f", HostPath(conf)])
     stand_in = ""
     if NO_HOST_KEYS in result.stderr:  # a deprovisioned image: the keys come at first boot
         if not config.regenerate_ssh_host_key_pair:
@@ -193,7 +194,7 @@ def _sshd_check_with_stand_in_key(system: System, sshd: str, conf: str) -> Resul
         made = system.query(["ssh-keygen", "-q", "-N", "", "-t", "ed25519", "-f", key], timeout=30)
         if made.rc != 0:
             return made
-        return system.query([sshd, "-t", "-f", system.path(conf), "-h", key])
+        return system.query([sshd, "-t", "-f", HostPath(conf), "-h", key])  # the key is this machine's
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -209,9 +210,9 @@ def check_sudoers(system: System, config: Config) -> Finding:
                    "add `@includedir /etc/sudoers.d` to /etc/sudoers (with visudo)")  # fmt: skip
 
 
-def check_kvp_daemon(system: System, config: Config, processes: Callable[[], List[str]]) -> Finding:
+def check_kvp_daemon(system: System, config: Config) -> Finding:
     name = "hv_kvp_daemon"
-    if any(p in ("hv_kvp_daemon", "hypervkvpd") for p in processes()):
+    if any(p in ("hv_kvp_daemon", "hypervkvpd") for p in process_names(system)):
         return Finding(OK, name, "running: the host can read waprov's KVP report")
     return Finding(WARN, name, "not running: the host cannot read waprov's PROVISIONING_REPORT",
                    "install and enable hyperv-daemons (hv-kvp-daemon.service)")  # fmt: skip
@@ -244,19 +245,10 @@ def check_leftovers(system: System, config: Config) -> Finding:
     return Finding(OK, name, "no ovf-env.xml, provisioned markers, authorized_keys or host keys")
 
 
-def _process_names() -> List[str]:
-    import psutil
-
-    return [p.info["name"] or "" for p in psutil.process_iter(["name"])]
-
-
-def run(
-    system: System, config: Config, image: bool, processes: Callable[[], List[str]] = _process_names
-) -> List[Finding]:
-    checks = (check_udf, check_guest_agent, check_other_agents, check_sshd, check_ssh_socket, check_sudoers)
+def run(system: System, config: Config, image: bool) -> List[Finding]:
+    checks = (check_udf, check_guest_agent, check_other_agents, check_sshd, check_ssh_socket, check_sudoers,
+              check_kvp_daemon, check_units)  # fmt: skip
     findings = [check(system, config) for check in checks]
-    findings.append(check_kvp_daemon(system, config, processes))
-    findings.append(check_units(system, config))
     if image:
         findings.append(check_leftovers(system, config))
     return findings

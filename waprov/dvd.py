@@ -13,12 +13,14 @@ from __future__ import annotations
 import logging
 import os
 import re
+import stat
 from dataclasses import dataclass
-from typing import Callable, Iterable, List, Optional, Tuple
+from typing import Optional, Tuple
 
 from waprov.errors import HostError, ProtocolError
 from waprov.ovf import MAX_OVF_BYTES
-from waprov.system import System
+from waprov.procfs import mounts
+from waprov.system import HostPath, System, Unreadable
 from waprov.timing import Clock
 
 DVD_PATTERN = re.compile(r"(sr[0-9]|hd[c-z]|cdrom[0-9]|cd[0-9]|vd[b-z])")
@@ -26,26 +28,18 @@ MOUNT_ATTEMPTS = 5
 MOUNT_WAIT = 5.0
 MAX_READ = MAX_OVF_BYTES + 1  # one byte more, so that the parser sees it is too large
 log = logging.getLogger("waprov")
-# (device, mount point) pairs of the current mount table
-MountTable = Callable[[], Iterable[Tuple[str, str]]]
 
 
 class NoDvdError(ProtocolError):
     """There is no provisioning DVD device: IMDS may still provision the VM."""
 
 
-def system_mounts() -> List[Tuple[str, str]]:
-    import psutil  # here: only a DVD device to mount needs the mount table (not a saved or given OVF)
-
-    return [(p.device, p.mountpoint) for p in psutil.disk_partitions(all=True)]
-
-
 def find_dvd_device(system: System) -> str:
     """WALinuxAgent's rule: unsorted listing, prefix match, `/dev/<matched part>`."""
     try:
-        names = os.listdir(system.path("/dev"))
-    except OSError as e:
-        raise NoDvdError(f"Failed to get dvd device from /dev: {e.strerror}") from None
+        names = system.listdir("/dev")
+    except HostError as e:
+        raise NoDvdError(f"Failed to get dvd device from /dev: {e}") from None
     for name in names:
         m = DVD_PATTERN.match(name)
         if m:
@@ -56,22 +50,18 @@ def find_dvd_device(system: System) -> str:
     )
 
 
-def _same_device(a: str, b: str) -> bool:
+def _same_device(system: System, a: str, b: str) -> bool:
     if a == b:
         return True
-    try:
-        sa, sb = os.stat(a), os.stat(b)
-    except OSError:
-        return False
-    return sa.st_rdev != 0 and sa.st_rdev == sb.st_rdev
+    sa, sb = system.stat(a), system.stat(b)
+    return sa is not None and sb is not None and sa.st_rdev != 0 and sa.st_rdev == sb.st_rdev
 
 
-def mounted_at(system: System, device: str, mounts: MountTable) -> Optional[str]:
+def mounted_at(system: System, device: str) -> Optional[str]:
     """Where `device` is mounted now, if it is."""
-    real = system.path(device)
-    for dev, mountpoint in mounts():
-        if dev.startswith("/") and _same_device(system.path(dev), real):
-            return mountpoint
+    for m in mounts(system):
+        if m.device.startswith("/") and _same_device(system, m.device, device):
+            return m.mountpoint
     return None
 
 
@@ -81,10 +71,10 @@ def udf_available(system: System) -> Tuple[bool, str]:
 
     def listed() -> bool:
         try:
-            with open(system.path("/proc/filesystems"), encoding="utf-8", errors="replace") as f:
-                return any(line.split()[-1:] == ["udf"] for line in f)
-        except OSError:
+            text = (system.read("/proc/filesystems", limit=1 << 20) or b"").decode("utf-8", "replace")
+        except HostError:
             return False
+        return any(line.split()[-1:] == ["udf"] for line in text.splitlines())
 
     if listed():
         return True, ""
@@ -105,18 +95,19 @@ class DvdMount:
     ours: bool  # mounted by this run: unmount and eject afterwards
 
 
-def mount_dvd(system: System, clock: Clock, device: str, mount_point: str, mounts: MountTable) -> DvdMount:
-    where = mounted_at(system, device, mounts)
+def mount_dvd(system: System, clock: Clock, device: str, mount_point: str) -> DvdMount:
+    where = mounted_at(system, device)
     if where is not None:
         log.info("The provisioning DVD %s is already mounted at %s", device, where)
         return DvdMount(device, where, ours=(where == mount_point))
     ok, why = udf_available(system)
     if not ok:
         log.warning("udf is not available (%s): trying iso9660 and vfat only", why)
-    if not os.path.isdir(system.path(mount_point)):
+    st = system.stat(mount_point)
+    if st is None or not stat.S_ISDIR(st.st_mode):
         system.makedirs(mount_point, 0o755)
     attempts = MOUNT_ATTEMPTS if ok else 1
-    argv = ["mount", "-o", "ro", "-t", "udf,iso9660,vfat", device, mount_point]
+    argv = ["mount", "-o", "ro", "-t", "udf,iso9660,vfat", HostPath(device), HostPath(mount_point)]
     output = ""
     for attempt in range(1, attempts + 1):
         res = system.run(argv, check=False, timeout=60)
@@ -137,17 +128,21 @@ def mount_dvd(system: System, clock: Clock, device: str, mount_point: str, mount
 def read_ovf_file(system: System, directory: str) -> bytes:
     path = os.path.join(directory, "ovf-env.xml")
     try:
-        with open(system.path(path), "rb") as f:
-            return f.read(MAX_READ)
-    except OSError as e:
-        raise ProtocolError(f"[CopyOvfEnv] Error reading file {path}: {e.strerror}") from None
+        data = system.read(path, limit=MAX_READ, follow=True)
+    except Unreadable as e:
+        if e.refused and e.why.startswith("is too large"):  # the parser's words
+            raise ProtocolError(f"ovf-env.xml is too large (more than {MAX_OVF_BYTES} bytes)") from None
+        raise ProtocolError(f"[CopyOvfEnv] Error reading file {path}: {e.why}") from None
+    if data is None:
+        raise ProtocolError(f"[CopyOvfEnv] Error reading file {path}: No such file or directory")
+    return data
 
 
 def release_dvd(system: System, dvd: DvdMount, distro_id: str, eject: bool = True) -> None:
     """Unmount and (`eject`) eject, best effort, only what this run mounted."""
     if not dvd.ours:
         return
-    res = system.run(["umount", dvd.mount_point], check=False, timeout=60)
+    res = system.run(["umount", HostPath(dvd.mount_point)], check=False, timeout=60)
     if res.rc != 0:
         log.warning("umount %s failed: %s", dvd.mount_point, res.stderr.strip())
     if eject:
@@ -160,7 +155,7 @@ def eject_dvd(system: System, device: str, distro_id: str) -> None:
     if re.match(r"vd[b-z]", name) or distro_id == "flatcar":
         return
     try:
-        res = system.run(["eject", device], check=False, timeout=60)
+        res = system.run(["eject", HostPath(device)], check=False, timeout=60)
     except HostError as e:  # eject not installed
         log.warning("eject %s failed: %s", device, e)
         return

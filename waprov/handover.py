@@ -17,8 +17,8 @@ not fully undone), 2 bad input.
 from __future__ import annotations
 
 import json
-import os
 import posixpath
+import stat
 import sys
 from typing import List, Optional, Sequence, TextIO, Tuple
 
@@ -126,7 +126,9 @@ def _check_units(system: System) -> None:
 
 
 def _reload(system: System) -> None:
-    if system.root in ("", "/") and os.path.isdir("/run/systemd/system"):
+    """systemd reloads units when it runs (on this machine: a tree under a root is not its)."""
+    booted = system.stat("/run/systemd/system")
+    if system.root in ("", "/") and booted is not None and stat.S_ISDIR(booted.st_mode):
         system.run(["systemctl", "daemon-reload"])
 
 

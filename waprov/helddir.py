@@ -9,7 +9,8 @@ with `O_EXCL` and a random part, is labelled, chowned and chmodded on its descri
 renamed within the held directory. No path is resolved twice, so swapping a directory for
 a symbolic link (or a hard link to a root-only file) while waprov works gains nothing.
 In dry-run the checks also run by path and the changes are only recorded (System); files
-are still read by descriptor, the same way.
+are still read by descriptor, the same way. This is System's own code (the one other
+place that opens host files), reached through `System.open_dir`.
 """
 
 from __future__ import annotations

@@ -16,9 +16,8 @@ import fcntl
 import json
 import logging
 import os
-from typing import Callable, Iterator, List, Optional, Tuple
+from typing import Callable, Iterator, List, Tuple
 
-from waprov import timing
 from waprov.errors import HostError
 
 POOL = "/var/lib/hyperv/.kvp_pool_1"
@@ -70,7 +69,9 @@ def decode(data: bytes) -> Iterator[Tuple[str, str]]:
 
 class Kvp:
     """The pool writer of one run. `root` prefixes paths (tests); `boot_time` gives when
-    this boot began (seconds since the epoch); `enabled=False` (dry run) writes nothing."""
+    this boot began (seconds since the epoch); `enabled=False` (dry run) writes nothing.
+    The pool is opened directly, not through System: it is hv_kvp_daemon's file, appended
+    in place under its lock, where System replaces files."""
 
     def __init__(
         self,
@@ -78,12 +79,12 @@ class Kvp:
         *,
         root: str = "/",
         enabled: bool = True,
-        boot_time: Optional[Callable[[], float]] = None,
+        boot_time: Callable[[], float],
     ) -> None:
         self.key_prefix = key_prefix
         self.pool = os.path.join(root, POOL.lstrip("/"))
         self.enabled = enabled and os.path.isdir(os.path.dirname(self.pool))
-        self._boot_time = boot_time or timing.boot_time
+        self._boot_time = boot_time
         self._checked_stale = False
         self.failed = False
 

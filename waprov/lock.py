@@ -49,6 +49,7 @@ def _refuse(fd: int, path: str, reason: str) -> NoReturn:
 
 
 def _open_dir(path: str) -> int:
+    # directly, not through System: the lock is this machine's, taken before System exists
     try:
         os.mkdir(path, 0o700)
     except FileExistsError:

@@ -92,7 +92,7 @@ def setup_logging(
     stream.setFormatter(fmt)
     logger.addHandler(stream)
     if log_file:
-        try:
+        try:  # directly, not through System: logging starts before it
             fd = os.open(
                 log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
             )

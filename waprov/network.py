@@ -178,6 +178,7 @@ def primary_interface(
 
 
 def local_interfaces() -> List[Tuple[str, bool]]:
+    # not through System: no file holds the interfaces' addresses (psutil asks getifaddrs)
     import psutil
 
     return [
@@ -290,11 +291,11 @@ def nm_controlled(system: System, ifname: str) -> bool:
     return (value or "").replace('"', "").replace("'", "").strip() not in ("n", "no")
 
 
-def network_stack() -> str:
+def network_stack(system: System) -> str:
     """ "networkd", "networkmanager" or "ifupdown", from the running processes."""
-    import psutil
+    from waprov.procfs import process_names
 
-    names = {p.info.get("name") for p in psutil.process_iter(["name"])}
+    names = set(process_names(system))
     if "systemd-networkd" in names:
         return "networkd"
     if "NetworkManager" in names:
@@ -307,12 +308,14 @@ def reannounce(
     distro: Distro,
     clock: Clock,
     name: str,
+    link_watch: Optional[Callable[[], LinkWatch]],
     interfaces: Interfaces = local_interfaces,
     stack: Optional[str] = None,
 ) -> None:
-    """Re-announce the host name `name` on the primary interface. Bounded: wait at most
-    ADDRESS_WAIT for an IPv4 address, try the restart a few times, then give up with a
-    warning (the name is set either way)."""
+    """Re-announce the host name `name` on the primary interface, watching the address
+    after the restart with `link_watch()` (None: no watch, as in a dry run). Bounded: wait
+    at most ADDRESS_WAIT for an IPv4 address, try the restart a few times, then give up
+    with a warning (the name is set either way)."""
     deadline = clock.deadline(ADDRESS_WAIT)
     commands: List[Tuple[str, ...]]
     while True:
@@ -335,7 +338,7 @@ def reannounce(
         if distro.nm_restart and (distro.nm_restart_always or not nm_controlled(system, ifname)):
             first = distro.nm_restart
     else:
-        stack = stack or ("networkd" if distro.flatcar else network_stack())
+        stack = stack or ("networkd" if distro.flatcar else network_stack(system))
         if stack == "networkd":
             commands = [("networkctl", "reconfigure", ifname)]
         elif stack == "networkmanager":
@@ -347,7 +350,7 @@ def reannounce(
         else:
             commands = [("ifdown", ifname), ("ifup", ifname)]
     default_route = routes_on(read_routes(system), ifname)[1]
-    watch = _open_watch(system)
+    watch = _open_watch(link_watch)
     try:
         if first:  # once, its failure ignored (WALinuxAgent does not look at it)
             try:
@@ -375,9 +378,11 @@ def reannounce(
         watch.close()
 
 
-def _open_watch(system: System) -> LinkWatch:
+def _open_watch(link_watch: Optional[Callable[[], LinkWatch]]) -> LinkWatch:
+    if link_watch is None:
+        return NoWatch()
     try:
-        return system.link_watch()
+        return link_watch()
     except OSError as e:
         log.warning("Cannot watch address changes (netlink: %s): no wait after the network restart", e)
         return NoWatch()

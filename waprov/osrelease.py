@@ -8,7 +8,9 @@ from __future__ import annotations
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Dict, Sequence
+    from typing import Dict, Optional, Sequence
+
+    from waprov.system import System
 
 OS_RELEASE = ("/etc/os-release", "/usr/lib/os-release")
 
@@ -42,12 +44,21 @@ def parse_os_release(text: str) -> Dict[str, str]:
     return fields
 
 
-def read_os_release(paths: Sequence[str] = OS_RELEASE) -> Dict[str, str]:
-    """The fields of the first readable os-release file; {} when there is none."""
+def read_os_release(system: Optional[System], paths: Sequence[str] = OS_RELEASE) -> Dict[str, str]:
+    """The fields of the first readable os-release file (followed through symbolic links,
+    /etc/os-release usually is one); {} when there is none. Read through `system` (its
+    root applies); `-version` alone passes None and reads the running machine's file
+    directly: it has no System and must stay quick (it is on the boot path)."""
+    from waprov.errors import HostError
+
     for path in paths:
         try:
-            with open(path, encoding="utf-8", errors="replace") as f:
-                return parse_os_release(f.read())
-        except OSError:
+            if system is None:
+                with open(path, encoding="utf-8", errors="replace") as f:  # -version: see above
+                    return parse_os_release(f.read())
+            raw = system.read(path, limit=1 << 20, follow=True)
+        except (OSError, HostError):
             continue
+        if raw is not None:
+            return parse_os_release(raw.decode("utf-8", "replace"))
     return {}

@@ -48,6 +48,7 @@ from waprov.vmid import same_vm
 
 if TYPE_CHECKING:
     from waprov.health import Reporter
+    from waprov.network import LinkWatch
     from waprov.record import RunRecord
     from waprov.sources import Dvd, Fabric
 
@@ -504,6 +505,12 @@ def main(
     return rc
 
 
+def _netlink_watch() -> LinkWatch:
+    from waprov.network import open_watch  # not before the host keys are begun
+
+    return open_watch()
+
+
 def _run(
     system: System,
     config: Config,
@@ -521,7 +528,7 @@ def _run(
     from waprov.record import RunRecord
     from waprov.timing import Clock, boot_time
 
-    distro = Distro.detect(read_os_release())
+    distro = Distro.detect(read_os_release(system))
     clock = Clock(overrides.retry_scale)
 
     def connect() -> Tuple[Fabric, Reporter]:
@@ -536,7 +543,7 @@ def _run(
         return fabric, Reporter(system, config, overrides, clock, client)
 
     try:
-        boot = boot_time()
+        boot = boot_time(system)
     except WaprovError as e:  # only the run report and KVP need it
         log.warning("%s (the run report will not say how long after boot it ran)", e)
         boot = 0.0
@@ -545,6 +552,7 @@ def _run(
     ctx = Ctx(
         system, config, distro, None, clock, vm_id,
         overrides=overrides, connect=None if local_only else connect, local_only=local_only,
+        link_watch=None if system.dry_run else _netlink_watch,
     )  # fmt: skip
     if not local_only:
         record.resume(STATE_DIR)  # the local phase's steps, when it ran in its own process

@@ -17,19 +17,12 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Optional, Tuple, Union
 
 from waprov.config import Config
-from waprov.dvd import (
-    MountTable,
-    NoDvdError,
-    find_dvd_device,
-    mount_dvd,
-    read_ovf_file,
-    release_dvd,
-    system_mounts,
-)
+from waprov.dvd import NoDvdError, find_dvd_device, mount_dvd, read_ovf_file, release_dvd
 from waprov.errors import ProtocolError
 from waprov.model import ProvisioningData
 from waprov.overrides import Overrides
@@ -56,7 +49,6 @@ class Dvd:
     overrides: Overrides
     clock: Clock
     distro_id: str = ""
-    mounts: MountTable = system_mounts
 
 
 @dataclass(frozen=True)
@@ -69,7 +61,6 @@ class Fabric:
     clock: Clock
     client: HttpClient
     distro_id: str = ""
-    mounts: MountTable = system_mounts
 
 
 Source = Union[Dvd, Fabric]
@@ -77,7 +68,8 @@ Source = Union[Dvd, Fabric]
 
 def save_ovf_copy(dvd: Source, data: bytes) -> None:
     lib = dvd.config.lib_dir
-    if not os.path.isdir(dvd.system.path(lib)):
+    st = dvd.system.stat(lib)
+    if st is None or not stat.S_ISDIR(st.st_mode):
         dvd.system.makedirs(lib, 0o700)
     dvd.system.write(os.path.join(lib, "ovf-env.xml"), strip_password(decode_ovf(data)), 0o600)
 
@@ -103,11 +95,12 @@ def load_ovf(dvd: Source, wait: float = 0.0, on_read: Optional[Callable[[str], N
     mounted = None
     if dvd.overrides.ovf_dir is not None:
         directory = dvd.overrides.ovf_dir
-        if not os.path.isfile(dvd.system.path(os.path.join(directory, "ovf-env.xml"))):
+        st = dvd.system.stat(os.path.join(directory, "ovf-env.xml"))
+        if st is None or not stat.S_ISREG(st.st_mode):
             raise NoDvdError(f"no ovf-env.xml in WAPROV_OVF_DIR={directory}")
     else:
         device = _device(dvd, wait)
-        mounted = mount_dvd(dvd.system, dvd.clock, device, dvd.config.dvd_mount_point, dvd.mounts)
+        mounted = mount_dvd(dvd.system, dvd.clock, device, dvd.config.dvd_mount_point)
         directory = mounted.mount_point
     data = read_ovf_file(dvd.system, directory)
     env = parse_ovf(data)  # an invalid OVF is not saved, and the DVD stays as it is (WA §4.3)

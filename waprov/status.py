@@ -16,27 +16,27 @@ from typing import Any, Dict, List, Optional, TextIO
 
 from waprov.errors import ConfigError
 from waprov.state import MARKER, REPORT, STATE_DIR, state_path
-from waprov.system import Unreadable, read_regular
+from waprov.system import System, Unreadable
 from waprov.vmid import same_vm
 
 MAX_REPORT = 16 << 20  # bytes: a run report is a few KiB
 MAX_MARKER = 4096  # bytes: the marker holds one VM id
 
 
-def _read(path: str, limit: int, what: str) -> Optional[bytes]:
-    """system.read_regular's bytes (never through a link, never blocking on a FIFO), its
-    refusals as ConfigError (exit 2) naming the file."""
+def _read(system: System, path: str, limit: int, what: str) -> Optional[bytes]:
+    """System.read's bytes (never through a link, never blocking on a FIFO), its refusals
+    as ConfigError (exit 2) naming the file."""
     try:
-        return read_regular(path, path, limit)
+        return system.read(path, limit)
     except Unreadable as e:
         if e.refused:
             raise ConfigError(path, f"{e.why}, not {what}: refused") from None
         raise ConfigError(path, f"cannot be read as {what} ({e.why})") from None
 
 
-def load(state_dir: str = STATE_DIR) -> Optional[Dict[str, Any]]:
+def load(system: System, state_dir: str = STATE_DIR) -> Optional[Dict[str, Any]]:
     path = state_path(REPORT, state_dir)
-    data = _read(path, MAX_REPORT, "waprov's run report")
+    data = _read(system, path, MAX_REPORT, "waprov's run report")
     if data is None:
         return None
     try:
@@ -48,9 +48,9 @@ def load(state_dir: str = STATE_DIR) -> Optional[Dict[str, Any]]:
     return doc
 
 
-def provisioned(doc: Dict[str, Any], state_dir: str = STATE_DIR) -> bool:
+def provisioned(system: System, doc: Dict[str, Any], state_dir: str = STATE_DIR) -> bool:
     """Whether waprov's marker names the report's VM (a missing marker: no)."""
-    data = _read(state_path(MARKER, state_dir), MAX_MARKER, "waprov's provisioned marker")
+    data = _read(system, state_path(MARKER, state_dir), MAX_MARKER, "waprov's provisioned marker")
     return data is not None and same_vm(data.decode("utf-8", "replace"), str(doc.get("vm_id", "")))
 
 
@@ -97,7 +97,8 @@ def summary(doc: Dict[str, Any], done: bool) -> List[str]:
 
 
 def main(as_json: bool, out: TextIO = sys.stdout, state_dir: str = STATE_DIR) -> int:
-    doc = load(state_dir)
+    system = System(dry_run=True)  # read-only
+    doc = load(system, state_dir)
     if doc is None:
         if as_json:
             print(json.dumps({"provisioned": False, "report": None}), file=out)
@@ -105,7 +106,7 @@ def main(as_json: bool, out: TextIO = sys.stdout, state_dir: str = STATE_DIR) ->
             missing = state_path(REPORT, state_dir)
             print(f"waprov has not run a provisioning on this VM ({missing} is missing)", file=out)
         return 1
-    done = provisioned(doc, state_dir)
+    done = provisioned(system, doc, state_dir)
     if as_json:
         print(json.dumps({"provisioned": done, "report": doc}, indent=2), file=out)
     else:

@@ -7,7 +7,12 @@ dry-run. Commands are argv lists, never a shell. Writes are atomic (temp file in
 directory, fsync, rename), refuse a symlink at the destination, and set mode and owner
 before the rename (a temp name with a random part, made with O_EXCL). Under a directory
 that someone else controls, `open_dir()` works by descriptors instead (helddir.py).
-`root` prefixes every path (tests; "/" in production).
+Reads go through it too (`read`, `kind`, `listdir`, `stat`, ...): they see a dry run's
+planned state where it has one, and `root` applies to them as to changes.
+
+`root` prefixes every host path: the files System reads and changes, and the command
+arguments marked as host paths (`HostPath`); the commands themselves are the running
+machine's ("/" in production; a test's or an image's tree otherwise).
 """
 
 from __future__ import annotations
@@ -23,29 +28,45 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Protocol, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Dict, Iterator, List, Optional, Protocol, Sequence, Tuple, Union
 
 from waprov.errors import CommandError, CommandNotFound, HostError
 from waprov.log import Redactor
 
 if TYPE_CHECKING:
     from waprov.helddir import HeldDir
-    from waprov.network import LinkWatch
 
 Owner = Tuple[int, int]
 
 
 class Runner(Protocol):
-    """(argv, stdin, timeout[, output]) -> (rc, stdout, stderr): the edge a scripted fake
-    replaces in tests. With `output` (a descriptor), stdout and stderr go there, nothing is
-    captured, and only the process is waited for (not what it leaves running)."""
+    """The edge to commands, which a scripted fake replaces in tests: calling it runs one,
+    (argv, stdin, timeout[, output]) -> (rc, stdout, stderr); with `output` (a descriptor),
+    stdout and stderr go there, nothing is captured, and only the process is waited for
+    (not what it leaves running). `which(name)` says where a command it would run is (None:
+    not installed)."""
 
     def __call__(
         self, argv: List[str], data: Optional[bytes], timeout: float, output: Optional[int] = None
     ) -> Tuple[int, bytes, bytes]: ...
 
+    def which(self, name: str) -> Optional[str]: ...
 
-Which = Callable[[str], Optional[str]]  # shutil.which, or a fake's list of installed commands
+
+class HostPath(str):
+    """A command argument that names a host path: System gives the command the path with
+    its root prefix (`before` + the real path), and shows the host path in the plan.
+    `HostPath("/mnt/f", "of=")` is the argument `of=/mnt/f`."""
+
+    path: str
+    before: str
+
+    def __new__(cls, path: str, before: str = "") -> HostPath:
+        arg = super().__new__(cls, before + path)
+        arg.path, arg.before = path, before
+        return arg
+
+
 log = logging.getLogger("waprov")
 
 DEFAULT_TIMEOUT = 300.0
@@ -62,34 +83,6 @@ class Action:
     def __str__(self) -> str:
         detail = f"  ({self.detail})" if self.detail else ""
         return f"{self.kind:<6} {self.target}{detail}"
-
-
-@dataclass(frozen=True)
-class Mount:
-    """One line of the mount table."""
-
-    device: str
-    mountpoint: str
-    fstype: str
-    opts: str
-
-
-def _netlink_watch() -> LinkWatch:
-    from waprov.network import open_watch  # not before the host keys are begun
-
-    return open_watch()
-
-
-def _no_watch() -> LinkWatch:
-    from waprov.network import NoWatch
-
-    return NoWatch()
-
-
-def _psutil_mounts() -> List[Mount]:
-    import psutil
-
-    return [Mount(p.device, p.mountpoint, p.fstype, p.opts) for p in psutil.disk_partitions(all=True)]
 
 
 @dataclass(frozen=True)
@@ -177,16 +170,9 @@ class System:
         redactor: Optional[Redactor] = None,
         env: Optional[Dict[str, str]] = None,
         runner: Optional[Runner] = None,
-        which: Which = shutil.which,
-        mounts: Callable[[], List[Mount]] = _psutil_mounts,
-        link_watch: Optional[Callable[[], LinkWatch]] = None,
     ) -> None:
         self.dry_run = dry_run
-        self.runner = runner or _subprocess_runner(env)
-        # real kernel events only where the commands are real too
-        self._link_watch = link_watch or (_no_watch if runner is not None or dry_run else _netlink_watch)
-        self._which = which
-        self._mounts = mounts
+        self.runner: Runner = runner or SubprocessRunner(env)
         self.root = root
         self.redactor = redactor or Redactor()
         self.env = env
@@ -237,25 +223,33 @@ class System:
         """ "file", "dir", "link", "other" or "absent", as this run has left `path` so far."""
         return self._kind(path)
 
-    def read(self, path: str, limit: int = 16 << 20) -> Optional[bytes]:
-        """The bytes of a regular file (not followed through a final symlink), None when
-        absent; HostError when it is something else, unreadable or over `limit`."""
+    def read(self, path: str, limit: int = 16 << 20, *, follow: bool = False) -> Optional[bytes]:
+        """The bytes of a regular file (never opened as a FIFO or a device; not followed
+        through a final symlink unless `follow`), None when absent; Unreadable (a
+        HostError) when it is something else, unreadable or over `limit`."""
+        if follow:
+            path = self.realpath(path)
         kind = self._kind(path)
         if kind == "absent":
             return None
         if self.dry_run and self._planned.get(path) == "file" and not os.path.lexists(self.path(path)):
             return b""  # written earlier in this dry run; its content was not kept
         if kind != "file":
-            raise HostError(f"cannot read {path}: it is not a regular file")
+            raise Unreadable(
+                path, "is a symbolic link" if kind == "link" else "is not a regular file", refused=True
+            )
         return read_regular(self.path(path), path, limit)
+
+    def _host(self, real: str) -> str:
+        """The host path of a real path under the root (the inverse of `path`)."""
+        if self.root in ("", "/"):
+            return real
+        prefix = self.path("/")
+        return "/" + real[len(prefix) :] if (real + "/").startswith(prefix) else real
 
     def glob(self, pattern: str) -> List[str]:
         """The host paths matching an absolute glob pattern, sorted (read-only)."""
-        matches = sorted(glob.glob(self.path(pattern)))
-        if self.root in ("", "/"):
-            return matches
-        prefix = self.path("/")
-        return ["/" + m[len(prefix) :] for m in matches]
+        return [self._host(m) for m in sorted(glob.glob(self.path(pattern)))]
 
     def mode_owner(self, path: str) -> Optional[Tuple[int, Owner]]:
         """(permission bits, (uid, gid)) of `path` (followed through symlinks), None when
@@ -281,18 +275,46 @@ class System:
         except OSError as e:
             raise HostError(f"cannot inspect {path}: {e.strerror}") from None
 
+    def listdir(self, path: str) -> List[str]:
+        """The names in the directory `path`, in the order the directory gives them (not
+        sorted), as the host has it (a dry run's plan is not applied); HostError when it
+        cannot be listed."""
+        try:
+            return os.listdir(self.path(path))
+        except OSError as e:
+            raise HostError(f"cannot list {path}: {e.strerror}") from None
+
+    def walk(self, top: str) -> Iterator[Tuple[str, List[str], List[str]]]:
+        """os.walk() of the directory `top` (top-down, symbolic links to directories not
+        entered), with host paths; sorting `dirs` in place orders the descent."""
+        for real, dirs, files in os.walk(self.path(top)):
+            yield self._host(real), dirs, files
+
+    def stat(self, path: str) -> Optional[os.stat_result]:
+        """os.stat() of `path`, followed through symbolic links, as the host has it; None
+        when it does not exist or cannot be inspected (as os.path.exists says False)."""
+        try:
+            return os.stat(self.path(path))
+        except (OSError, ValueError):
+            return None
+
+    def realpath(self, path: str) -> str:
+        """`path` with every symbolic link resolved, as a host path (os.path.realpath under
+        the root; a link that leads out of the root gives the real path it leads to)."""
+        real = os.path.realpath(self.path(path))
+        if self.root in ("", "/"):
+            return real
+        top = os.path.realpath(self.path("/"))
+        return "/" + real[len(top) :].lstrip("/") if (real + "/").startswith(top + "/") else real
+
+    def which(self, name: str) -> Optional[str]:
+        """Where the command `name` (a name on PATH, or a path) is installed, None when it
+        is not: a read-only probe of the command edge (the runner says what it would run)."""
+        return self.runner.which(name)
+
     def has_command(self, name: str) -> bool:
-        """Whether `name` is an installed command (on PATH)."""
-        return self._which(name) is not None
-
-    def mounts(self) -> List[Mount]:
-        """The mount table of this mount namespace, as it is now (psutil)."""
-        return self._mounts()
-
-    def link_watch(self) -> LinkWatch:
-        """A subscription to the kernel's IPv4 address and route changes, from now on
-        (network.py); OSError when it cannot be opened."""
-        return self._link_watch()
+        """Whether `name` is an installed command (see `which`)."""
+        return self.which(name) is not None
 
     def note(self, kind: str, target: str, detail: str = "") -> None:
         """Record in the plan a change made elsewhere: outside the host (a health report)
@@ -306,6 +328,10 @@ class System:
 
     # ---- commands -----------------------------------------------------------------------
 
+    def real_argv(self, argv: Sequence[str]) -> List[str]:
+        """The argv a command gets: every `HostPath` with the root prefix applied."""
+        return [a.before + self.path(a.path) if isinstance(a, HostPath) else str(a) for a in argv]
+
     def _show(self, argv: Sequence[str]) -> str:
         if isinstance(argv, (str, bytes)) or not argv or not all(isinstance(a, str) for a in argv):
             raise TypeError("System commands are non-empty lists of str, never a shell string")
@@ -316,7 +342,7 @@ class System:
     ) -> Tuple[int, bytes, bytes]:
         """The runner, with its failures as our errors (safe to call from another thread)."""
         try:
-            return self.runner(list(argv), data, timeout, output)
+            return self.runner(self.real_argv(argv), data, timeout, output)
         except FileNotFoundError:
             raise CommandNotFound(f"command not found: {self.redactor.redact(argv[0])}") from None
         except PermissionError:
@@ -629,10 +655,19 @@ class Background:
         return self._system._result(self.argv, self._output, check, False)
 
 
-def _subprocess_runner(env: Optional[Dict[str, str]]) -> Runner:
-    def run(
-        argv: List[str], data: Optional[bytes], timeout: float, output: Optional[int] = None
+class SubprocessRunner:
+    """The real command edge: subprocess, and shutil.which for what is installed."""
+
+    def __init__(self, env: Optional[Dict[str, str]] = None) -> None:
+        self.env = env
+
+    def which(self, name: str) -> Optional[str]:
+        return shutil.which(name, path=None if self.env is None else self.env.get("PATH", os.defpath))
+
+    def __call__(
+        self, argv: List[str], data: Optional[bytes], timeout: float, output: Optional[int] = None
     ) -> Tuple[int, bytes, bytes]:
+        env = self.env
         if output is not None:  # no pipes: a process left behind cannot hold the run
             done = subprocess.run(
                 argv, input=data, stdout=output, stderr=output, timeout=timeout, env=env,
@@ -648,5 +683,3 @@ def _subprocess_runner(env: Optional[Dict[str, str]]) -> Runner:
             stdin=None if data is not None else subprocess.DEVNULL,
         )
         return proc.returncode, proc.stdout, proc.stderr
-
-    return run

@@ -8,9 +8,12 @@ unscaled delays it slept, in order, so tests and the run report can show them.
 from __future__ import annotations
 
 import time
-from typing import Callable, List, Tuple
+from typing import TYPE_CHECKING, Callable, List, Tuple
 
 from waprov.errors import HostError
+
+if TYPE_CHECKING:
+    from waprov.system import System
 
 
 class Clock:
@@ -47,15 +50,15 @@ class Clock:
         self._sleep(seconds * self.scale)
 
 
-def boot_time(stat: str = "/proc/stat") -> float:
+def boot_time(system: System, stat: str = "/proc/stat") -> float:
     """When this boot began (seconds since the epoch): the kernel's `btime` line, what
-    psutil.boot_time() reads on Linux. Read directly because importing psutil costs tenths
-    of a second at a busy boot, before the host keys are begun."""
+    psutil.boot_time() reads on Linux (not psutil itself: importing it costs tenths of a
+    second at a busy boot, before the host keys are begun)."""
     try:
-        with open(stat, encoding="ascii", errors="replace") as f:
-            for line in f:
-                if line.startswith("btime "):
-                    return float(line.split()[1])
-    except (OSError, ValueError, IndexError) as e:
+        raw = system.read(stat, limit=1 << 22)
+        for line in (raw or b"").decode("ascii", "replace").splitlines():
+            if line.startswith("btime "):
+                return float(line.split()[1])
+    except (HostError, ValueError, IndexError) as e:
         raise HostError(f"cannot read the boot time from {stat}: {e}") from None
     raise HostError(f"cannot read the boot time from {stat}: no btime line")

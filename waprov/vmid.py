@@ -33,10 +33,11 @@ def raw_id(system: System, overrides: Overrides) -> str:
     if overrides.vm_id:
         return overrides.vm_id
     try:
-        with open(system.path(PRODUCT_UUID), encoding="ascii", errors="replace") as f:
-            return f.read(256).strip()
-    except OSError:
-        pass
+        raw = system.read(PRODUCT_UUID, limit=4096)
+    except HostError:  # not root's to read, say
+        raw = None
+    if raw is not None:
+        return raw[:256].decode("ascii", "replace").strip()
     try:
         res = system.query(["dmidecode", "--string", "system-uuid"], timeout=30)
     except HostError:  # dmidecode not installed

@@ -24,7 +24,6 @@ reachable (they are loopback in tests).
 from __future__ import annotations
 
 import calendar
-import glob
 import ipaddress
 import logging
 import os
@@ -39,7 +38,7 @@ from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import ParseError, fromstring
 
 from waprov.config import Config
-from waprov.errors import ProtocolError
+from waprov.errors import HostError, ProtocolError
 from waprov.http import HttpClient, HttpStatusError, RetryPolicy
 from waprov.network import Route, read_routes, route_covers
 from waprov.overrides import Overrides
@@ -110,11 +109,10 @@ def endpoint_from_networkd_lease(text: str) -> Optional[str]:
     return _quad(bytes.fromhex(m.group(1))) if m else None
 
 
-def _read(real_path: str) -> str:
+def _read(system: System, path: str) -> str:
     try:
-        with open(real_path, encoding="utf-8", errors="replace") as f:
-            return f.read(1024 * 1024)
-    except OSError:
+        return (system.read(path, follow=True) or b"").decode("utf-8", "replace")
+    except HostError:
         return ""
 
 
@@ -136,16 +134,16 @@ def discover_endpoint(system: System, config: Config, overrides: Overrides) -> T
             return DEFAULT_ENDPOINT, "route in /proc/net/route"
         now = time.time()
         for pattern in DHCLIENT_LEASES:
-            for path in sorted(glob.glob(system.path(pattern))):
-                ep = endpoint_from_dhclient_leases(_read(path), now)
+            for path in system.glob(pattern):
+                ep = endpoint_from_dhclient_leases(_read(system, path), now)
                 if ep:
                     return ep, f"dhclient lease {path}"
-        for path in sorted(glob.glob(system.path(NETWORKD_LEASES))):
-            ep = endpoint_from_networkd_lease(_read(path))
+        for path in system.glob(NETWORKD_LEASES):
+            ep = endpoint_from_networkd_lease(_read(system, path))
             if ep:
                 return ep, f"systemd-networkd lease {path}"
     saved = os.path.join(config.lib_dir, "WireServerEndpoint")
-    text = _read(system.path(saved))
+    text = _read(system, saved)
     if text.strip():
         ep = _valid_endpoint(text)
         if ep:

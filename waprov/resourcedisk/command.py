@@ -28,7 +28,7 @@ log = logging.getLogger("waprov")
 
 def disk_size(system: System, device: str) -> int:
     """The size in bytes the kernel reports for `device` (0: no media, detached)."""
-    name = os.path.basename(os.path.realpath(system.path(device)))
+    name = os.path.basename(system.realpath(device))
     raw = system.read(f"/sys/class/block/{name}/size", limit=64)
     try:
         return int((raw or b"").strip()) * 512

@@ -4,7 +4,8 @@ Order: the `WAPROV_RESOURCE_DISK` override; the udev link `/dev/disk/azure/resou
 vmbus scan WALinuxAgent does (Gen1: a device id starting `00000000-0001`; Gen2: the SCSI
 controller `f8b3781a-…` at LUN 1); then NVMe local disks (model "Microsoft NVMe Direct
 Disk", v6 sizes), several of them joined in a RAID-0 when mdadm is installed. Reads
-sysfs through `System` (root prefix in tests); the only change is the mdadm array.
+sysfs and the mount table through `System` (root prefix in tests); the only change is the
+mdadm array.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
 from waprov.errors import HostError
-from waprov.system import Mount, System
+from waprov.procfs import Mount, mounts
+from waprov.system import HostPath, System
 
 log = logging.getLogger("waprov")
 
@@ -55,10 +57,10 @@ def belongs_to(mount_device: str, device: str) -> bool:
 
 def mounts_of(system: System, device: str) -> List[Mount]:
     """The mounts of `device` or its partitions (device names resolved through symlinks)."""
-    real = os.path.realpath(device)
+    real = system.realpath(device)
     found = []
-    for m in system.mounts():
-        if m.device.startswith("/") and belongs_to(os.path.realpath(m.device), real):
+    for m in mounts(system):
+        if m.device.startswith("/") and belongs_to(system.realpath(m.device), real):
             found.append(m)
     return found
 
@@ -77,7 +79,7 @@ def vmbus_resource_disk(system: System) -> Optional[str]:
         guid = _read(system, dev_dir + "/device_id").strip("{}").lower()
         if not (guid.startswith(GEN1_PREFIX) or guid == GEN2_ID):
             continue
-        for root, dirs, _ in os.walk(system.path(dev_dir)):
+        for root, dirs, _ in system.walk(dev_dir):
             dirs.sort()
             parts = root.split("/")
             if parts[-1] == "block" and dirs and (guid != GEN2_ID or parts[-2].split(":")[-1] == "1"):
@@ -105,23 +107,22 @@ def nvme_local_disks(system: System) -> List[str]:
 
 
 def is_block_device(system: System, path: str) -> bool:
-    try:
-        return stat.S_ISBLK(os.stat(system.path(path)).st_mode)
-    except OSError:
-        return False
+    st = system.stat(path)
+    return st is not None and stat.S_ISBLK(st.st_mode)
 
 
 def _raid(system: System, members: List[str]) -> str:
     """Assemble the RAID-0 of earlier boots, or create it, and return its device."""
     if is_block_device(system, RAID_DEVICE):
         return RAID_DEVICE
-    probe = system.query(["mdadm", "--examine", "--brief", *members])
+    nodes = [HostPath(m) for m in members]
+    probe = system.query(["mdadm", "--examine", "--brief", *nodes])
     if probe.rc == 0 and re.search(rf"\bname=(?:\S*:)?{RAID_NAME}\b", probe.stdout):
-        system.run(["mdadm", "--assemble", RAID_DEVICE, *members])
+        system.run(["mdadm", "--assemble", HostPath(RAID_DEVICE), *nodes])
     else:
         system.run(
-            ["mdadm", "--create", RAID_DEVICE, "--run", "--level=0", "--metadata=1.2",
-             f"--name={RAID_NAME}", f"--raid-devices={len(members)}", *members]
+            ["mdadm", "--create", HostPath(RAID_DEVICE), "--run", "--level=0", "--metadata=1.2",
+             f"--name={RAID_NAME}", f"--raid-devices={len(members)}", *nodes]
         )  # fmt: skip
     return RAID_DEVICE
 
@@ -133,7 +134,7 @@ def find_resource_disk(system: System, override: Optional[str]) -> Optional[Disk
             raise HostError(f"WAPROV_RESOURCE_DISK={override}: not a block device")
         return Disk(override, "WAPROV_RESOURCE_DISK")
     if is_block_device(system, UDEV_LINK):
-        return Disk(os.path.realpath(system.path(UDEV_LINK)), UDEV_LINK)
+        return Disk(system.realpath(UDEV_LINK), UDEV_LINK)
     name = vmbus_resource_disk(system)
     if name is not None:
         return Disk("/dev/" + name, "the vmbus scan")

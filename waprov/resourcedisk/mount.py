@@ -19,7 +19,7 @@ from typing import List, Optional, Tuple
 from waprov.config import Config
 from waprov.errors import ConfigError, HostError
 from waprov.resourcedisk.disk import mounts_of, partition
-from waprov.system import Result, System
+from waprov.system import HostPath, Result, System
 from waprov.timing import Clock
 
 log = logging.getLogger("waprov")
@@ -70,24 +70,24 @@ def check_settings(system: System, config: Config) -> None:
 
 
 def mkfs_argv(fs: str, part: str) -> List[str]:
-    return [f"mkfs.{fs}", "-f" if fs in ("xfs", "btrfs") else "-F", part]
+    return [f"mkfs.{fs}", "-f" if fs in ("xfs", "btrfs") else "-F", HostPath(part)]
 
 
 def mount_argv(config: Config, part: str, mount_point: str) -> List[str]:
     opts = config.resource_disk_mount_options
     fs = config.resource_disk_filesystem
-    return ["mount", "-t", fs, *(["-o", opts] if opts else []), part, mount_point]
+    return ["mount", "-t", fs, *(["-o", opts] if opts else []), HostPath(part), HostPath(mount_point)]
 
 
 def read_table(system: System, device: str) -> Tuple[str, List[int]]:
     """(label, partition numbers) from `parted -m`; the label is `unknown` on a blank
     disk and `loop` for a filesystem on the whole disk."""
-    res = system.query(["parted", "-s", "-m", device, "unit", "B", "print"])
+    res = system.query(["parted", "-s", "-m", HostPath(device), "unit", "B", "print"])
     label = None
     numbers = []
     for line in res.stdout.splitlines():
         fields = line.split(":")
-        if line.startswith(device + ":") and len(fields) > 5:
+        if line.startswith(system.path(device) + ":") and len(fields) > 5:  # the path as parted got it
             label = fields[5]
         elif fields[0].isdigit():
             numbers.append(int(fields[0]))
@@ -104,20 +104,20 @@ def prepare(system: System, config: Config, device: str) -> bool:
     if label in ("unknown", "loop") or not numbers or (label == "msdos" and 1 not in numbers):
         log.info("Resource disk %s has no usable partition: creating one over the whole disk", device)
         if label == "loop":  # a filesystem on the whole disk: its signature goes first
-            system.run(["wipefs", "-a", device])
-        system.run(["parted", "-s", device, "mklabel", "gpt", "mkpart", "primary", "0%", "100%"])
+            system.run(["wipefs", "-a", HostPath(device)])
+        system.run(["parted", "-s", HostPath(device), "mklabel", "gpt", "mkpart", "primary", "0%", "100%"])
         return True
     if label == "gpt" and len(numbers) > 1:
         log.info("Resource disk %s: %d GPT partitions, replaced by one", device, len(numbers))
         for n in numbers:
-            system.run(["parted", "-s", device, "rm", str(n)])
-        system.run(["parted", "-s", device, "mkpart", "primary", "0%", "100%"])
+            system.run(["parted", "-s", HostPath(device), "rm", str(n)])
+        system.run(["parted", "-s", HostPath(device), "mkpart", "primary", "0%", "100%"])
         return True
     if label == "msdos":
-        ptype = system.query(["sfdisk", "--part-type", device, "1"]).stdout.strip()
+        ptype = system.query(["sfdisk", "--part-type", HostPath(device), "1"]).stdout.strip()
         if ptype == "7" and config.resource_disk_filesystem != "ntfs":
             log.info("Resource disk %s: partition 1 is NTFS (type 7), changing it to 83", device)
-            system.run(["sfdisk", "--part-type", device, "1", "83"])
+            system.run(["sfdisk", "--part-type", HostPath(device), "1", "83"])
             return True
     return False
 
@@ -125,18 +125,18 @@ def prepare(system: System, config: Config, device: str) -> bool:
 def wait_for_partition(system: System, clock: Clock, device: str, part: str) -> None:
     """The partition node must exist before mkfs/mount; ask the kernel (partx) once,
     then wait up to PARTITION_WAIT seconds, as WA does."""
-    if system.dry_run or os.path.exists(system.path(part)):
+    if system.dry_run or system.stat(part) is not None:
         return
-    system.run(["partx", "-u", device], check=False)  # sfdisk's re-read may have dropped it
+    system.run(["partx", "-u", HostPath(device)], check=False)  # sfdisk's re-read may have dropped it
     deadline = clock.deadline(PARTITION_WAIT)
-    while not os.path.exists(system.path(part)):
+    while system.stat(part) is None:
         if clock.remaining(deadline) <= 0:
             raise HostError(f"partition {part} did not appear within {PARTITION_WAIT:g}s")
         clock.sleep(0.2, "partition node")
 
 
 def _fs_type(system: System, part: str) -> str:
-    return system.query(["blkid", "-p", "-o", "value", "-s", "TYPE", part]).stdout.strip()
+    return system.query(["blkid", "-p", "-o", "value", "-s", "TYPE", HostPath(part)]).stdout.strip()
 
 
 def mount(system: System, config: Config, clock: Clock, device: str) -> Mounted:

@@ -17,7 +17,7 @@ from typing import Dict
 from waprov.config import Config
 from waprov.errors import ConfigError, HostError
 from waprov.resourcedisk.mount import Mounted
-from waprov.system import System
+from waprov.system import HostPath, System
 
 log = logging.getLogger("waprov")
 
@@ -51,13 +51,13 @@ def check_swap_settings(config: Config) -> int:
 def _create(system: System, config: Config, path: str, size: int) -> None:
     system.write(path, b"", 0o600)  # the mode is right before a byte of swap exists
     if config.resource_disk_filesystem == "btrfs":
-        system.run(["chattr", "+C", path])  # btrfs swaps only on a no-copy-on-write file
-    made = system.run(["fallocate", "-l", str(size), path], check=False)
+        system.run(["chattr", "+C", HostPath(path)])  # btrfs swaps only on a no-copy-on-write file
+    made = system.run(["fallocate", "-l", str(size), HostPath(path)], check=False)
     if made.rc != 0:
         log.info("fallocate failed (%s): writing %s with dd", made.stderr.strip(), path)
         count = size // MIB
-        system.run(["dd", "if=/dev/zero", f"of={path}", "bs=1M", f"count={count}", "status=none"])
-    system.run(["mkswap", path])
+        system.run(["dd", "if=/dev/zero", HostPath(path, "of="), "bs=1M", f"count={count}", "status=none"])
+    system.run(["mkswap", HostPath(path)])
 
 
 def enable_swap(system: System, config: Config, mounted: Mounted) -> None:
@@ -75,7 +75,7 @@ def enable_swap(system: System, config: Config, mounted: Mounted) -> None:
     if current is not None and current != size:
         log.info("Remove old swap file %s (%d bytes, %d wanted)", path, current, size)
         if path in swaps:
-            system.run(["swapoff", path])
+            system.run(["swapoff", HostPath(path)])
         system.remove(path)
         current = None
     created = current is None
@@ -86,13 +86,13 @@ def enable_swap(system: System, config: Config, mounted: Mounted) -> None:
             _create(system, config, path, size)
         else:
             system.chmod(path, 0o600)
-        res = system.run(["swapon", path], check=False)
+        res = system.run(["swapon", HostPath(path)], check=False)
         if res.rc != 0 and not created:  # an old file that is no swap area: make it again
             log.info("swapon %s failed (%s): recreating it", path, res.stderr.strip())
             system.remove(path)
             created = True
             _create(system, config, path, size)
-            res = system.run(["swapon", path], check=False)
+            res = system.run(["swapon", HostPath(path)], check=False)
         if res.rc != 0:
             raise HostError(f"swapon {path} failed: {res.stderr.strip() or res.rc}")
     except HostError:

@@ -25,6 +25,7 @@ from waprov.timing import Clock
 
 if TYPE_CHECKING:  # the HTTP side: the local phase never imports it
     from waprov.health import Reporter
+    from waprov.network import LinkWatch
     from waprov.ovf import OvfEnv
     from waprov.sources import Fabric
 
@@ -94,8 +95,8 @@ def home_problem(system: System, home_dir: str, acct: Account, *, missing_ok: bo
     kind = system.kind(home) if home else "absent"
     if kind == "link":
         return f"the home directory {home} of {acct.name} is a symbolic link"
-    real_base = os.path.realpath(system.path(base))
-    if not home or not _below(os.path.realpath(system.path(home)), real_base):
+    real_base = system.realpath(base)
+    if not home or not _below(system.realpath(home), real_base):
         return f"the home directory {acct.home or '(none)'} of {acct.name} is not below OS.HomeDir {base}"
     if kind == "absent" and missing_ok:
         return None
@@ -132,6 +133,10 @@ class Ctx:
     local_only: bool = False  # the local phase's own process (waprov-local.service)
     dvd_tried: bool = False  # this process looked for the DVD and found none
     dvd_device: str = ""  # the DVD this process read: ejected when the local phase is done
+    # opens a watch of the kernel's address events (linkwatch.py), for the wait after a
+    # network restart: provision.main's real runs open netlink; None (a dry run, a test's
+    # fake commands): no watch
+    link_watch: Optional[Callable[[], LinkWatch]] = field(default=None, repr=False)
     _wire: Optional[Tuple[Fabric, Reporter]] = field(default=None, repr=False)
 
     @property

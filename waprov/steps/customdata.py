@@ -21,6 +21,7 @@ import time
 
 from waprov.errors import ProvisionError
 from waprov.steps import Ctx
+from waprov.system import HostPath
 
 log = logging.getLogger("waprov")
 EXECUTE_TIMEOUT = 3600.0
@@ -55,7 +56,7 @@ def run_custom_data(ctx: Ctx) -> None:
     path = ctx.lib("CustomData")
     ctx.mark("customdata")  # before it starts: a script that reboots the VM runs once
     started = time.monotonic()
-    argv = ["/bin/sh", "-c", 'exec "$0"', ctx.system.path(path)]  # the path as one word, not shell text
+    argv = ["/bin/sh", "-c", 'exec "$0"', HostPath(path)]  # the path as one word, not shell text
     res = ctx.system.run(argv, check=False, timeout=EXECUTE_TIMEOUT, output=OUTPUT)
     log.info(
         "CustomData ran for %.1fs, exit code %d (its output: %s)", time.monotonic() - started, res.rc, OUTPUT

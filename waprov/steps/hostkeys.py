@@ -35,8 +35,9 @@ from typing import List, Optional
 from waprov.config import Config
 from waprov.errors import HostError, ProvisionError
 from waprov.lock import LOCK_DIR
+from waprov.procfs import process
 from waprov.steps import Ctx
-from waprov.system import Background, System
+from waprov.system import Background, HostPath, System
 
 log = logging.getLogger("waprov")
 TYPES = ("rsa", "dsa", "ecdsa", "ed25519", "auto")
@@ -84,7 +85,7 @@ def _private(config: Config, kind: str) -> str:
 def _argv(system: System, kind: str, private: str) -> List[str]:
     if kind == "auto":
         return ["ssh-keygen", "-A"]
-    return ["ssh-keygen", "-q", "-N", "", "-t", kind, "-f", system.path(private)]
+    return ["ssh-keygen", "-q", "-N", "", "-t", kind, "-f", HostPath(private)]
 
 
 def _keygen_failed(e: HostError) -> ProvisionError:
@@ -116,10 +117,10 @@ def begin(system: System, config: Config, done: bool) -> Optional[Background]:
         system.makedirs(RUN_DIR, 0o700)
     clear_run_files(system)
     keygen = _argv(system, kind, _private(config, kind))
-    rsa = system.path(_private(config, "rsa")) if adopt else ""
+    rsa = HostPath(_private(config, "rsa")) if adopt else ""
     then = "always" if kind == "auto" else "unless-adopted"
     return system.start(
-        ["/bin/sh", "-c", WRAPPER, WRAPPER_NAME, system.path(RUN_DIR), rsa, then, *keygen],
+        ["/bin/sh", "-c", WRAPPER, WRAPPER_NAME, HostPath(RUN_DIR), rsa, then, *keygen],
         timeout=KEYGEN_TIMEOUT,
     )
 
@@ -144,13 +145,10 @@ def _alive(system: System, pid_text: Optional[str]) -> bool:
     process that took its pid since)."""
     try:
         pid = int((pid_text or "").strip())
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            argv = f.read().split(b"\0")
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            state = f.read().rsplit(b")", 1)[1].split()[0]
-    except (ValueError, OSError, IndexError):
+    except ValueError:
         return False
-    return WRAPPER_NAME.encode() in argv and state != b"Z"
+    found = process(system, pid)
+    return found is not None and WRAPPER_NAME in found.argv and found.state != "Z"
 
 
 def clear_run_files(system: System) -> None:
@@ -245,14 +243,14 @@ def regenerate(ctx: Ctx) -> None:
     public = private + ".pub"
     if ctx.system.kind(public) != "file":
         if ctx.system.kind(private) == "file":
-            res = ctx.system.run(["ssh-keygen", "-y", "-f", ctx.system.path(private)], timeout=30)
+            res = ctx.system.run(["ssh-keygen", "-y", "-f", HostPath(private)], timeout=30)
             ctx.system.write(public, res.stdout, 0o644)
         else:
             log.info("%s is missing: generating it", public)
             _generate(ctx, "rsa" if kind == "auto" else kind, private)
     if ctx.system.dry_run:
         return
-    res = ctx.system.query(["ssh-keygen", "-lf", ctx.system.path(public)], timeout=30)
+    res = ctx.system.query(["ssh-keygen", "-lf", HostPath(public)], timeout=30)
     fields = res.stdout.split()
     if res.rc != 0 or len(fields) < 2:
         raise _fail(

@@ -225,4 +225,4 @@ def publish_hostname(ctx: Ctx) -> None:
     if ctx.named_before_network or ctx.done(NAMED_BEFORE_NETWORK):
         log.info("The host name was set before the network started: nothing to re-announce")
         return
-    reannounce(ctx.system, ctx.distro, ctx.clock, host_name(ctx.data.hostname))
+    reannounce(ctx.system, ctx.distro, ctx.clock, host_name(ctx.data.hostname), ctx.link_watch)

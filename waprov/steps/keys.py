@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Dict, List, NamedTuple, Optional, Sequence, Se
 from waprov.errors import ProvisionError
 from waprov.model import KeyPair, PublicKey, valid_thumbprint
 from waprov.steps import Account, Ctx, home_problem
+from waprov.system import HostPath
 
 if TYPE_CHECKING:
     from waprov.helddir import HeldDir
@@ -108,7 +109,7 @@ def user_home(ctx: Ctx) -> _Home:
         if problem is not None:
             raise _fail(f"{problem}: no keys are written there")
         home = os.path.normpath(acct.home)
-    rel = os.path.relpath(os.path.realpath(ctx.system.path(home)), os.path.realpath(ctx.system.path(base)))
+    rel = os.path.relpath(ctx.system.realpath(home), ctx.system.realpath(base))
     alias = home if rel == ".." or rel.startswith("../") else os.path.normpath(os.path.join(base, rel))
     return _Home(home, alias, acct)
 
@@ -142,10 +143,10 @@ def _from_certificate(ctx: Ctx, fingerprint: str) -> Tuple[str, str]:
     _need(ctx, crt)
     pub = ctx.lib(f"{fingerprint}.pub")
     res = ctx.system.run(
-        [ctx.config.openssl_path, "x509", "-in", ctx.system.path(crt), "-pubkey", "-noout"], timeout=30
+        [ctx.config.openssl_path, "x509", "-in", HostPath(crt), "-pubkey", "-noout"], timeout=30
     )
     ctx.system.write(pub, res.stdout, 0o600)
-    res = ctx.system.run(["ssh-keygen", "-i", "-m", "PKCS8", "-f", ctx.system.path(pub)], timeout=30)
+    res = ctx.system.run(["ssh-keygen", "-i", "-m", "PKCS8", "-f", HostPath(pub)], timeout=30)
     if ctx.system.dry_run:
         return "", ""
     return public_key_line(res.stdout)
@@ -207,9 +208,9 @@ def _key_pair(ctx: Ctx, home: _Home, path: str, fingerprint: str) -> None:
     prv = ctx.lib(f"{fingerprint}.prv")
     _need(ctx, prv)
     openssl = ctx.config.openssl_path
-    res = ctx.system.run([openssl, "rsa", "-in", ctx.system.path(prv), "-pubout"], check=False, timeout=30)
+    res = ctx.system.run([openssl, "rsa", "-in", HostPath(prv), "-pubout"], check=False, timeout=30)
     if res.rc != 0:
-        res = ctx.system.run([openssl, "pkey", "-in", ctx.system.path(prv), "-pubout"], timeout=30)
+        res = ctx.system.run([openssl, "pkey", "-in", HostPath(prv), "-pubout"], timeout=30)
     held, name = _held(ctx, home, path)
     with held:
         label = _selinux(ctx)

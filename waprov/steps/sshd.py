@@ -12,11 +12,11 @@ from __future__ import annotations
 import logging
 import os
 import re
-import shutil
 from typing import List, Optional, Tuple
 
 from waprov.errors import HostError, ProvisionError
 from waprov.steps import Ctx
+from waprov.system import HostPath
 
 log = logging.getLogger("waprov")
 FLATCAR_DROPIN = "80-flatcar-walinuxagent.conf"
@@ -65,8 +65,9 @@ def edited_config(text: str, pairs: List[Tuple[str, str]]) -> str:
     return "\n".join(lines)
 
 
-def _sshd() -> Optional[str]:
-    return shutil.which("sshd", path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
+def _sshd(ctx: Ctx) -> Optional[str]:
+    """sshd on PATH, else in /usr/sbin or /sbin (which a user's PATH may lack)."""
+    return next(filter(None, map(ctx.system.which, ("sshd", "/usr/sbin/sshd", "/sbin/sshd"))), None)
 
 
 def _sshd_ok(ctx: Ctx, argv: List[str]) -> Tuple[bool, str]:
@@ -89,13 +90,11 @@ def _check_argv(ctx: Ctx, sshd: str, throwaway: bool) -> List[str]:
     ctx.system.remove(CHECK_DIR, recursive=True)
     ctx.system.makedirs(CHECK_DIR, 0o700)
     try:
-        ctx.system.run(
-            ["ssh-keygen", "-q", "-N", "", "-t", "ed25519", "-f", ctx.system.path(key)], timeout=30
-        )
+        ctx.system.run(["ssh-keygen", "-q", "-N", "", "-t", "ed25519", "-f", HostPath(key)], timeout=30)
     except HostError as e:
         log.debug("no throwaway host key for sshd -t: %s", e)
         return [sshd, "-t"]
-    return [sshd, "-t", "-h", ctx.system.path(key)]
+    return [sshd, "-t", "-h", HostPath(key)]
 
 
 def _fail(message: str) -> ProvisionError:
@@ -103,7 +102,7 @@ def _fail(message: str) -> ProvisionError:
 
 
 def configure_sshd(ctx: Ctx) -> None:
-    sshd = None if ctx.system.dry_run else _sshd()
+    sshd = None if ctx.system.dry_run else _sshd(ctx)
     # the host keys may be being made anew (by this process or by the local phase's): check
     # with throwaway ones
     regenerating = ctx.keygen is not None or (
@@ -137,10 +136,11 @@ def _configure(ctx: Ctx, check: List[str]) -> None:
         path = main
         if ctx.distro.flatcar and ctx.system.kind(main) == "link":  # WA: the link becomes a copy
             try:
-                with open(ctx.system.path(main), "rb") as f:
-                    content = f.read()
-            except OSError as e:
-                raise _fail(f"cannot read {main}: {e.strerror}") from None
+                content = ctx.system.read(main, follow=True)
+            except HostError as e:
+                raise _fail(str(e)) from None
+            if content is None:
+                raise _fail(f"cannot read {main}: it leads to no file")
             ctx.system.remove(main)
             ctx.system.write(main, content, 0o644)
         raw = ctx.system.read(main)

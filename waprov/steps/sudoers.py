@@ -19,6 +19,7 @@ from typing import Optional
 from waprov.errors import HostError, ProvisionError
 from waprov.state import SUDOERS_CHECK, state_path
 from waprov.steps import Ctx
+from waprov.system import HostPath
 
 log = logging.getLogger("waprov")
 SUDOERS_KEYWORDS = frozenset(
@@ -76,7 +77,7 @@ def configure_sudoers(ctx: Ctx) -> None:
         ctx.system.makedirs(ctx.state_dir, 0o700)
         ctx.system.write(check, new.encode("utf-8", "surrogateescape"), 0o440)
         try:
-            ctx.system.run(["visudo", "-c", "-q", "-f", ctx.system.path(check)], timeout=30)
+            ctx.system.run(["visudo", "-c", "-q", "-f", HostPath(check)], timeout=30)
         except HostError as e:
             raise _fail(f"the new {path} does not pass visudo, left unchanged: {e}") from None
         finally:
