@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from typing import Optional, Tuple
 
 from waprov.errors import HostError, ProtocolError
+from waprov.hostfile import Unreadable
 from waprov.ovf import MAX_OVF_BYTES
 from waprov.procfs import mounts
-from waprov.system import HostPath, System, Unreadable
+from waprov.system import HostPath, System
 from waprov.timing import Clock
 
 DVD_PATTERN = re.compile(r"(sr[0-9]|hd[c-z]|cdrom[0-9]|cd[0-9]|vd[b-z])")

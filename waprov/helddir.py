@@ -19,13 +19,27 @@ import errno
 import logging
 import os
 import stat
-from typing import TYPE_CHECKING, Optional, Sequence, Tuple
+from typing import Optional, Protocol, Sequence, Tuple, Union
 
 from waprov.errors import HostError
-from waprov.system import Owner, _mode_owner, read_regular
+from waprov.hostfile import Owner, mode_owner_text, read_regular
 
-if TYPE_CHECKING:
-    from waprov.system import System
+
+class System(Protocol):
+    """What of waprov.system.System this module uses (it is System's own code, reached
+    through System.open_dir: naming System here would close an import circle)."""
+
+    dry_run: bool
+
+    def path(self, path: str) -> str: ...
+    def kind(self, path: str) -> str: ...
+    def note(self, kind: str, target: str, detail: str = "") -> None: ...
+    def mode_owner(self, path: str) -> Optional[Tuple[int, Owner]]: ...
+    def makedirs(self, path: str, mode: int = 0o755, owner: Optional[Owner] = None) -> None: ...
+    def write(
+        self, path: str, data: Union[str, bytes], mode: int = 0o644, owner: Optional[Owner] = None
+    ) -> None: ...
+
 
 log = logging.getLogger("waprov")
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -90,7 +104,7 @@ class HeldDir:
         """Replace `name` here with `data` (mode, owner, and an SELinux `label` set on the
         new file before it takes the name); the content is never logged."""
         path = self._name(name)
-        detail = f"{len(data)} bytes, {_mode_owner(mode, owner)}"
+        detail = f"{len(data)} bytes, {mode_owner_text(mode, owner)}"
         if self.system.dry_run or self._fd is None:  # System records it, with its own checks
             self.system.write(path, data, mode, owner)
             if label:
@@ -247,7 +261,7 @@ def _step_down(
         try:
             new = os.open(part, DIR_FLAGS, dir_fd=fd)
         except FileNotFoundError:
-            system.note("mkdir", path, _mode_owner(mode, owner))
+            system.note("mkdir", path, mode_owner_text(mode, owner))
             try:
                 os.mkdir(part, 0o700, dir_fd=fd)
             except FileExistsError:

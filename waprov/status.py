@@ -15,8 +15,9 @@ import sys
 from typing import Any, Dict, List, Optional, TextIO
 
 from waprov.errors import ConfigError
+from waprov.hostfile import Unreadable
 from waprov.state import MARKER, REPORT, STATE_DIR, state_path
-from waprov.system import System, Unreadable
+from waprov.system import System
 from waprov.vmid import same_vm
 
 MAX_REPORT = 16 << 20  # bytes: a run report is a few KiB

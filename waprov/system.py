@@ -31,12 +31,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Dict, Iterator, List, Optional, Protocol, Sequence, Tuple, Union
 
 from waprov.errors import CommandError, CommandNotFound, HostError
+from waprov.hostfile import Owner, Unreadable, mode_owner_text, read_regular
 from waprov.log import Redactor
 
 if TYPE_CHECKING:
     from waprov.helddir import HeldDir
-
-Owner = Tuple[int, int]
 
 
 class Runner(Protocol):
@@ -95,63 +94,6 @@ class Result:
     stdout: str = field(repr=False)
     stderr: str
     raw: bytes = field(default=b"", repr=False)
-
-
-class Unreadable(HostError):
-    """A file read_regular() would not read: `why` ("is a symbolic link", "is not a regular
-    file", "has 2 hard links", "is too large ...") when it was refused, else the OS error."""
-
-    def __init__(self, shown: str, why: str, *, refused: bool) -> None:
-        super().__init__(f"cannot read {shown}: {'it ' if refused else ''}{why}")
-        self.why, self.refused = why, refused
-
-
-def read_regular(
-    real: str, shown: str, limit: int, *, dir_fd: Optional[int] = None, one_link: bool = False
-) -> Optional[bytes]:
-    """The bytes of the regular file `real` (a name relative to `dir_fd` when given), None
-    when it is absent. It is opened with O_NOFOLLOW and O_NONBLOCK and checked on its
-    descriptor, so neither a final symbolic link nor a FIFO swapped in is ever followed or
-    waited on; Unreadable when it is not a regular file, has more than one link
-    (`one_link`), is larger than `limit`, or cannot be read. `shown` names it in errors."""
-    try:
-        fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
-    except FileNotFoundError:
-        return None
-    except OSError as e:
-        if e.errno == errno.ELOOP:
-            raise Unreadable(shown, "is a symbolic link", refused=True) from None
-        raise Unreadable(shown, e.strerror or str(e), refused=False) from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise Unreadable(shown, "is not a regular file", refused=True)
-        if one_link and st.st_nlink != 1:
-            raise Unreadable(shown, f"has {st.st_nlink} hard links", refused=True)
-        chunks: List[bytes] = []
-        size = 0
-        while size <= limit:  # not st_size: /proc and /sys files report 0 or 4096 whatever they hold
-            chunk = os.read(fd, limit + 1 - size)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-        if size > limit:
-            raise Unreadable(shown, f"is too large (more than {limit} bytes)", refused=True)
-        return b"".join(chunks)
-    except OSError as e:
-        raise Unreadable(shown, e.strerror or str(e), refused=False) from None
-    finally:
-        os.close(fd)
-
-
-def _mode_owner(mode: Optional[int], owner: Optional[Owner]) -> str:
-    parts = []
-    if mode is not None:
-        parts.append(f"mode {mode:04o}")
-    if owner is not None:
-        parts.append("owner {}:{}".format(*owner))
-    return ", ".join(parts)
 
 
 def _tail(text: str, lines: int = 5) -> str:
@@ -477,7 +419,7 @@ class System:
             raise HostError(f"refusing to write {path}: it is a symbolic link")
         if kind not in ("file", "absent"):
             raise HostError(f"refusing to write {path}: it exists and is not a regular file")
-        self._record("write", path, f"{len(raw)} bytes, {_mode_owner(mode, owner)}")
+        self._record("write", path, f"{len(raw)} bytes, {mode_owner_text(mode, owner)}")
         if self.dry_run:
             self._planned[path] = "file"
             return
@@ -550,7 +492,7 @@ class System:
             missing.append(cur)
             cur = os.path.dirname(cur)
         for logical in reversed(missing):
-            self._record("mkdir", logical, _mode_owner(mode, owner))
+            self._record("mkdir", logical, mode_owner_text(mode, owner))
             if self.dry_run:
                 self._planned[logical] = "dir"
                 continue
@@ -560,7 +502,7 @@ class System:
                 pass
             except OSError as e:
                 raise HostError(f"cannot create {logical}: {e.strerror}") from None
-            self._set_mode_owner(logical, mode, owner)
+            self._setmode_owner_text(logical, mode, owner)
         if missing:
             return
         kind = self._kind(path)
@@ -577,7 +519,7 @@ class System:
         if owner is not None and (st.st_uid, st.st_gid) != owner:
             self._record("chown", path, "owner {}:{}".format(*owner))
             if not self.dry_run:
-                self._set_mode_owner(path, None, owner)
+                self._setmode_owner_text(path, None, owner)
 
     def open_dir(
         self,
@@ -607,9 +549,9 @@ class System:
             return
         self._record("chmod", path, f"mode {mode:04o}")
         if not self.dry_run:
-            self._set_mode_owner(path, mode, None)
+            self._setmode_owner_text(path, mode, None)
 
-    def _set_mode_owner(self, path: str, mode: Optional[int], owner: Optional[Owner]) -> None:
+    def _setmode_owner_text(self, path: str, mode: Optional[int], owner: Optional[Owner]) -> None:
         real = self.path(path)
         try:
             if owner is not None:
